@@ -1,0 +1,3 @@
+from chaosstream.cli import main
+
+main()
