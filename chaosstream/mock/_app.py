@@ -1,0 +1,68 @@
+"""The mock model server's aiohttp application."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from chaosstream.mock import _anthropic, _generic, _openai
+from chaosstream.mock._settings import DEFAULT_SETTINGS, SETTINGS, MockSettings
+from chaosstream.mock._stats import STATS, MockStats, RecordedRequest
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+@web.middleware
+async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # read() caches the body, so handlers can read it again.
+    body = await request.read()
+    request.app[STATS].history.append(
+        RecordedRequest(
+            method=request.method,
+            path=request.raw_path,
+            headers={name.lower(): value for name, value in request.headers.items()},
+            body=body,
+        )
+    )
+    return await handler(request)
+
+
+def create_app(
+    settings: MockSettings = DEFAULT_SETTINGS, *, web_dir: Path | None = WEB_DIR
+) -> web.Application:
+    """Build the mock app: OpenAI, Anthropic, ``/sse``, ``/ws`` and test endpoints.
+
+    ``web_dir`` (default: the package's ``web/`` folder) is served at ``/`` when it
+    exists; pass None to serve no page.
+    """
+    app = web.Application(middlewares=[_record], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app[STATS] = MockStats()
+    app.router.add_post("/v1/chat/completions", _openai.chat_completions)
+    app.router.add_get("/v1/models", _openai.list_models)
+    app.router.add_get("/v1/models/{model_id}", _openai.get_model)
+    app.router.add_post("/v1/messages", _anthropic.messages)
+    app.router.add_get("/sse", _generic.sse)
+    app.router.add_get("/ws", _generic.ws)
+    app.router.add_get("/bytes", _generic.random_bytes)
+    app.router.add_post("/echo", _generic.echo)
+    app.router.add_get("/healthz", _generic.healthz)
+    if web_dir is not None and web_dir.is_dir():
+        _add_static(app, web_dir)
+    return app
+
+
+def _add_static(app: web.Application, web_dir: Path) -> None:
+    index = web_dir / "index.html"
+
+    async def index_page(request: web.Request) -> web.StreamResponse:
+        if not index.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(index)
+
+    app.router.add_get("/", index_page)
+    # Registered last, so the API routes above always win.
+    app.router.add_static("/", web_dir)

@@ -1,0 +1,157 @@
+"""Provider-neutral endpoints: ``/sse``, ``/ws``, ``/bytes``, ``/echo``, ``/healthz``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from chaosstream.mock._settings import SETTINGS, BadOverride, MockSettings, with_overrides
+from chaosstream.mock._stats import STATS, ClientGone
+from chaosstream.mock._stream import Pacer, client_gone, open_event_stream, sse_event
+from chaosstream.mock._text import answer_tokens, iter_mock_bytes
+
+SSE_RETRY_MS = 1000
+MAX_BYTES = 256 * 1024 * 1024
+
+
+def generic_error(status: int, message: str) -> web.Response:
+    """An error response for the generic endpoints."""
+    return web.json_response(
+        {"error": {"message": message, "type": "invalid_request_error"}}, status=status
+    )
+
+
+async def sse(request: web.Request) -> web.StreamResponse:
+    """``GET /sse?prompt=...``: one event per token, ``id`` = 1-based token index.
+
+    The first event carries ``retry:``; the stream ends with ``event: done`` /
+    ``data: [DONE]`` (id = tokens + 1). ``Last-Event-ID: k`` resumes at token k + 1.
+    """
+    try:
+        settings = with_overrides(request.app[SETTINGS], request.headers, request.query)
+    except BadOverride as exc:
+        return generic_error(400, str(exc))
+    prompt = request.query.get("prompt", "")
+    tokens = answer_tokens(prompt, settings.tokens)
+    done_id = len(tokens) + 1
+    last_id_raw = request.headers.get("Last-Event-ID", "").strip()
+    try:
+        last_id = int(last_id_raw) if last_id_raw else 0
+    except ValueError:
+        last_id = -1
+    if not 0 <= last_id <= done_id:
+        return generic_error(
+            400, f"Last-Event-ID must be an integer from 0 to {done_id}, got {last_id_raw!r}"
+        )
+    pacer = Pacer(request, settings)
+    resp = await open_event_stream(request)
+    try:
+        async with request.app[STATS].track():
+            retry: int | None = SSE_RETRY_MS
+            for sent, index in enumerate(range(last_id, len(tokens))):
+                await pacer.wait_token(sent)
+                await resp.write(sse_event(tokens[index], event_id=index + 1, retry_ms=retry))
+                retry = None
+            if retry is not None:
+                await pacer.wait_token(0)
+            await resp.write(sse_event("[DONE]", event="done", event_id=done_id, retry_ms=retry))
+            await resp.write_eof()
+    except (ClientGone, ConnectionError):
+        pass
+    return resp
+
+
+async def ws(request: web.Request) -> web.StreamResponse:
+    """``GET /ws``: each JSON ``{"prompt": ...}`` message gets token messages, then done.
+
+    Token messages are ``{"type": "token", "index": i, "text": ...}`` with a 1-based
+    ``i`` (as the ``/sse`` ids); ``tokens``, ``ttft_ms`` and ``tokens_per_s`` in the
+    message override the pacing for that prompt.
+    """
+    try:
+        base = with_overrides(request.app[SETTINGS], request.headers, request.query)
+    except BadOverride as exc:
+        return generic_error(400, str(exc))
+    socket = web.WebSocketResponse()
+    await socket.prepare(request)
+    try:
+        async for msg in socket:
+            if msg.type != WSMsgType.TEXT:
+                await socket.send_json({"type": "error", "message": "send JSON text messages"})
+                continue
+            try:
+                prompt, settings = _parse_ws_prompt(msg.data, base)
+            except ValueError as exc:
+                await socket.send_json({"type": "error", "message": str(exc)})
+                continue
+            async with request.app[STATS].track():
+                await _ws_answer(request, socket, prompt, settings)
+    except (ClientGone, ConnectionError):
+        pass
+    return socket
+
+
+def _parse_ws_prompt(data: str, base: MockSettings) -> tuple[str, MockSettings]:
+    try:
+        message: Any = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"message is not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ValueError('message must be a JSON object like {"prompt": "..."}')
+    prompt = message.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise ValueError("'prompt' must be a string")
+    return prompt, with_overrides(base, {}, message)
+
+
+async def _ws_answer(
+    request: web.Request, socket: web.WebSocketResponse, prompt: str, settings: MockSettings
+) -> None:
+    pacer = Pacer(request, settings)
+    for index, token in enumerate(answer_tokens(prompt, settings.tokens)):
+        await pacer.wait_token(index)
+        await socket.send_json({"type": "token", "index": index + 1, "text": token})
+    if client_gone(request):
+        raise ClientGone
+    await socket.send_json({"type": "done"})
+
+
+async def random_bytes(request: web.Request) -> web.StreamResponse:
+    """``GET /bytes?n=N&seed=S``: N deterministic bytes with a Content-Length."""
+    try:
+        n = int(request.query.get("n", "1024"))
+    except ValueError:
+        n = -1
+    if not 0 <= n <= MAX_BYTES:
+        return generic_error(400, f"n must be an integer from 0 to {MAX_BYTES}")
+    seed = request.query.get("seed", "0")
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    resp.content_length = n
+    await resp.prepare(request)
+    try:
+        for chunk in iter_mock_bytes(n, seed):
+            await resp.write(chunk)
+        await resp.write_eof()
+    except ConnectionError:
+        pass
+    return resp
+
+
+async def echo(request: web.Request) -> web.Response:
+    """``POST /echo``: the request body back, verbatim, with its SHA-256 in a header."""
+    body = await request.read()
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": request.headers.get("Content-Type", "application/octet-stream"),
+            "x-chaosstream-sha256": hashlib.sha256(body).hexdigest(),
+        },
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: liveness."""
+    return web.json_response({"ok": True})
