@@ -1,0 +1,278 @@
+"""The ``chaosstream`` command: a thin click layer over the library."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import signal
+import sys
+from typing import Any
+
+import click
+
+from chaosstream._version import __version__
+from chaosstream.yamlfile import InputError
+
+
+class BadInput(click.ClickException):
+    """Bad input from the user: message on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def format_message(self) -> str:
+        return self.message
+
+
+class ChaosGroup(click.Group):
+    """Turns every :class:`InputError` into exit code 2 with its message, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as e:
+            raise BadInput(str(e)) from None
+
+
+def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``[::1]:PORT``, ``:PORT`` or ``PORT``."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or default_host
+    try:
+        number = int(port)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT") from None
+    if not 0 <= number <= 65535:
+        raise click.BadParameter(f"port {number} is out of range 0-65535")
+    return host, number
+
+
+class HostPort(click.ParamType):
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_hostport(str(value))
+        except click.BadParameter as e:
+            self.fail(e.message, param, ctx)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.group(cls=ChaosGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="chaosstream")
+def cli() -> None:
+    """Network chaos for streaming AI responses.
+
+    Put chaosstream between a client and a model server, inject the faults
+    real users meet (mobile latency, loss, mid-stream cuts, overloaded APIs),
+    and check that the client surfaced the error, retried, resumed or fell back.
+    """
+
+
+@cli.command()
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    metavar="NAME|FILE",
+    help="Profile(s) to show instead of the default set (repeatable).",
+)
+@click.option(
+    "--seed", type=int, default=7, show_default=True, help="Seed for every random choice."
+)
+def demo(profiles: tuple[str, ...], seed: int) -> None:
+    """Run the built-in client through chaos on the embedded mock and print what happened.
+
+    Starts the mock model and the proxy on free loopback ports; needs no keys
+    and no network.
+    """
+    from chaosstream.demo import run_demo
+
+    sys.exit(asyncio.run(run_demo(list(profiles) or None, seed)))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0 = any free port).",
+)
+@click.option(
+    "--ttft-ms",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Delay before the first token.",
+)
+@click.option(
+    "--tokens-per-s",
+    default=200.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Pace of tokens after the first (0 = as fast as possible).",
+)
+@click.option(
+    "--tokens", default=40, show_default=True, type=click.IntRange(min=1), help="Tokens per answer."
+)
+def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int) -> None:
+    """Serve the embedded mock model (OpenAI, Anthropic, /sse, /ws).
+
+    Answers are deterministic per prompt, so a verifier knows the full text.
+    """
+    from chaosstream.mock import MockSettings, run_mock
+
+    settings = MockSettings(ttft_ms=ttft_ms, tokens_per_s=tokens_per_s, tokens=tokens)
+
+    def ready(url: str) -> None:
+        click.echo(f"chaosstream mock listening on {url}", err=True)
+        click.echo(f"  OpenAI:    OPENAI_BASE_URL={url}/v1", err=True)
+        click.echo(f"  Anthropic: ANTHROPIC_BASE_URL={url}", err=True)
+
+    try:
+        run_mock(host, port, settings, on_ready=ready)
+    except OSError as e:
+        raise BadInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+@cli.command()
+@click.option(
+    "--upstream",
+    metavar="URL",
+    help="Model server to forward to (http:// or https://). Default: start the embedded mock.",
+)
+@click.option(
+    "--profile",
+    "profile_name",
+    default="clean",
+    show_default=True,
+    metavar="NAME|FILE",
+    help="Built-in profile name or profile file.",
+)
+@click.option(
+    "--listen",
+    type=HostPort(),
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="Address the proxy listens on.",
+)
+@click.option("--seed", type=int, default=None, help="Override the profile's seed.")
+@click.option("--insecure", is_flag=True, help="Do not verify the upstream's TLS certificate.")
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Extra CA bundle to verify the upstream's TLS certificate with.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    show_default=True,
+    help="Log lines: console on a terminal, JSON otherwise.",
+)
+def proxy(
+    upstream: str | None,
+    profile_name: str,
+    listen: tuple[str, int],
+    seed: int | None,
+    insecure: bool,
+    ca_file: str | None,
+    log_format: str,
+) -> None:
+    """Run the chaos proxy in front of a model server."""
+    from chaosstream.logs import configure_logging
+    from chaosstream.profile import load_profile
+    from chaosstream.serve import serve_proxy
+
+    configure_logging(log_format)  # type: ignore[arg-type]
+    profile = load_profile(profile_name)
+    if upstream is not None and not upstream.startswith(("http://", "https://")):
+        raise click.BadParameter(
+            f"{upstream!r} is not an http:// or https:// URL", param_hint="--upstream"
+        )
+    asyncio.run(
+        serve_proxy(
+            upstream=upstream,
+            profile=profile,
+            listen=listen,
+            seed=seed,
+            insecure=insecure,
+            ca_file=ca_file,
+        )
+    )
+
+
+@cli.group()
+def profiles() -> None:
+    """List, show, validate built-in and custom profiles; print their JSON Schema."""
+
+
+@profiles.command("list")
+def profiles_list() -> None:
+    """Built-in profiles with their descriptions."""
+    from chaosstream.profile import builtin_names, load_profile
+
+    for name in builtin_names():
+        first = load_profile(name).description.strip().split(". ")[0].rstrip(".")
+        click.echo(f"{name:<20} {first}")
+
+
+@profiles.command("show")
+@click.argument("name", metavar="NAME|FILE")
+def profiles_show(name: str) -> None:
+    """Print a profile (built-in name or file) as YAML, validated."""
+    import yaml
+
+    from chaosstream.profile import load_profile
+
+    profile = load_profile(name)
+    data = profile.model_dump(mode="json", exclude_defaults=True)
+    data = {"version": 1, **data}
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@profiles.command("validate")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+def profiles_validate(files: tuple[str, ...]) -> None:
+    """Check profile files; print every problem with file, line and field."""
+    from chaosstream.profile import load_profile
+
+    problems = []
+    for path in files:
+        try:
+            load_profile(path if "/" in path or path.endswith((".yaml", ".yml")) else f"./{path}")
+            click.echo(f"{path}: ok")
+        except InputError as e:
+            problems.append(str(e))
+    if problems:
+        raise BadInput("\n".join(problems))
+
+
+@profiles.command("schema")
+def profiles_schema() -> None:
+    """Print the JSON Schema of profile files (for editors and CI)."""
+    from chaosstream.profile import profile_schema
+
+    click.echo(json.dumps(profile_schema(), indent=2))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    with contextlib.suppress(AttributeError):
+        # Die quietly on a closed pipe (`chaosstream profiles list | head`).
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    cli(prog_name="chaosstream")

@@ -1,0 +1,254 @@
+"""The fault interface: one async transform over a stream of chunks.
+
+A fault is a pydantic model (its fields are its settings and its documentation)
+with one method, :meth:`Fault.apply`, an async generator that reads chunks and
+yields chunks. Like Toxiproxy's toxics, all data read from the input must reach
+the output unless the fault exists to drop it.
+
+Two abilities are optional and separate from the base interface:
+
+* :class:`Refuses` -- answers the request itself before any upstream call
+  (``http_error``, ``concurrency_limit``).
+* :class:`Uploads` -- also acts on the request body (``network`` up direction).
+
+Probability, match, request selection and windows are *not* a fault's business:
+:mod:`chaosstream.faults.trigger` decides once per exchange whether a fault
+takes part, so a fault's ``apply`` only ever runs when it fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chaosstream.providers import Provider
+
+EndMode = Literal["reset", "close", "stall"]
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Bytes on their way to the client, stamped with the time the proxy got them.
+
+    When any firing fault asks for events, the proxy frames the stream first and
+    then every chunk holds exactly one raw SSE event (or one WebSocket message).
+    """
+
+    data: bytes
+    received: float
+    """Clock time the proxy read these bytes; latency sleeps only for what is left."""
+
+
+class Clock(Protocol):
+    """Time source of an exchange; the testing helper swaps in a fake one."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """Monotonic wall clock and real sleeps."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+
+class StreamEnd(Exception):
+    """Raised by a fault to end the stream the way a broken network would.
+
+    ``reset`` aborts the TCP connection (RST), ``close`` ends the HTTP body
+    cleanly without the terminal event, ``stall`` keeps the socket open and
+    sends nothing more.
+    """
+
+    def __init__(self, mode: EndMode, reason: str = "") -> None:
+        super().__init__(f"{mode}: {reason}" if reason else mode)
+        self.mode: EndMode = mode
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What the proxy knows about a request before calling upstream."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    """Lower-cased names; the last value wins for repeated headers."""
+    body: bytes
+    provider: Provider
+    stream: bool
+    """From the JSON body's ``stream`` field or an ``Accept: text/event-stream`` header."""
+    json: Any = None
+    """The parsed JSON body, or None when it is not JSON."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    """One entry of the fault log: what fired, on which exchange, and where."""
+
+    exchange: int
+    type: str
+    index: int
+    """Position of the fault in the profile's list (network faults come first)."""
+    action: str
+    at_ms: float
+    """Milliseconds since the exchange started."""
+    events: int = 0
+    bytes: int = 0
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exchange": self.exchange,
+            "type": self.type,
+            "index": self.index,
+            "action": self.action,
+            "at_ms": round(self.at_ms, 1),
+            "events": self.events,
+            "bytes": self.bytes,
+            "detail": self.detail,
+        }
+
+
+@dataclass(slots=True)
+class FaultContext:
+    """What one firing fault gets for one exchange: the request, its seeded
+    random generator, the clock, and a way to log what it did."""
+
+    exchange: int
+    request: RequestInfo
+    rng: random.Random
+    clock: Clock
+    started: float
+    index: int
+    type: str
+    log: Callable[[FaultEvent], None]
+    proxy_started: float = 0.0
+
+    def fired(self, action: str, *, events: int = 0, nbytes: int = 0, detail: str = "") -> None:
+        """Record that the fault acted, at the current position of the stream."""
+        self.log(
+            FaultEvent(
+                exchange=self.exchange,
+                type=self.type,
+                index=self.index,
+                action=action,
+                at_ms=(self.clock.now() - self.started) * 1000.0,
+                events=events,
+                bytes=nbytes,
+                detail=detail,
+            )
+        )
+
+
+class Match(BaseModel):
+    """Which requests a fault considers; every given field must match."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(None, description="Glob on the request path, e.g. `/v1/*`.")
+    method: str | None = Field(None, description="HTTP method, case-insensitive.")
+    stream: bool | None = Field(
+        None,
+        description="Streaming requests only (true) or non-streaming only (false); read from "
+        "the JSON body's `stream` field or an `Accept: text/event-stream` header.",
+    )
+    headers: dict[str, str] | None = Field(
+        None, description="Header name -> regular expression the value must contain."
+    )
+
+
+class Window(BaseModel):
+    """When a fault is active, in seconds since the proxy (or its last reset) started.
+
+    Either a fixed span (`start_s`, `end_s`) or a recurring outage (`every_s`,
+    `for_s`: active for `for_s` at the start of every `every_s` period). A window
+    can open while a stream is already flowing; the fault then acts from that
+    moment on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_s: float | None = Field(None, ge=0, description="Active from this time.")
+    end_s: float | None = Field(None, gt=0, description="Active until this time.")
+    every_s: float | None = Field(None, gt=0, description="Period of a recurring outage.")
+    for_s: float | None = Field(None, gt=0, description="Length of each recurring outage.")
+
+
+class Fault(BaseModel):
+    """Base of every fault: the common trigger fields and the stream transform."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    probability: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Chance the fault fires on an exchange, drawn once per exchange from the "
+        "seeded generator.",
+    )
+    match: Match | None = Field(None, description="Only requests matching all of these.")
+    requests: list[int] | None = Field(
+        None,
+        description="1-based indices among the requests this fault matches, e.g. `[1, 2]`.",
+    )
+    every: int | None = Field(None, ge=1, description="Every Nth matching request.")
+    window: Window | None = Field(None, description="Only while this time window is open.")
+    enabled: bool = Field(True, description="A disabled fault never fires.")
+
+    @property
+    def needs_events(self) -> bool:
+        """True when ``apply`` wants one whole SSE event per chunk instead of any bytes."""
+        return False
+
+    def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
+        """Transform the response stream. The base passes it through untouched."""
+        return chunks
+
+    @property
+    def acts_on_stream(self) -> bool:
+        """False when ``apply`` is the identity, so the proxy can skip the chain."""
+        return type(self).apply is not Fault.apply
+
+
+@runtime_checkable
+class Refuses(Protocol):
+    """A fault that may answer the request itself, before any upstream call."""
+
+    async def refuse(self, ctx: FaultContext) -> Refusal | None: ...
+
+    def release(self, ctx: FaultContext) -> None:
+        """Called when an exchange this fault let through ends."""
+
+
+@runtime_checkable
+class Uploads(Protocol):
+    """A fault that also shapes the request body on its way upstream."""
+
+    def apply_upload(
+        self, chunks: AsyncIterator[Chunk], ctx: FaultContext
+    ) -> AsyncIterator[Chunk]: ...
+
+
+@dataclass(slots=True)
+class Refusal:
+    """The response a refusing fault sends instead of calling upstream."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"

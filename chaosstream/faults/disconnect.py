@@ -1,0 +1,125 @@
+"""Disconnect: the connection breaks in the middle of the answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from chaosstream.faults.base import Chunk, EndMode, Fault, FaultContext, StreamEnd
+from chaosstream.providers import token_text
+from chaosstream.sse import parse_event
+
+
+def _utf8_cut(data: bytes) -> int:
+    """A cut point near the middle of ``data``, inside a multi-byte character if there is one."""
+    middle = len(data) // 2
+    for i in range(len(data)):
+        # Continuation bytes are 0b10xxxxxx: cutting before one splits a character.
+        if data[i] & 0xC0 == 0x80:
+            return i
+    return max(1, middle)
+
+
+class Disconnect(Fault):
+    """Cuts the stream after a number of events, bytes, tokens or milliseconds.
+
+    `mode` says how the cut looks to the client: `reset` aborts the TCP
+    connection (RST), `close` ends the HTTP response cleanly but without the
+    stream's terminal event (`[DONE]`, `message_stop`), `stall` keeps the socket
+    open and never sends another byte. Exactly one `after_*` field is given.
+    """
+
+    type: Literal["disconnect"] = "disconnect"
+    after_events: int | None = Field(
+        None, ge=0, description="Deliver this many data events, then cut."
+    )
+    after_bytes: int | None = Field(None, ge=0, description="Deliver this many bytes, then cut.")
+    after_tokens: int | None = Field(
+        None, ge=0, description="Deliver events carrying this many tokens, then cut."
+    )
+    after_ms: float | None = Field(
+        None, ge=0, description="Cut this many milliseconds after the request arrived."
+    )
+    mode: EndMode = Field(
+        "reset",
+        description="reset (RST) | close (clean end, no terminal event) | stall (silent, open).",
+    )
+    split_event: bool = Field(
+        False,
+        description="Also deliver part of the next event, cut inside a UTF-8 character when "
+        "it has one, so the client sees a torn event.",
+    )
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> Disconnect:
+        given = [
+            n
+            for n in ("after_events", "after_bytes", "after_tokens", "after_ms")
+            if getattr(self, n) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of after_events, after_bytes, after_tokens, after_ms"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def needs_events(self) -> bool:
+        return self.after_events is not None or self.after_tokens is not None
+
+    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:  # type: ignore[override]
+        limit = self.after_events if self.after_events is not None else self.after_tokens
+        counted = sent = 0  # events (or tokens) and bytes delivered so far
+        deadline = None if self.after_ms is None else ctx.started + self.after_ms / 1000.0
+        async for chunk in _until(chunks, deadline, ctx):
+            data = chunk.data
+            if self.after_bytes is not None and sent + len(data) >= self.after_bytes:
+                head = data[: self.after_bytes - sent]
+                sent += len(head)
+                if head:
+                    yield Chunk(head, chunk.received)
+                break
+            if limit is not None and self._counts(data, ctx):
+                if counted >= limit:
+                    if self.split_event:
+                        head = data[: _utf8_cut(data)]
+                        sent += len(head)
+                        yield Chunk(head, chunk.received)
+                    break
+                counted += 1
+            sent += len(data)
+            yield chunk
+        else:
+            if deadline is None or ctx.clock.now() < deadline:
+                return  # the stream ended before the cut point: nothing fired
+        ctx.fired(self.mode, events=counted, nbytes=sent)
+        raise StreamEnd(self.mode, "disconnect")
+
+    def _counts(self, data: bytes, ctx: FaultContext) -> bool:
+        event = parse_event(data)
+        if self.after_events is not None:
+            return event.has_data
+        return bool(event.has_data and token_text(event, ctx.request.provider))
+
+
+async def _until(
+    chunks: AsyncIterator[Chunk], deadline: float | None, ctx: FaultContext
+) -> AsyncIterator[Chunk]:
+    """The chunks that arrive before ``deadline``; a silent upstream does not hold the cut back."""
+    if deadline is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    it = chunks.__aiter__()
+    while (remaining := deadline - ctx.clock.now()) > 0:
+        try:
+            chunk = await asyncio.wait_for(it.__anext__(), remaining)
+        except (StopAsyncIteration, TimeoutError):
+            return
+        if chunk.received >= deadline:
+            return
+        yield chunk

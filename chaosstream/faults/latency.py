@@ -1,0 +1,49 @@
+"""Latency: a slow first token and slow tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from pydantic import Field
+
+from chaosstream.faults.base import Chunk, Fault, FaultContext
+
+
+class Latency(Fault):
+    """Delays the first byte of the response and then every event.
+
+    Each delay is measured from the moment the proxy received the chunk (as
+    Toxiproxy does), so delays do not pile up on a stream that is already
+    behind. Jitter is drawn per chunk but a chunk never leaves before the one
+    ahead of it, so bytes are never reordered.
+    """
+
+    type: Literal["latency"] = "latency"
+    first_byte_ms: float = Field(0.0, ge=0, description="Extra delay before the first byte.")
+    per_event_ms: float = Field(0.0, ge=0, description="Extra delay for every event after it.")
+    jitter_ms: float = Field(
+        0.0, ge=0, description="Uniform +/- jitter added to each delay (never below zero)."
+    )
+
+    @property
+    def needs_events(self) -> bool:
+        # Only a per-event delay needs event boundaries; a first-byte delay works on bytes.
+        return self.per_event_ms > 0
+
+    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:  # type: ignore[override]
+        clock, rng = ctx.clock, ctx.rng
+        first = True
+        not_before = 0.0
+        async for chunk in chunks:
+            delay = self.first_byte_ms if first else self.per_event_ms
+            if delay or self.jitter_ms:
+                if self.jitter_ms:
+                    delay = max(0.0, delay + rng.uniform(-self.jitter_ms, self.jitter_ms))
+                due = max(chunk.received + delay / 1000.0, not_before)
+                await clock.sleep(due - clock.now())
+                not_before = due
+                if first:
+                    ctx.fired("delay_first_byte", detail=f"{delay:.1f} ms")
+            first = False
+            yield chunk

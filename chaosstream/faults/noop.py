@@ -1,0 +1,18 @@
+"""The noop fault: the reference implementation and the template for new faults."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from chaosstream.faults.base import Chunk, Fault, FaultContext
+
+
+class Noop(Fault):
+    """Passes every chunk through unchanged. Useful to test triggers and as a template."""
+
+    type: Literal["noop"] = "noop"
+
+    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:  # type: ignore[override]
+        async for chunk in chunks:
+            yield chunk

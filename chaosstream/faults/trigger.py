@@ -1,0 +1,179 @@
+"""The wrapper around every fault: match, request selection, window, probability, seed.
+
+Toxiproxy keeps ``toxicity`` and direction in its ``ToxicWrapper`` rather than in
+each toxic; we do the same for every trigger field, so a fault module only
+describes what happens once it fires.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import random
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from chaosstream.faults.base import (
+    Chunk,
+    Clock,
+    Fault,
+    FaultContext,
+    FaultEvent,
+    Match,
+    Refusal,
+    Refuses,
+    RequestInfo,
+    SystemClock,
+    Window,
+)
+
+
+def matches(match: Match | None, request: RequestInfo) -> bool:
+    """True when ``request`` satisfies every field ``match`` gives."""
+    if match is None:
+        return True
+    if match.path is not None and not fnmatch.fnmatchcase(request.path, match.path):
+        return False
+    if match.method is not None and match.method.upper() != request.method.upper():
+        return False
+    if match.stream is not None and match.stream != request.stream:
+        return False
+    if match.headers:
+        for name, pattern in match.headers.items():
+            value = request.headers.get(name.lower())
+            if value is None or re.search(pattern, value) is None:
+                return False
+    return True
+
+
+def window_open(window: Window, t: float) -> bool:
+    """Is the window open ``t`` seconds after the proxy started?"""
+    if window.every_s is not None:
+        return (t % window.every_s) < (window.for_s or window.every_s)
+    if window.start_s is not None and t < window.start_s:
+        return False
+    return not (window.end_s is not None and t >= window.end_s)
+
+
+def window_over(window: Window, t: float) -> bool:
+    """True when a fixed window has closed for good by time ``t``."""
+    return window.every_s is None and window.end_s is not None and t >= window.end_s
+
+
+@dataclass(slots=True)
+class Armed:
+    """A fault that fires on one exchange, with its context."""
+
+    fault: Fault
+    ctx: FaultContext
+
+    async def refuse(self) -> Refusal | None:
+        """The fault's own response, if it refuses this request while its window is open."""
+        if not isinstance(self.fault, Refuses):
+            return None
+        window = self.fault.window
+        if window is not None and not window_open(
+            window, self.ctx.clock.now() - self.ctx.proxy_started
+        ):
+            return None
+        return await self.fault.refuse(self.ctx)
+
+    def release(self) -> None:
+        """Tell a refusing fault that an exchange it let through has ended."""
+        if isinstance(self.fault, Refuses):
+            self.fault.release(self.ctx)
+
+    def apply(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        window = self.fault.window
+        if window is None:
+            return self.fault.apply(chunks, self.ctx)
+        return _gated(self.fault, self.ctx, window, chunks)
+
+
+async def _gated(
+    fault: Fault, ctx: FaultContext, window: Window, chunks: AsyncIterator[Chunk]
+) -> AsyncIterator[Chunk]:
+    """Pass chunks through until the window opens, then hand the rest to the fault.
+
+    This is how a recurring outage hits a stream that is already open. Positions
+    (``after_ms``, ``after_events`` ...) count from the moment the window opens.
+    """
+    it = chunks.__aiter__()
+    async for chunk in it:
+        if window_open(window, chunk.received - ctx.proxy_started):
+            ctx.started = chunk.received
+
+            async def rest(first: Chunk = chunk) -> AsyncIterator[Chunk]:
+                yield first
+                async for later in it:
+                    yield later
+
+            async for out in fault.apply(rest(), ctx):
+                yield out
+            return
+        yield chunk
+
+
+class Injector:
+    """The live faults of a profile: decides, once per exchange, which ones fire.
+
+    Same faults + same seed + same sequence of requests gives the same decisions:
+    every (exchange, fault) pair draws from its own generator seeded with
+    ``seed:exchange:fault``, so timing and the order faults run in change nothing.
+    """
+
+    def __init__(
+        self,
+        faults: Sequence[Fault],
+        seed: int,
+        clock: Clock | None = None,
+        log: Callable[[FaultEvent], None] | None = None,
+    ) -> None:
+        self.faults = list(faults)
+        self.clock = clock or SystemClock()
+        self._log = log or (lambda event: None)
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start over: request counters, window clock and (optionally) the seed."""
+        if seed is not None:
+            self.seed = seed
+        self.started = self.clock.now()
+        self._matched = [0] * len(self.faults)
+        self._exchanges = itertools.count(1)
+
+    def next_exchange(self) -> int:
+        return next(self._exchanges)
+
+    def arm(self, exchange: int, request: RequestInfo, started: float) -> list[Armed]:
+        """The faults that fire on this exchange, in profile order."""
+        armed: list[Armed] = []
+        since_start = started - self.started
+        for index, fault in enumerate(self.faults):
+            if not fault.enabled or not matches(fault.match, request):
+                continue
+            self._matched[index] += 1
+            nth = self._matched[index]
+            if fault.requests is not None and nth not in fault.requests:
+                continue
+            if fault.every is not None and nth % fault.every:
+                continue
+            if fault.window is not None and window_over(fault.window, since_start):
+                continue
+            rng = random.Random(f"{self.seed}:{exchange}:{index}")
+            if fault.probability < 1.0 and rng.random() >= fault.probability:
+                continue
+            ctx = FaultContext(
+                exchange=exchange,
+                request=request,
+                rng=rng,
+                clock=self.clock,
+                started=started,
+                index=index,
+                type=fault.type,
+                log=self._log,
+                proxy_started=self.started,
+            )
+            armed.append(Armed(fault, ctx))
+        return armed

@@ -1,0 +1,107 @@
+"""Profiles: YAML -> typed, validated fault plans (contract: DESIGN.md, version 1)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chaosstream.faults import AnyFault, Fault
+from chaosstream.yamlfile import InputError, load_file, load_text, validate
+
+PROFILE_DIR = resources.files("chaosstream") / "profiles"
+
+
+class Network(BaseModel):
+    """Link conditions that hold for every exchange, in both directions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float = Field(
+        0.0, ge=0, description="One-way delay added to each direction's data."
+    )
+    jitter_ms: float = Field(
+        0.0, ge=0, description="Uniform +/- jitter on that delay; never reorders bytes."
+    )
+    down_kbps: float | None = Field(
+        None, gt=0, description="Server -> client bandwidth, kilobits/s."
+    )
+    up_kbps: float | None = Field(None, gt=0, description="Client -> server bandwidth, kilobits/s.")
+    loss: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Segment loss rate, TCP-modelled: a lost segment stalls delivery by the "
+        "retransmit timeout (200 ms, doubling); bytes are never dropped.",
+    )
+
+
+class Profile(BaseModel):
+    """A named set of network conditions and faults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = Field(description="Profile format version; always 1.")
+    name: str = Field(description="Short name, shown in reports.")
+    description: str = Field(
+        "", description="What the profile simulates and where its numbers come from."
+    )
+    seed: int | None = Field(
+        None,
+        description="Seed for every random choice. Same seed + same request sequence = same "
+        "faults. When absent a random seed is chosen and printed.",
+    )
+    network: Network | None = Field(None, description="Conditions that hold for every exchange.")
+    faults: list[AnyFault] = Field(
+        default_factory=list, description="Faults, each firing on its trigger."
+    )
+
+    def all_faults(self) -> list[Fault]:
+        """The faults to inject, network conditions first."""
+        from chaosstream.faults.network import network_faults
+
+        return [*network_faults(self.network), *self.faults]
+
+
+def builtin_names() -> list[str]:
+    """Names of the profiles shipped with chaosstream."""
+    return sorted(
+        p.name.removesuffix(".yaml") for p in PROFILE_DIR.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A built-in profile by name, or a profile file by path."""
+    if (
+        name_or_path.endswith((".yaml", ".yml"))
+        or "/" in name_or_path
+        or Path(name_or_path).is_file()
+    ):
+        return load_file(Profile, name_or_path)
+    builtin = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not builtin.is_file():
+        names = ", ".join(builtin_names())
+        raise InputError(
+            f"unknown profile {name_or_path!r}: not a file and not a built-in ({names})"
+        )
+    return load_text(Profile, builtin.read_text(encoding="utf-8"), f"profiles/{name_or_path}.yaml")
+
+
+def profile_from_data(data: Any, source: str) -> Profile:
+    """A profile given inline (a scenario's mapping, a control-API body)."""
+    return validate(Profile, data, source)
+
+
+def profile_schema() -> dict[str, Any]:
+    """The JSON Schema of a profile file, for editors and docs."""
+    schema = Profile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "chaosstream profile"
+    return schema
+
+
+def schema_json() -> str:
+    return json.dumps(profile_schema(), indent=2, sort_keys=False)

@@ -1,0 +1,456 @@
+"""The chaos proxy: an aiohttp reverse proxy that streams upstream bytes through faults.
+
+Per exchange: read the request, ask the injector which faults fire, let a
+refusing fault answer, else call upstream and stream its body to the client.
+When no fault acts on the stream the body is copied chunk by chunk with no
+parsing at all (the hot path); otherwise it flows through the faults' chain,
+framed into SSE events first if one of them needs events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+from yarl import URL
+
+from chaosstream.faults import Chunk, Clock, FaultEvent, RequestInfo, StreamEnd, SystemClock
+from chaosstream.faults.trigger import Armed, Injector
+from chaosstream.headers import end_to_end
+from chaosstream.profile import Profile
+from chaosstream.providers import provider_for
+from chaosstream.record import Exchange, Recorder
+from chaosstream.sse import EventSplitter
+
+log = structlog.get_logger("chaosstream.proxy")
+
+# Text bodies up to this size are kept so the recorder can rebuild the answer.
+RECORD_LIMIT = 8 * 1024 * 1024
+# After the last delivered byte leaves, a RST waits this long so the client can
+# read what was delivered: on a real link the data arrives before the reset.
+RESET_GRACE_S = 0.05
+# Headers the proxy must not add to the upstream request when the client did not send them.
+SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+class ProxyState:
+    """The swappable part of a running proxy: profile, seed and injector."""
+
+    def __init__(self, profile: Profile, seed: int | None, clock: Clock, log_fault: Any) -> None:
+        self.profile = profile
+        self.seed = (
+            seed
+            if seed is not None
+            else (
+                profile.seed if profile.seed is not None else random.SystemRandom().randrange(2**31)
+            )
+        )
+        self.injector = Injector(profile.all_faults(), self.seed, clock, log_fault)
+
+
+class ChaosProxy:
+    """A reverse proxy for one upstream, applying one profile at a time."""
+
+    def __init__(
+        self,
+        upstream: str,
+        profile: Profile,
+        *,
+        seed: int | None = None,
+        recorder: Recorder | None = None,
+        insecure: bool = False,
+        ca_file: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.upstream = URL(upstream.rstrip("/"))
+        if self.upstream.scheme not in ("http", "https") or not self.upstream.host:
+            raise ValueError(f"upstream must be an http:// or https:// URL, got {upstream!r}")
+        self.clock = clock or SystemClock()
+        self.recorder = recorder or Recorder()
+        self.fault_log: list[FaultEvent] = []
+        self.state = ProxyState(profile, seed, self.clock, self._log_fault)
+        if insecure:
+            self._ssl: ssl.SSLContext | bool = False
+        else:
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._session: aiohttp.ClientSession | None = None
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.app.on_startup.append(self._open_session)
+        self.app.on_cleanup.append(self._close_session)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def _open_session(self, _app: web.Application) -> None:
+        connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def _close_session(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on ``host:port`` (0 = a free port) and return the base URL."""
+        # handler_cancellation: a client that goes away cancels its handler,
+        # which is what closes the upstream request at once.
+        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.url = f"http://{shown}:{bound_port}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> ChaosProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- control -------------------------------------------------------------
+
+    @property
+    def seed(self) -> int:
+        return self.state.seed
+
+    @property
+    def profile(self) -> Profile:
+        return self.state.profile
+
+    def set_profile(self, profile: Profile, seed: int | None = None) -> None:
+        """Switch profile; request counters and the window clock start over."""
+        self.state = ProxyState(profile, seed, self.clock, self._log_fault)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start request counters, windows and (optionally) the seed over."""
+        self.state.injector.reset(seed)
+        if seed is not None:
+            self.state.seed = seed
+        self.fault_log.clear()
+
+    def _log_fault(self, event: FaultEvent) -> None:
+        self.fault_log.append(event)
+        exchange = self.recorder.open.get(event.exchange)
+        if exchange is not None:
+            exchange.faults.append(event)
+        log.info("fault", seed=self.state.seed, **event.as_dict())
+
+    # -- the exchange ----------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            from chaosstream.wsproxy import proxy_websocket
+
+            assert self._session is not None
+            return await proxy_websocket(self, self._session, request)
+        body = await request.read()
+        info = _request_info(request, body)
+        injector = self.state.injector
+        exchange_id = injector.next_exchange()
+        started = self.clock.now()
+        ex = Exchange(
+            id=exchange_id,
+            method=request.method,
+            path=request.path,
+            provider=info.provider,
+            stream=info.stream,
+            started=started,
+            request_body=body,
+            last_event_id=request.headers.get("Last-Event-ID"),
+        )
+        self.recorder.begin(ex)
+        armed = injector.arm(exchange_id, info, started)
+        try:
+            return await self._exchange(request, info, ex, armed)
+        except asyncio.CancelledError:
+            if ex.outcome == "pending":
+                ex.outcome = "client_gone"
+            raise
+        finally:
+            ex.ended = self.clock.now()
+            if ex.outcome == "pending":
+                ex.outcome = "complete"
+            for a in armed:
+                a.release()
+            self.recorder.finish(ex)
+            log.info("exchange", seed=self.state.seed, **ex.summary())
+
+    async def _exchange(
+        self, request: web.Request, info: RequestInfo, ex: Exchange, armed: list[Armed]
+    ) -> web.StreamResponse:
+        for a in armed:
+            refusal = await a.refuse()
+            if refusal is not None:
+                ex.outcome = "refused"
+                ex.status = refusal.status
+                a.ctx.fired("refuse", detail=f"status {refusal.status}")
+                resp = web.Response(
+                    status=refusal.status,
+                    body=refusal.body,
+                    headers={**refusal.headers, "Content-Type": refusal.content_type},
+                )
+                ex.bytes_out = len(refusal.body)
+                ex.first_byte = self.clock.now()
+                return resp
+
+        assert self._session is not None
+        headers = end_to_end(request.headers, drop=("Host", "Content-Length"))
+        uploads = [a for a in armed if hasattr(a.fault, "apply_upload")]
+        data: Any = info.body
+        if uploads:
+            data = self._upload(info.body, uploads)
+            if info.body:
+                headers["Content-Length"] = str(len(info.body))
+        url = URL(str(self.upstream) + request.raw_path, encoded=True)
+        try:
+            upstream = await self._session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=data if (info.body or uploads) else None,
+                allow_redirects=False,
+                skip_auto_headers=SKIP_AUTO,
+                compress=None,
+            )
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            return self._bad_gateway(ex, f"cannot reach upstream {self.upstream}: {_describe(e)}")
+
+        try:
+            return await self._respond(request, upstream, ex, armed)
+        finally:
+            # Closing (not releasing) drops the upstream connection unless the
+            # body was read to the end: a client that left closes upstream too.
+            upstream.close()
+
+    async def _upload(self, body: bytes, uploads: list[Armed]) -> AsyncIterator[bytes]:
+        async def source() -> AsyncIterator[Chunk]:
+            for i in range(0, len(body), 65536):
+                yield Chunk(body[i : i + 65536], self.clock.now())
+
+        stream: AsyncIterator[Chunk] = source()
+        for a in uploads:
+            stream = a.fault.apply_upload(stream, a.ctx)  # type: ignore[attr-defined]
+        async for chunk in stream:
+            yield chunk.data
+
+    def _bad_gateway(self, ex: Exchange, message: str) -> web.Response:
+        ex.outcome = "upstream_error"
+        ex.status = 502
+        ex.error = message
+        body = json.dumps({"error": {"type": "bad_gateway", "message": message}}).encode()
+        ex.bytes_out = len(body)
+        return web.Response(status=502, body=body, content_type="application/json")
+
+    async def _respond(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        ex: Exchange,
+        armed: list[Armed],
+    ) -> web.StreamResponse:
+        ex.status = upstream.status
+        ex.content_type = upstream.headers.get("Content-Type")
+        chain = [a for a in armed if a.fault.acts_on_stream]
+        # A fault may change the body's length, so the proxy re-frames it as chunked.
+        drop = ("Content-Length",) if chain else ()
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        resp.headers.extend(end_to_end(upstream.headers, drop=drop))
+        await resp.prepare(request)
+        keep = _is_text(ex.content_type)
+        try:
+            if chain:
+                await self._pump_faults(upstream, resp, ex, chain, keep)
+            else:
+                await self._pump(upstream, resp, ex, keep)
+        except StreamEnd as end:
+            ex.outcome = "fault"
+            upstream.close()
+            await self._end(request, resp, end)
+            return resp
+        except aiohttp.ClientPayloadError as e:
+            # Upstream broke mid-body: break the client's body the same way.
+            ex.outcome = "upstream_error"
+            ex.error = f"upstream ended the body early: {_describe(e)}"
+            _abort(request)
+            return resp
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            ex.outcome = "client_gone"
+            return resp
+        await resp.write_eof()
+        return resp
+
+    async def _pump(
+        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, ex: Exchange, keep: bool
+    ) -> None:
+        """The hot path: copy bytes as they come, no parsing, no per-chunk objects."""
+        read = upstream.content.readany
+        write = resp.write
+        kept = ex.upstream_chunks
+        data = await read()
+        if data:
+            ex.first_byte = self.clock.now()
+        total = 0
+        while data:
+            total += len(data)
+            if keep and total <= RECORD_LIMIT:
+                kept.append(data)
+            await write(data)
+            data = await read()
+        ex.bytes_out = total
+
+    async def _pump_faults(
+        self,
+        upstream: aiohttp.ClientResponse,
+        resp: web.StreamResponse,
+        ex: Exchange,
+        chain: list[Armed],
+        keep: bool,
+    ) -> None:
+        clock = self.clock
+        kept = ex.upstream_chunks
+        sent: list[bytes] = []
+        ex.client_chunks = sent
+
+        async def source() -> AsyncIterator[Chunk]:
+            read = upstream.content.readany
+            while data := await read():
+                if keep:
+                    kept.append(data)
+                yield Chunk(data, clock.now())
+
+        stream: AsyncIterator[Chunk] = source()
+        if any(a.fault.needs_events for a in chain):
+            stream = frame_events(stream)
+        for a in chain:
+            stream = a.apply(stream)
+        write = resp.write
+        try:
+            async for chunk in stream:
+                data = chunk.data
+                if not data:
+                    continue
+                if ex.first_byte is None:
+                    ex.first_byte = clock.now()
+                ex.bytes_out += len(data)
+                if keep:
+                    sent.append(data)
+                await write(data)
+        finally:
+            await _aclose(stream)
+
+    async def _end(self, request: web.Request, resp: web.StreamResponse, end: StreamEnd) -> None:
+        if end.mode == "close":
+            resp.force_close()
+            await resp.write_eof()
+        elif end.mode == "reset":
+            await _drained(request)
+            await asyncio.sleep(RESET_GRACE_S)
+            _abort(request, rst=True)
+        else:  # stall: the socket stays open and silent until the client leaves
+            await asyncio.Event().wait()
+
+
+def frame_events(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """Re-cut a byte stream so each chunk holds exactly one raw SSE event.
+
+    Bytes after the last complete event are passed on at the end, so nothing
+    read is lost.
+    """
+
+    async def framed() -> AsyncIterator[Chunk]:
+        splitter = EventSplitter()
+        async for chunk in chunks:
+            for block in splitter.feed(chunk.data):
+                yield Chunk(block, chunk.received)
+        rest = splitter.flush()
+        if rest:
+            yield Chunk(rest, chunk.received)
+
+    return framed()
+
+
+async def _aclose(stream: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _drained(request: web.Request, timeout: float = 2.0) -> None:
+    """Wait until what was written has left the proxy's user-space buffer."""
+    transport = request.transport
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # Polling: asyncio offers no "buffer empty" notification short of drain(),
+    # which only waits for the low-water mark.
+    while transport is not None and transport.get_write_buffer_size() and loop.time() < deadline:
+        await asyncio.sleep(0.005)  # noqa: ASYNC110
+
+
+def _abort(request: web.Request, rst: bool = False) -> None:
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if rst and sock is not None:
+        # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _request_info(request: web.Request, body: bytes) -> RequestInfo:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    parsed: Any = None
+    stream = "text/event-stream" in headers.get("accept", "")
+    if body[:1] in (b"{", b"["):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("stream"), bool):
+            stream = stream or parsed["stream"]
+    return RequestInfo(
+        method=request.method,
+        path=request.path,
+        query=request.query_string,
+        headers=headers,
+        body=body,
+        provider=provider_for(request.path),
+        stream=stream,
+        json=parsed,
+    )
+
+
+def _is_text(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    ct = content_type.split(";", 1)[0].strip().lower()
+    return ct.startswith("text/") or ct.endswith("json") or ct.endswith("+json")
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,163 @@
+"""WebSocket pass-through on the proxy: messages both ways, faults on server messages.
+
+One WebSocket message is one chunk, so event-level faults (per-event latency,
+disconnect after N events, ...) count messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from yarl import URL
+
+from chaosstream.faults import Chunk, StreamEnd
+from chaosstream.headers import end_to_end
+from chaosstream.record import Exchange
+
+if TYPE_CHECKING:
+    from chaosstream.proxy import ChaosProxy
+
+# Headers the WebSocket handshake regenerates on each side.
+HANDSHAKE = (
+    "Host",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+    "Sec-WebSocket-Extensions",
+    "Sec-WebSocket-Protocol",
+    "Content-Length",
+)
+
+
+@dataclass(slots=True)
+class Message(Chunk):
+    """A WebSocket message as a chunk; ``text`` says which frame type to send."""
+
+    text: bool = True
+
+
+async def proxy_websocket(
+    proxy: ChaosProxy, session: aiohttp.ClientSession, request: web.Request
+) -> web.StreamResponse:
+    """Connect upstream first, then accept the client, then pump both ways."""
+    injector = proxy.state.injector
+    from chaosstream.proxy import _request_info
+
+    info = _request_info(request, b"")
+    info.provider = "sse"
+    exchange_id = injector.next_exchange()
+    clock = proxy.clock
+    ex = Exchange(
+        id=exchange_id,
+        method="GET",
+        path=request.path,
+        provider="sse",
+        stream=True,
+        started=clock.now(),
+    )
+    proxy.recorder.begin(ex)
+    armed = [a for a in injector.arm(exchange_id, info, ex.started) if a.fault.acts_on_stream]
+    protocols = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
+    url = URL(str(proxy.upstream) + request.raw_path, encoded=True)
+    url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    try:
+        upstream = await session.ws_connect(
+            url,
+            headers=end_to_end(request.headers, drop=HANDSHAKE),
+            protocols=protocols,
+            autoping=True,
+        )
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        ex.ended = clock.now()
+        ex.outcome = "upstream_error"
+        proxy.recorder.finish(ex)
+        return web.json_response(
+            {"error": {"type": "bad_gateway", "message": f"cannot open upstream WebSocket: {e}"}},
+            status=502,
+        )
+    client = web.WebSocketResponse(protocols=protocols, autoping=True)
+    await client.prepare(request)
+    ex.status = 101
+
+    async def from_upstream() -> AsyncIterator[Chunk]:
+        async for msg in upstream:
+            if msg.type == WSMsgType.TEXT:
+                yield Message(msg.data.encode(), clock.now(), True)
+            elif msg.type == WSMsgType.BINARY:
+                yield Message(msg.data, clock.now(), False)
+            else:
+                break
+
+    async def downstream() -> None:
+        stream: AsyncIterator[Chunk] = from_upstream()
+        for a in armed:
+            stream = a.apply(stream)
+        async for chunk in stream:
+            if ex.first_byte is None:
+                ex.first_byte = clock.now()
+            ex.bytes_out += len(chunk.data)
+            if isinstance(chunk, Message) and not chunk.text:
+                await client.send_bytes(chunk.data)
+            else:
+                await client.send_str(chunk.data.decode("utf-8", "replace"))
+
+    async def upstream_bound() -> None:
+        async for msg in client:
+            if msg.type == WSMsgType.TEXT:
+                await upstream.send_str(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await upstream.send_bytes(msg.data)
+            else:
+                break
+
+    tasks = [asyncio.ensure_future(downstream()), asyncio.ensure_future(upstream_bound())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, StreamEnd):
+                ex.outcome = "fault"
+                await _end_ws(request, client, exc)
+            elif exc is not None and not isinstance(exc, (ConnectionError, aiohttp.ClientError)):
+                raise exc
+    except asyncio.CancelledError:
+        if ex.outcome == "pending":
+            ex.outcome = "client_gone"
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await upstream.close()
+        if not client.closed:
+            await client.close()
+        ex.ended = clock.now()
+        if ex.outcome == "pending":
+            ex.outcome = "complete"
+        for a in armed:
+            a.release()
+        proxy.recorder.finish(ex)
+    return client
+
+
+async def _end_ws(request: web.Request, client: web.WebSocketResponse, end: StreamEnd) -> None:
+    from chaosstream.proxy import _abort
+
+    if end.mode == "close":
+        # 1011: the server hit an unexpected condition -- a clean close frame, no "done".
+        await client.close(
+            code=aiohttp.WSCloseCode.INTERNAL_ERROR, message=b"chaosstream: disconnect"
+        )
+    elif end.mode == "reset":
+        _abort(request, rst=True)  # the client sees 1006: closed without a close frame
+    else:
+        await asyncio.Event().wait()
