@@ -345,8 +345,8 @@ class CountingBytes(bytes):
 
     calls: list[int]
 
-    def find(self, sub: object, start: object = None, *args: object) -> int:  # type: ignore[override]
-        self.calls.append(int(start or 0))  # type: ignore[call-overload]
+    def find(self, sub: object, start: int | None = None, *args: int) -> int:  # type: ignore[override]
+        self.calls.append(start or 0)
         return super().find(sub, start, *args)  # type: ignore[arg-type]
 
 
