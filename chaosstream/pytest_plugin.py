@@ -1,0 +1,1 @@
+"""pytest plugin: chaos fixtures for users' own test suites (registered via ``pytest11``)."""
