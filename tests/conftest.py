@@ -1,0 +1,47 @@
+"""Shared fixtures: a real mock model server and real chaos proxies on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from chaosstream.mock import MockServer, MockSettings, start_mock
+from chaosstream.profile import Profile, load_profile, profile_from_data
+from chaosstream.proxy import ChaosProxy
+
+FAST = MockSettings(ttft_ms=20, tokens_per_s=500, tokens=30)
+
+ProxyFactory = Callable[..., Awaitable[ChaosProxy]]
+
+
+def make_profile(faults: list[dict[str, object]] | None = None, **extra: object) -> Profile:
+    """An inline profile with these faults (dicts as in YAML)."""
+    return profile_from_data({"version": 1, "name": "test", "faults": faults or [], **extra}, "<test>")
+
+
+@pytest.fixture
+async def mock() -> AsyncIterator[MockServer]:
+    """The embedded mock, fast: 20 ms TTFT, 500 tokens/s, 30 tokens."""
+    async with await start_mock(settings=FAST) as server:
+        yield server
+
+
+@pytest.fixture
+async def proxy_factory() -> AsyncIterator[ProxyFactory]:
+    """Start chaos proxies on free ports; all are closed after the test."""
+    started: list[ChaosProxy] = []
+
+    async def make(upstream: str, profile: Profile | str | None = None, **kwargs: object) -> ChaosProxy:
+        if profile is None:
+            profile = load_profile("clean")
+        elif isinstance(profile, str):
+            profile = load_profile(profile)
+        proxy = ChaosProxy(upstream, profile, **kwargs)  # type: ignore[arg-type]
+        await proxy.start()
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        await proxy.close()
