@@ -10,6 +10,7 @@ framed into SSE events first if one of them needs events.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import socket
@@ -220,7 +221,8 @@ class ChaosProxy:
         assert self._session is not None
         headers = end_to_end(request.headers, drop=("Host", "Content-Length"))
         uploads = [a for a in armed if hasattr(a.fault, "apply_upload")]
-        data: Any = info.body
+        # aiohttp warns that a large bytes body may block the loop; a BytesIO streams it.
+        data: Any = info.body if len(info.body) <= 1 << 20 else io.BytesIO(info.body)
         if uploads:
             data = self._upload(info.body, uploads)
             if info.body:
