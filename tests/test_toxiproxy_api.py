@@ -259,3 +259,25 @@ async def test_browsers_are_refused(http: aiohttp.ClientSession) -> None:
     """Like Toxiproxy, a browser user agent gets 403 (no cross-site control)."""
     async with http.get("/proxies", headers={"User-Agent": "Mozilla/5.0"}) as r:
         assert r.status == 403
+
+
+async def test_raw_update_moves_listener_and_bind_conflict(
+    http: aiohttp.ClientSession, echo: str
+) -> None:
+    """PATCH with a new listen address moves the listener; a taken port answers 500."""
+    async with http.post("/proxies", json={"name": "a", "upstream": echo}) as r:
+        first = await r.json()
+    async with http.post("/proxies", json={"name": "b", "upstream": echo}) as r:
+        second = await r.json()
+    async with http.post("/proxies/b", json={"listen": first["listen"]}) as r:
+        err = await r.json()
+        assert r.status == 500 and err["status"] == 500 and "listen" in err["error"]
+    async with http.post("/proxies", json={"name": "c", "upstream": echo}) as r:
+        free = (await r.json())["listen"]
+    async with http.delete("/proxies/c") as r:
+        assert r.status == 204
+    async with http.patch("/proxies/a", json={"listen": free}) as r:
+        moved = await r.json()
+        assert r.status == 200 and moved["listen"] == free and moved["enabled"] is True
+    assert await _round_trip(_port(free)) < 1
+    assert second["listen"] != free

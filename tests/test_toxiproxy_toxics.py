@@ -339,3 +339,21 @@ async def test_close_leaves_nothing_open(upstreams: Upstreams) -> None:
         with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
             await asyncio.wait_for(reader.readexactly(1), 5)
         writer.close()
+
+
+async def test_half_close_and_unreachable_upstream(tox: Tox, upstreams: Upstreams) -> None:
+    """A client's EOF reaches the upstream; an unreachable upstream closes the client."""
+    port = await tox.proxy(await upstreams.start(_echo))
+    reader, writer = await _open(port)
+    writer.write(b"last words")
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 5) == b"last words"
+    await _close(writer)
+
+    dead = await upstreams.start(_echo)
+    upstreams.servers[-1].close()
+    await upstreams.servers[-1].wait_closed()
+    dead_port = await tox.proxy(dead, name="dead")
+    reader, writer = await _open(dead_port)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    await _close(writer)
