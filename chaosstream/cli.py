@@ -240,8 +240,8 @@ def profiles_show(name: str) -> None:
     from chaosstream.profile import load_profile
 
     profile = load_profile(name)
-    data = profile.model_dump(mode="json", exclude_defaults=True)
-    data = {"version": 1, **data}
+    data = profile.model_dump(mode="json", exclude_unset=True)
+    data["description"] = profile.description.strip()
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
 
 
