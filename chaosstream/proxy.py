@@ -177,6 +177,7 @@ class ChaosProxy:
             id=exchange_id,
             method=request.method,
             path=request.path,
+            query=request.query_string,
             provider=info.provider,
             stream=info.stream,
             started=started,
@@ -208,6 +209,7 @@ class ChaosProxy:
             if refusal is not None:
                 ex.outcome = "refused"
                 ex.status = refusal.status
+                ex.retry_after = refusal.headers.get("Retry-After")
                 a.ctx.fired("refuse", detail=f"status {refusal.status}")
                 resp = web.Response(
                     status=refusal.status,
@@ -276,6 +278,7 @@ class ChaosProxy:
     ) -> web.StreamResponse:
         ex.status = upstream.status
         ex.content_type = upstream.headers.get("Content-Type")
+        ex.retry_after = upstream.headers.get("Retry-After")
         chain = [a for a in armed if a.fault.acts_on_stream]
         # A fault may change the body's length, so the proxy re-frames it as chunked.
         drop = ("Content-Length",) if chain else ()

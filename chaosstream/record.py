@@ -1,17 +1,59 @@
-"""The recorder: one record per exchange, with timings and the faults that fired."""
+"""The recorder: one record per exchange, with timings and the faults that fired.
+
+The proxy's hot path only appends the bytes it read (and, when faults changed
+the stream, the bytes it sent). Everything derived from them -- the full answer
+text, events delivered, the last event id, tokens/s -- is computed lazily, once,
+when someone asks after the exchange ended: the seed article's "streaming
+collector", without a parse per chunk.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import IO, Any, Literal
 
 from chaosstream.faults.base import FaultEvent
-from chaosstream.providers import Provider
+from chaosstream.providers import Provider, StreamSummary, response_text, stream_summary
+
+__all__ = ["Exchange", "JsonlSink", "Outcome", "Recorder", "fingerprint"]
 
 Outcome = Literal["pending", "complete", "fault", "client_gone", "upstream_error", "refused"]
+
+# Body fields that say *how* to deliver, not *what* to answer: a streaming
+# request and its non-streaming fallback differ only in these (DESIGN.md,
+# "equivalent request").
+_DELIVERY_FIELDS = ("stream", "stream_options")
+
+
+def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
+    """The identity of a request once the stream flag is set aside.
+
+    Two requests with the same fingerprint are "equivalent": same method,
+    endpoint and query, and the same JSON body apart from ``stream`` and
+    ``stream_options`` (key order and spacing ignored). A non-JSON body counts
+    byte for byte.
+    """
+    material: Any = None
+    if body[:1] == b"{":
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            for name in _DELIVERY_FIELDS:
+                parsed.pop(name, None)
+            material = json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+    if material is None:
+        material = body.decode("utf-8", errors="replace")
+    digest = hashlib.sha256(f"{method} {path}?{query}\n{material}".encode()).hexdigest()
+    return digest[:16]
 
 
 @dataclass(slots=True)
@@ -29,10 +71,13 @@ class Exchange:
     stream: bool
     started: float
     wall: float = field(default_factory=time.time)
+    query: str = ""
     request_body: bytes = b""
     last_event_id: str | None = None
     status: int | None = None
     content_type: str | None = None
+    retry_after: str | None = None
+    """The Retry-After header the client was sent, as sent."""
     first_byte: float | None = None
     ended: float | None = None
     bytes_out: int = 0
@@ -43,21 +88,122 @@ class Exchange:
     """What upstream sent, as read (for reconstructing the full answer)."""
     client_chunks: list[bytes] | None = None
     """What the client was sent when faults changed the stream; None means the same as upstream."""
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def ttft_ms(self) -> float | None:
+        """Milliseconds from the request to the first body byte sent to the client."""
         if self.first_byte is None:
             return None
         return (self.first_byte - self.started) * 1000.0
 
     @property
     def duration_ms(self) -> float | None:
+        """Milliseconds from the request to the end of the response (TTLT)."""
         if self.ended is None:
             return None
         return (self.ended - self.started) * 1000.0
 
+    @property
+    def fingerprint(self) -> str:
+        """See :func:`fingerprint`; equal for equivalent requests."""
+        if "fp" not in self._cache:
+            self._cache["fp"] = fingerprint(self.method, self.path, self.query, self.request_body)
+        return str(self._cache["fp"])
+
+    @property
+    def is_event_stream(self) -> bool:
+        """True when the response was ``text/event-stream``."""
+        media = (self.content_type or "").split(";", 1)[0].strip().lower()
+        return media == "text/event-stream"
+
+    def _body(self, client: bool) -> bytes:
+        chunks = self.client_chunks if client and self.client_chunks is not None else None
+        return b"".join(chunks if chunks is not None else self.upstream_chunks)
+
+    def _summary(self, client: bool) -> StreamSummary | None:
+        if not self.is_event_stream:
+            return None
+        key = "client_summary" if client else "upstream_summary"
+        if key not in self._cache:
+            self._cache[key] = stream_summary(self._body(client), self.provider)
+        summary: StreamSummary = self._cache[key]
+        return summary
+
+    def _text(self, client: bool) -> str:
+        key = "client_text" if client else "upstream_text"
+        if key not in self._cache:
+            summary = self._summary(client)
+            self._cache[key] = (
+                summary.text
+                if summary is not None
+                else response_text(self._body(client), self.content_type, self.provider)
+            )
+        return str(self._cache[key])
+
+    @property
+    def response_text(self) -> str:
+        """The answer text upstream produced on this exchange (all of what the proxy read)."""
+        return self._text(client=False)
+
+    @property
+    def client_text(self) -> str:
+        """The answer text the client was actually sent (after faults)."""
+        return self._text(client=True)
+
+    @property
+    def events(self) -> int:
+        """Data events delivered to the client (0 for a non-streaming body)."""
+        summary = self._summary(client=True)
+        return summary.events if summary is not None else 0
+
+    @property
+    def tokens(self) -> int:
+        """Events carrying answer text that were delivered to the client."""
+        summary = self._summary(client=True)
+        return summary.tokens if summary is not None else 0
+
+    @property
+    def delivered_event_id(self) -> str:
+        """The last event id the client was sent ("" if none): what a resume must carry."""
+        summary = self._summary(client=True)
+        return summary.last_event_id if summary is not None else ""
+
+    @property
+    def upstream_complete(self) -> bool:
+        """Upstream produced a whole answer: a terminal event, or a full 2xx JSON body."""
+        if self.status is None or not 200 <= self.status < 300 or self.outcome == "refused":
+            return False
+        summary = self._summary(client=False)
+        if summary is not None:
+            return summary.terminated and not summary.errored
+        return self.outcome == "complete" and bool(self.response_text)
+
+    @property
+    def client_complete(self) -> bool:
+        """The client was sent a whole answer (terminal event, no error, not cut)."""
+        if self.outcome != "complete" or not self.upstream_complete:
+            return False
+        summary = self._summary(client=True)
+        if summary is not None:
+            return summary.terminated and not summary.errored
+        return True
+
+    @property
+    def failed(self) -> bool:
+        """The client did not get a whole answer on this exchange."""
+        return not self.client_complete
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Pace of the delivered tokens after the first byte, or None."""
+        if self.first_byte is None or self.ended is None or self.tokens < 2:
+            return None
+        span = self.ended - self.first_byte
+        return (self.tokens - 1) / span if span > 0 else None
+
     def summary(self) -> dict[str, Any]:
-        """The fields of the per-exchange log line."""
+        """The fields of the per-exchange log line (cheap: nothing is parsed)."""
         ttft, dur = self.ttft_ms, self.duration_ms
         return {
             "exchange": self.id,
@@ -65,11 +211,45 @@ class Exchange:
             "path": self.path,
             "status": self.status,
             "outcome": self.outcome,
-            "ttft_ms": None if ttft is None else round(ttft, 1),
-            "duration_ms": None if dur is None else round(dur, 1),
+            "ttft_ms": _ms(ttft),
+            "duration_ms": _ms(dur),
             "bytes": self.bytes_out,
             "faults": [f"{f.type}:{f.action}" for f in self.faults],
         }
+
+    def record(self) -> dict[str, Any]:
+        """The full record: one line of ``--record`` JSONL."""
+        tps = self.tokens_per_s
+        return {
+            "id": self.id,
+            "start": round(self.wall, 6),
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "provider": self.provider,
+            "fingerprint": self.fingerprint,
+            "stream": self.stream,
+            "last_event_id": self.last_event_id,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "ttft_ms": _ms(self.ttft_ms),
+            "ttlt_ms": _ms(self.duration_ms),
+            "tokens_per_s": None if tps is None else round(tps, 1),
+            "events": self.events,
+            "tokens": self.tokens,
+            "bytes": self.bytes_out,
+            "outcome": self.outcome,
+            "error": self.error,
+            "faults": [f.as_dict() for f in self.faults],
+            "last_delivered_event_id": self.delivered_event_id,
+            "upstream_complete": self.upstream_complete,
+            "response_text": self.response_text,
+            "client_text": self.client_text,
+        }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 class Recorder:
@@ -81,13 +261,40 @@ class Recorder:
         self.open: dict[int, Exchange] = {}
 
     def begin(self, exchange: Exchange) -> None:
+        """An exchange started; faults that fire on it are attached while open."""
         self.open[exchange.id] = exchange
 
     def finish(self, exchange: Exchange) -> None:
+        """An exchange ended: keep it and tell the listeners."""
         self.open.pop(exchange.id, None)
         self.exchanges.append(exchange)
         for listener in self.listeners:
             listener(exchange)
 
     def clear(self) -> None:
+        """Forget the finished exchanges."""
         self.exchanges.clear()
+
+
+class JsonlSink:
+    """A recorder listener writing one JSON line per finished exchange.
+
+    Each line is serialised whole and written with one call, then flushed, so
+    a reader (``tail -f``) or a crash never sees half a record.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def __call__(self, exchange: Exchange) -> None:
+        line = json.dumps(exchange.record(), ensure_ascii=False) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._file.close()
