@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chaosstream.faults import AnyFault, Fault
+from chaosstream.toxiproxy_profile import ToxiproxySection
 from chaosstream.yamlfile import InputError, load_file, load_text, validate
 
 PROFILE_DIR = resources.files("chaosstream") / "profiles"
@@ -57,6 +58,11 @@ class Profile(BaseModel):
     network: Network | None = Field(None, description="Conditions that hold for every exchange.")
     faults: list[AnyFault] = Field(
         default_factory=list, description="Faults, each firing on its trigger."
+    )
+    toxiproxy: ToxiproxySection | None = Field(
+        None,
+        description="Toxics chaosstream adds to an external Toxiproxy server at start "
+        "and removes at exit.",
     )
 
     def all_faults(self) -> list[Fault]:
