@@ -12,6 +12,7 @@ in class attributes, so every call here runs in a worker thread, one at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Any, Literal
 
@@ -190,7 +191,5 @@ async def remove_toxiproxy(applied: AppliedToxics) -> None:
 
 
 def _quiet_remove(applied: AppliedToxics) -> None:
-    try:
+    with contextlib.suppress(ToxiproxyError):
         _call(applied.section, "remove toxics", applied.remove)
-    except ToxiproxyError:
-        pass
