@@ -39,6 +39,8 @@ RECORD_LIMIT = 8 * 1024 * 1024
 # After the last delivered byte leaves, a RST waits this long so the client can
 # read what was delivered: on a real link the data arrives before the reset.
 RESET_GRACE_S = 0.05
+# How long close() lets open streams run before cancelling them.
+SHUTDOWN_TIMEOUT_S = 1.0
 # Headers the proxy must not add to the upstream request when the client did not send them.
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
@@ -110,7 +112,13 @@ class ChaosProxy:
         """Listen on ``host:port`` (0 = a free port) and return the base URL."""
         # handler_cancellation: a client that goes away cancels its handler,
         # which is what closes the upstream request at once.
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            # Open streams (a stall never ends by itself) are cancelled this soon on close.
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

@@ -356,3 +356,28 @@ def test_upstream_must_be_http_url() -> None:
     """A non-HTTP upstream is refused with a clear message."""
     with pytest.raises(ValueError, match="http:// or https://"):
         ChaosProxy("ftp://example.com", make_profile())
+
+
+async def test_shutdown_closes_open_streams_and_their_upstreams(
+    mock: MockServer, proxy_factory: ProxyFactory
+) -> None:
+    """Closing the proxy ends a stalled stream and a live one, and both upstream requests."""
+    stalled = await proxy_factory(
+        mock.url, make_profile([{"type": "disconnect", "after_events": 2, "mode": "stall"}])
+    )
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "bye"}]}
+    headers = {"x-chaosstream-mock-tokens": "2000", "x-chaosstream-mock-tokens-per-s": "50"}
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(stalled.url + "/v1/chat/completions", json=body, headers=headers)
+        await resp.content.readany()
+        started = time.monotonic()
+        await stalled.close()
+        assert time.monotonic() - started < 5
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    for _ in range(100):
+        if mock.open_streams == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert mock.open_streams == 0
+    assert not stalled.recorder.open
