@@ -48,16 +48,16 @@ def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
     return host, number
 
 
-class HostPort(click.ParamType):
-    name = "HOST:PORT"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, tuple):
-            return value
-        try:
-            return parse_hostport(str(value))
-        except click.BadParameter as e:
-            self.fail(e.message, param, ctx)
+def hostport_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    """Click callback: parse a ``HOST:PORT`` option value."""
+    if value is None:
+        return None
+    try:
+        return parse_hostport(value)
+    except click.BadParameter as e:
+        raise click.BadParameter(e.message, ctx=ctx, param=param) from None
 
 
 def is_loopback(host: str) -> bool:
@@ -164,10 +164,25 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
 )
 @click.option(
     "--listen",
-    type=HostPort(),
+    callback=hostport_option,
     default="127.0.0.1:8080",
+    metavar="HOST:PORT",
     show_default=True,
     help="Address the proxy listens on.",
+)
+@click.option(
+    "--control",
+    type=HostPort(),
+    default=None,
+    help="Serve the control API (profile, faults, exchanges, /metrics, Toxiproxy API) here.",
+)
+@click.option(
+    "--control-token",
+    envvar="CHAOSSTREAM_CONTROL_TOKEN",
+    default=None,
+    metavar="TOKEN",
+    help="Bearer token the control API requires; needed when --control is not loopback. "
+    "[env: CHAOSSTREAM_CONTROL_TOKEN]",
 )
 @click.option("--seed", type=int, default=None, help="Override the profile's seed.")
 @click.option("--insecure", is_flag=True, help="Do not verify the upstream's TLS certificate.")
@@ -188,12 +203,15 @@ def proxy(
     upstream: str | None,
     profile_name: str,
     listen: tuple[str, int],
+    control: tuple[str, int] | None,
+    control_token: str | None,
     seed: int | None,
     insecure: bool,
     ca_file: str | None,
     log_format: str,
 ) -> None:
     """Run the chaos proxy in front of a model server."""
+    from chaosstream.control import ControlError, check_bind
     from chaosstream.logs import configure_logging
     from chaosstream.profile import load_profile
     from chaosstream.serve import serve_proxy
@@ -204,6 +222,11 @@ def proxy(
         raise click.BadParameter(
             f"{upstream!r} is not an http:// or https:// URL", param_hint="--upstream"
         )
+    if control is not None:
+        try:
+            check_bind(control[0], control_token)
+        except ControlError as e:
+            raise BadInput(f"--control {control[0]}:{control[1]}: {e}") from None
     asyncio.run(
         serve_proxy(
             upstream=upstream,
@@ -212,6 +235,8 @@ def proxy(
             seed=seed,
             insecure=insecure,
             ca_file=ca_file,
+            control=control,
+            control_token=control_token,
         )
     )
 
