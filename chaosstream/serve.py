@@ -21,9 +21,26 @@ async def serve_proxy(
     seed: int | None = None,
     insecure: bool = False,
     ca_file: str | None = None,
+    control: tuple[str, int] | None = None,
+    control_token: str | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; with no upstream, start the embedded mock first."""
+    """Serve until SIGINT/SIGTERM; with no upstream, start the embedded mock first.
+
+    ``control`` also serves the control API there (with the Toxiproxy API); a
+    profile's ``toxiproxy:`` section is applied at start and removed at exit.
+    """
+    from chaosstream.control import ControlServer
+    from chaosstream.toxiproxy import ToxiproxyServer
+    from chaosstream.toxiproxy_profile import (
+        AppliedToxics,
+        ToxiproxyError,
+        apply_toxiproxy,
+        remove_toxiproxy,
+    )
+
     mock: MockServer | None = None
+    panel: ControlServer | None = None
+    external: AppliedToxics | None = None
     if upstream is None:
         mock = await start_mock()
         upstream = mock.url
@@ -39,6 +56,30 @@ async def serve_proxy(
         click.echo(f"  upstream: {upstream}{' (embedded mock)' if mock else ''}", err=True)
         click.echo(f"  profile:  {profile.name}   seed: {proxy.seed}", err=True)
         click.echo(f"  clients:  OPENAI_BASE_URL={url}/v1  ANTHROPIC_BASE_URL={url}", err=True)
+        if profile.toxiproxy is not None:
+            try:
+                external = await apply_toxiproxy(profile.toxiproxy)
+            except ToxiproxyError as e:
+                raise click.ClickException(str(e)) from None
+            click.echo(
+                f"  toxiproxy: {len(external.added)} toxic(s) on {profile.toxiproxy.proxy!r} "
+                f"at {profile.toxiproxy.url}",
+                err=True,
+            )
+        if control is not None:
+            panel = ControlServer(
+                proxy,
+                token=control_token,
+                toxiproxy=ToxiproxyServer(seed=proxy.seed),
+                external=external,
+            )
+            try:
+                control_url = await panel.start(*control)
+            except OSError as e:
+                raise click.ClickException(
+                    f"cannot listen on {control[0]}:{control[1]}: {e.strerror or e}"
+                ) from None
+            click.echo(f"  control:  {control_url}  (metrics: {control_url}/metrics)", err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -46,6 +87,12 @@ async def serve_proxy(
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
+        if panel is not None:
+            external = panel.external  # a profile switched over the API brings its own
+            await panel.close()
+        if external is not None:
+            with contextlib.suppress(ToxiproxyError):
+                await remove_toxiproxy(external)
         await proxy.close()
         if mock is not None:
             await mock.close()
