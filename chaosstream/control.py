@@ -198,7 +198,7 @@ class ControlServer:
 
     def _profile_json(self) -> dict[str, Any]:
         profile = self.proxy.profile
-        data = {"version": 1, **profile.model_dump(mode="json", exclude_defaults=True)}
+        data = {"version": 1, **profile.model_dump(mode="json", exclude_unset=True)}
         return {"name": profile.name, "seed": self.proxy.seed, "profile": data}
 
     async def get_profile(self, request: web.Request) -> web.StreamResponse:
@@ -234,7 +234,7 @@ class ControlServer:
             "index": index,
             "type": fault.type,
             "enabled": fault.enabled,
-            "fault": fault.model_dump(mode="json", exclude_defaults=True),
+            "fault": fault.model_dump(mode="json", exclude_unset=True),
         }
 
     async def get_faults(self, request: web.Request) -> web.StreamResponse:
