@@ -295,6 +295,17 @@ def profiles_schema() -> None:
     click.echo(json.dumps(profile_schema(), indent=2))
 
 
+def _add_run_commands() -> None:
+    # `run` and `check` live in their own module; registered here so `--help` lists them.
+    from chaosstream.cli_run import check, run
+
+    cli.add_command(run)
+    cli.add_command(check)
+
+
+_add_run_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     with contextlib.suppress(AttributeError):

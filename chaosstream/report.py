@@ -1,0 +1,178 @@
+"""Reports of a run: the terminal table, JSON (the contract in DESIGN.md) and JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.status import Status
+from rich.table import Table
+from rich.text import Text
+
+from chaosstream._version import __version__
+from chaosstream.run import RunReport, ScenarioResult
+
+__all__ = ["TerminalProgress", "print_report", "to_json", "to_junit", "write_json", "write_junit"]
+
+
+def to_json(report: RunReport) -> dict[str, Any]:
+    """The report as the JSON contract: exactly these keys."""
+    return {
+        "tool": "chaosstream",
+        "version": __version__,
+        "seed": report.seed,
+        "passed": report.passed,
+        "scenarios": [
+            {
+                "name": r.name,
+                "profile": r.profile,
+                "passed": r.passed,
+                "observed": r.observed.as_dict(),
+                "expectations": [v.as_dict() for v in r.verdicts],
+            }
+            for r in report.results
+        ],
+    }
+
+
+def write_json(report: RunReport, path: str | Path) -> None:
+    """Write :func:`to_json` to ``path``."""
+    Path(path).write_text(json.dumps(to_json(report), indent=2) + "\n", encoding="utf-8")
+
+
+def to_junit(report: RunReport) -> ET.Element:
+    """JUnit XML: one testcase per scenario x expectation, evidence in the failure."""
+    verdicts = [(r, v) for r in report.results for v in r.verdicts]
+    failures = sum(1 for _, v in verdicts if v.verdict == "fail")
+    total_time = sum(r.client.duration_s for r in report.results)
+    suites = ET.Element(
+        "testsuites", name="chaosstream", tests=str(len(verdicts)), failures=str(failures)
+    )
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name="chaosstream",
+        tests=str(len(verdicts)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+        time=f"{total_time:.3f}",
+    )
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="seed", value=str(report.seed))
+    ET.SubElement(props, "property", name="upstream", value=report.upstream)
+    for result in report.results:
+        share = result.client.duration_s / max(1, len(result.verdicts))
+        for verdict in result.verdicts:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"chaosstream.{result.name}",
+                name=verdict.name,
+                time=f"{share:.3f}",
+            )
+            if verdict.verdict == "fail":
+                failure = ET.SubElement(
+                    case, "failure", message=verdict.evidence, type="ExpectationFailed"
+                )
+                failure.text = (
+                    f"{verdict.evidence}\n\nprofile: {result.profile} (seed {result.seed})\n"
+                    f"observed: {json.dumps(result.observed.as_dict())}"
+                )
+            out = ET.SubElement(case, "system-out")
+            out.text = _clip(result.client.stdout)
+            err = ET.SubElement(case, "system-err")
+            err.text = _clip(result.client.stderr)
+    return suites
+
+
+def write_junit(report: RunReport, path: str | Path) -> None:
+    """Write :func:`to_junit` to ``path``."""
+    tree = ET.ElementTree(to_junit(report))
+    ET.indent(tree)
+    tree.write(str(path), encoding="utf-8", xml_declaration=True)
+
+
+def _clip(text: str, limit: int = 20_000) -> str:
+    return text if len(text) <= limit else text[:limit] + "\n... (cut)"
+
+
+def _behaviour(r: ScenarioResult) -> str:
+    o = r.observed
+    if o.completed:
+        what = "completed"
+    elif o.silent_truncation:
+        what = "SILENT TRUNCATION"
+    elif o.surfaced_error:
+        what = "surfaced error"
+    elif r.client.timed_out:
+        what = "hung"
+    else:
+        what = "no answer"
+    extras = [w.replace("_", " ") for w in ("retried", "fell_back", "resumed") if getattr(o, w)]
+    if not o.respected_retry_after:
+        extras.append("ignored Retry-After")
+    code = "killed" if o.exit_code is None else f"exit {o.exit_code}"
+    return ", ".join([what, *extras, f"{o.attempts} req", code])
+
+
+def print_report(report: RunReport, console: Console, title: str = "chaosstream") -> None:
+    """The summary table, then the evidence of every failure."""
+    table = Table(title=f"{title}  (seed {report.seed}, upstream: {report.upstream})")
+    for column in ("scenario", "profile", "faults fired", "observed", "TTFT ms", "verdict"):
+        table.add_column(column)
+    for r in report.results:
+        fired = sorted({f"{f.type}:{f.action}" for e in r.exchanges for f in e.faults})
+        ttft = r.observed.ttft_ms
+        table.add_row(
+            r.name,
+            r.profile,
+            ", ".join(fired) or "-",
+            _behaviour(r),
+            "-" if ttft is None else f"{ttft:.0f}",
+            Text("PASS", style="bold green") if r.passed else Text("FAIL", style="bold red"),
+        )
+    console.print(table)
+    failed = [(r, v) for r in report.results for v in r.verdicts if v.verdict == "fail"]
+    for r, v in failed:
+        console.print(Text(f"FAIL {r.name} / {v.name}: ", style="bold red"), end="")
+        console.print(v.evidence, markup=False, highlight=False)
+    passed = sum(1 for r in report.results if r.passed)
+    style = "bold green" if report.passed else "bold red"
+    console.print(Text(f"{passed}/{len(report.results)} scenarios passed", style=style))
+
+
+class TerminalProgress:
+    """Scenario name, a spinner and the elapsed time on stderr; one line per result."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._status: Status | None = None
+        self._started = 0.0
+        self._label = ""
+
+    def start(self, name: str, index: int, total: int) -> None:
+        """A scenario started."""
+        self._started = time.monotonic()
+        self._label = f"[{index + 1}/{total}] {name}"
+        self._status = self.console.status(self._label)
+        self._status.start()
+
+    def tick(self) -> None:
+        """Refresh the elapsed time."""
+        if self._status is not None:
+            self._status.update(f"{self._label}  {time.monotonic() - self._started:.1f} s")
+
+    def end(self, result: ScenarioResult) -> None:
+        """A scenario ended."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        mark = Text("PASS", style="green") if result.passed else Text("FAIL", style="red")
+        line = Text(f"{self._label}  {time.monotonic() - self._started:.1f} s  ")
+        line.append_text(mark)
+        self.console.print(line)

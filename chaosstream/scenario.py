@@ -1,0 +1,223 @@
+"""Scenario files (contract: DESIGN.md, "Scenarios", version 1).
+
+A scenario names a profile (built-in, file, or an inline mapping), the
+expectations the client must meet under it, and how long it may take::
+
+    version: 1
+    command: ["python", "my_client.py"]
+    scenarios:
+      - name: overloaded
+        profile: overloaded-api
+        expect:
+          - retries: {max_attempts: 5}
+          - completes: {}
+        timeout_s: 60
+
+Every error names the file, the line and the field, inline profiles included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from chaosstream.profile import Profile, load_profile
+from chaosstream.yamlfile import InputError, parse_yaml, validate
+
+__all__ = [
+    "EXPECTATIONS",
+    "ErrorSignal",
+    "Expect",
+    "NoOptions",
+    "RetriesOptions",
+    "Scenario",
+    "ScenarioFile",
+    "Suite",
+    "load_scenarios",
+]
+
+ExpectName = Literal[
+    "surfaces_error", "retries", "falls_back", "resumes", "completes", "cancels_upstream"
+]
+EXPECTATIONS: tuple[str, ...] = ExpectName.__args__  # type: ignore[attr-defined]
+
+
+class NoOptions(BaseModel):
+    """An expectation without options: ``completes: {}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetriesOptions(BaseModel):
+    """Options of ``retries``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(
+        5, ge=1, description="More equivalent requests than this is a retry storm."
+    )
+    within_s: float = Field(
+        30.0, gt=0, description="The retry must start within this many seconds of the failure."
+    )
+
+
+def _expect_item(value: Any) -> Any:
+    # `- completes` is shorthand for `- completes: {}`; `null` options mean none.
+    if isinstance(value, str):
+        return {value: {}}
+    if isinstance(value, dict):
+        return {k: ({} if v is None else v) for k, v in value.items()}
+    return value
+
+
+class Expect(BaseModel):
+    """One expectation: exactly one of these keys, with its options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    surfaces_error: NoOptions | None = None
+    retries: RetriesOptions | None = None
+    falls_back: NoOptions | None = None
+    resumes: NoOptions | None = None
+    completes: NoOptions | None = None
+    cancels_upstream: NoOptions | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Expect:
+        given = [n for n in EXPECTATIONS if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one expectation per entry, one of {', '.join(EXPECTATIONS)}"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        """The expectation's name."""
+        return next(n for n in EXPECTATIONS if getattr(self, n) is not None)
+
+    @property
+    def options(self) -> BaseModel:
+        """The expectation's options."""
+        value: BaseModel = getattr(self, self.name)
+        return value
+
+
+class ErrorSignal(BaseModel):
+    """How the client signals a failure, when not (only) by a non-zero exit code.
+
+    Every given field must hold: a regex found in stderr, one found in stdout,
+    an exact exit code.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    stderr_regex: str | None = None
+    stdout_regex: str | None = None
+    exit_code: int | None = None
+
+
+class Scenario(BaseModel):
+    """One run of the client under one profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    profile: str | dict[str, Any] = Field(
+        description="Built-in profile name, profile file path, or an inline profile mapping."
+    )
+    expect: list[Annotated[Expect, BeforeValidator(_expect_item)]] = Field(default_factory=list)
+    timeout_s: float = Field(60.0, gt=0, description="Kill the client after this long (a hang).")
+    error_signal: ErrorSignal | None = None
+    seed: int | None = Field(None, description="Override the profile's seed.")
+
+
+class ScenarioFile(BaseModel):
+    """A scenario file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1]
+    command: list[str] | None = Field(None, min_length=1)
+    scenarios: list[Scenario] = Field(min_length=1)
+
+
+@dataclass(slots=True)
+class Suite:
+    """A loaded scenario file: scenarios with their profiles resolved."""
+
+    source: str
+    command: list[str] | None
+    scenarios: list[Scenario]
+    profiles: list[Profile]
+
+
+def _node(root: yaml.Node | None, *path: str | int) -> yaml.Node | None:
+    node = root
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            return None
+    return node
+
+
+def _line(node: yaml.Node | None) -> int:
+    return node.start_mark.line + 1 if node is not None else 1
+
+
+def _resolve_profile(
+    spec: str | dict[str, Any], index: int, source: str, base: Path, root: yaml.Node | None
+) -> Profile:
+    where = f"scenarios[{index}].profile"
+    node = _node(root, "scenarios", index, "profile")
+    if isinstance(spec, dict):
+        try:
+            return validate(Profile, spec, source, node)
+        except InputError as e:
+            # Point each message at the inline profile inside the scenario file.
+            lines = []
+            for msg in str(e).splitlines():
+                head, sep, rest = msg.partition(": ")
+                lines.append(f"{head}{sep}{where}.{rest}" if sep else msg)
+            raise InputError("\n".join(lines)) from None
+    candidate = base / spec
+    name = str(candidate) if ("/" in spec or spec.endswith((".yaml", ".yml"))) else spec
+    try:
+        return load_profile(name)
+    except InputError as e:
+        raise InputError(f"{source}:{_line(node)}: {where}: {e}") from None
+
+
+def load_scenarios(path: str | Path) -> Suite:
+    """Load and check a scenario file; profile paths are relative to the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read: {e}") from None
+    source = str(path)
+    data, root = parse_yaml(text, source)
+    model = validate(ScenarioFile, data, source, root)
+    names: set[str] = set()
+    for i, scenario in enumerate(model.scenarios):
+        if scenario.name in names:
+            node = _node(root, "scenarios", i, "name")
+            raise InputError(
+                f"{source}:{_line(node)}: scenarios[{i}].name: "
+                f"duplicate scenario name {scenario.name!r}"
+            )
+        names.add(scenario.name)
+    base = Path(path).parent
+    profiles = [
+        _resolve_profile(s.profile, i, source, base, root) for i, s in enumerate(model.scenarios)
+    ]
+    return Suite(source, model.command, model.scenarios, profiles)

@@ -1,0 +1,424 @@
+"""The verifier: what the client did under a profile, and whether that meets expectations.
+
+Input is one scenario's evidence -- the exchanges the proxy recorded, the
+client's exit code and output, what the mock saw -- and the output is the
+``observed`` block of the report plus one verdict per expectation, each with
+evidence a person can follow (exchange ids, times, gaps, what was printed).
+Rules: DESIGN.md, "Verdict words".
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from chaosstream.record import Exchange
+from chaosstream.scenario import ErrorSignal, Expect, RetriesOptions
+
+__all__ = [
+    "RESILIENT",
+    "RETRY_AFTER_TOLERANCE_S",
+    "ClientRun",
+    "Evidence",
+    "Observed",
+    "Verdict",
+    "evaluate",
+    "observe",
+    "shown_fraction",
+]
+
+RETRY_AFTER_TOLERANCE_S = 0.05
+"""A retry this much sooner than Retry-After still counts as waiting (clock granularity)."""
+DEFAULT_MAX_ATTEMPTS = 5
+RESILIENT = "resilient"
+"""The `check` battery's rule: completes or surfaces the error, never truncates
+silently, never storms, never retries before Retry-After."""
+
+
+@dataclass(slots=True)
+class ClientRun:
+    """What the client process did."""
+
+    command: list[str]
+    exit_code: int | None
+    """None when it was killed at the scenario's timeout."""
+    timed_out: bool
+    stdout: str
+    stderr: str
+    duration_s: float
+
+
+@dataclass(slots=True)
+class Evidence:
+    """Everything one scenario produced, for the verifier."""
+
+    client: ClientRun
+    exchanges: list[Exchange]
+    answer: str | None
+    """The full answer upstream produced for the client's request, when known."""
+    mock_closed_early: int | None = None
+    """Upstream streams the mock saw abandoned during the scenario (None: not the mock)."""
+    error_signal: ErrorSignal | None = None
+
+
+@dataclass(slots=True)
+class Verdict:
+    """One expectation's outcome."""
+
+    name: str
+    verdict: Literal["pass", "fail"]
+    evidence: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report's form."""
+        return {"name": self.name, "verdict": self.verdict, "evidence": self.evidence}
+
+
+@dataclass(slots=True)
+class Observed:
+    """What the client did, whatever was expected (the report's ``observed`` block)."""
+
+    attempts: int
+    retried: bool
+    fell_back: bool
+    resumed: bool
+    completed: bool
+    surfaced_error: bool
+    silent_truncation: bool
+    respected_retry_after: bool
+    exit_code: int | None
+    ttft_ms: float | None
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    """Evidence sentences behind each flag, for verdicts (not in the JSON block)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report's ``observed`` block: exactly the contract's keys."""
+        return {
+            "attempts": self.attempts,
+            "retried": self.retried,
+            "fell_back": self.fell_back,
+            "resumed": self.resumed,
+            "completed": self.completed,
+            "surfaced_error": self.surfaced_error,
+            "silent_truncation": self.silent_truncation,
+            "respected_retry_after": self.respected_retry_after,
+            "exit_code": self.exit_code,
+            "ttft_ms": self.ttft_ms,
+            "faults": self.faults,
+        }
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def _squash(text: str) -> str:
+    # Whitespace is layout (wrapping, indentation, a newline per token), not content.
+    return _SPACE.sub("", text)
+
+
+def shown_fraction(answer: str, stdout: str) -> tuple[int, int]:
+    """How much of ``answer`` the output shows: (characters of its longest prefix
+    found anywhere in ``stdout``, characters of the answer), whitespace ignored.
+
+    Prefixes, labels and decorations around the text do not matter; a missing
+    piece does, because only a prefix found whole counts.
+    """
+    want, have = _squash(answer), _squash(stdout)
+    if want in have:
+        return len(want), len(want)
+    # "prefix of length k occurs" is monotone in k: binary search the longest.
+    lo, hi = 0, len(want)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if want[:mid] in have:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo, len(want)
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+def _describe(ex: Exchange) -> str:
+    what = "stream" if ex.stream else "non-stream"
+    status = ex.status if ex.status is not None else "-"
+    fired = ",".join(f"{f.type}:{f.action}" for f in ex.faults)
+    return f"#{ex.id} {what} {status} {ex.outcome}" + (f" [{fired}]" if fired else "")
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        return None  # an HTTP date: chaosstream's faults never send one
+
+
+def _tail(text: str, limit: int = 160) -> str:
+    text = text.strip().replace("\n", " | ")
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def _main_group(exchanges: list[Exchange]) -> list[Exchange]:
+    """The client's request and its equivalents (the first request's fingerprint)."""
+    if not exchanges:
+        return []
+    fp = exchanges[0].fingerprint
+    return [e for e in exchanges if e.fingerprint == fp]
+
+
+def _surfaced(client: ClientRun, signal: ErrorSignal | None) -> tuple[bool, str]:
+    if client.timed_out:
+        return (
+            False,
+            f"client hung: killed after {_fmt_s(client.duration_s)} (a hang is not an error)",
+        )
+    if signal is None:
+        ok = client.exit_code != 0
+        why = f"exit code {client.exit_code}"
+        if client.stderr.strip():
+            why += f", stderr: {_tail(client.stderr)!r}"
+        return ok, why
+    checks: list[tuple[bool, str]] = []
+    if signal.exit_code is not None:
+        checks.append((client.exit_code == signal.exit_code, f"exit code {client.exit_code}"))
+    if signal.stderr_regex is not None:
+        found = re.search(signal.stderr_regex, client.stderr) is not None
+        checks.append((found, f"stderr {'matches' if found else 'lacks'} /{signal.stderr_regex}/"))
+    if signal.stdout_regex is not None:
+        found = re.search(signal.stdout_regex, client.stdout) is not None
+        checks.append((found, f"stdout {'matches' if found else 'lacks'} /{signal.stdout_regex}/"))
+    if not checks:
+        checks.append((client.exit_code != 0, f"exit code {client.exit_code}"))
+    return all(ok for ok, _ in checks), ", ".join(why for _, why in checks)
+
+
+def _ttft_ms(exchanges: list[Exchange]) -> float | None:
+    # What the user waited: from the first request to the first byte of a
+    # successful answer, across retries.
+    if not exchanges:
+        return None
+    start = exchanges[0].started
+    for ex in exchanges:
+        if ex.first_byte is not None and ex.status is not None and 200 <= ex.status < 300:
+            return round((ex.first_byte - start) * 1000.0, 1)
+    return None
+
+
+def observe(ev: Evidence) -> Observed:
+    """Compute the ``observed`` block and the notes behind it."""
+    client = ev.client
+    group = _main_group(ev.exchanges)
+    notes: dict[str, str] = {}
+    position = {ex.id: i + 1 for i, ex in enumerate(ev.exchanges)}
+
+    attempts = len(group)
+    notes["attempts"] = (
+        f"{attempts} equivalent request(s): " + "; ".join(_describe(e) for e in group)
+        if group
+        else "the client sent no request through the proxy"
+    )
+
+    # Fallback: a non-streaming equivalent after a failed streaming one.
+    fell_back = False
+    for i, ex in enumerate(group):
+        if ex.stream and ex.failed:
+            later = next((e for e in group[i + 1 :] if not e.stream), None)
+            if later is not None:
+                fell_back = True
+                notes["fell_back"] = (
+                    f"streaming #{ex.id} failed ({ex.outcome}); non-streaming #{later.id} "
+                    f"followed {_fmt_s(later.started - (ex.ended or ex.started))} later"
+                )
+                break
+    notes.setdefault("fell_back", "no non-streaming request followed a failed stream")
+
+    # Resume: a reconnect carries the id of the last event the client was sent.
+    resumed = False
+    for prev, nxt in itertools.pairwise(group):
+        want = prev.delivered_event_id
+        if want and nxt.last_event_id == want:
+            resumed = True
+            notes["resumed"] = (
+                f"#{nxt.id} sent Last-Event-ID {want!r}, the last event #{prev.id} delivered"
+            )
+            break
+        if nxt.last_event_id:
+            notes["resumed"] = (
+                f"#{nxt.id} sent Last-Event-ID {nxt.last_event_id!r} but #{prev.id} last "
+                f"delivered {want!r}"
+            )
+    notes.setdefault("resumed", "no reconnect carried Last-Event-ID")
+
+    # Retry-After: the gap before the next equivalent request.
+    respected = True
+    waits: list[str] = []
+    for prev, nxt in itertools.pairwise(group):
+        wait = _retry_after_s(prev.retry_after)
+        if wait is None:
+            continue
+        gap = nxt.started - (prev.ended or prev.started)
+        ok = gap >= wait - RETRY_AFTER_TOLERANCE_S
+        respected = respected and ok
+        waits.append(
+            f"#{prev.id} {prev.status} Retry-After {prev.retry_after} -> #{nxt.id} after "
+            f"{_fmt_s(gap)}" + ("" if ok else " (too soon)")
+        )
+    notes["respected_retry_after"] = "; ".join(waits) or "no retry followed a Retry-After"
+
+    surfaced, why = _surfaced(client, ev.error_signal)
+    notes["surfaced_error"] = why
+
+    succeeded = not client.timed_out and client.exit_code == 0
+    if ev.answer is None:
+        shown, total = 0, 0
+        completed = False
+        notes["completed"] = "the full answer is unknown: no complete upstream response was seen"
+    else:
+        shown, total = shown_fraction(ev.answer, client.stdout)
+        completed = succeeded and total > 0 and shown == total
+        notes["completed"] = (
+            f"exit code {client.exit_code}; stdout shows {shown} of {total} answer characters "
+            "(whitespace ignored)"
+        )
+        if client.timed_out:
+            notes["completed"] = f"client hung (killed after {_fmt_s(client.duration_s)})"
+    silent = succeeded and not surfaced and ev.answer is not None and not completed
+    notes["silent_truncation"] = (
+        f"exit 0 while stdout shows only {shown} of {total} answer characters: "
+        f"{_tail(client.stdout, 80)!r}"
+        if silent
+        else "no"
+    )
+
+    faults = [
+        {
+            "type": f.type,
+            "request": position.get(f.exchange, f.exchange),
+            "at_ms": round(f.at_ms, 1),
+        }
+        for ex in ev.exchanges
+        for f in ex.faults
+    ]
+    return Observed(
+        attempts=attempts,
+        retried=attempts > 1,
+        fell_back=fell_back,
+        resumed=resumed,
+        completed=completed,
+        surfaced_error=surfaced,
+        silent_truncation=silent,
+        respected_retry_after=respected,
+        exit_code=None if client.timed_out else client.exit_code,
+        ttft_ms=_ttft_ms(ev.exchanges),
+        faults=faults,
+        notes=notes,
+    )
+
+
+def _verdict(name: str, ok: bool, evidence: str) -> Verdict:
+    return Verdict(name, "pass" if ok else "fail", evidence)
+
+
+def _retries(ev: Evidence, obs: Observed, opts: RetriesOptions) -> Verdict:
+    group = _main_group(ev.exchanges)
+    failed = next((i for i, e in enumerate(group) if e.failed), None)
+    if failed is None:
+        return _verdict(
+            "retries", False, f"no request failed, so nothing to retry; {obs.notes['attempts']}"
+        )
+    first = group[failed]
+    if failed + 1 >= len(group):
+        return _verdict(
+            "retries", False, f"{_describe(first)} was never retried; {obs.notes['surfaced_error']}"
+        )
+    nxt = group[failed + 1]
+    gap = nxt.started - (first.ended or first.started)
+    problems = []
+    if gap > opts.within_s:
+        problems.append(f"the retry came {_fmt_s(gap)} after the failure (limit {opts.within_s} s)")
+    if not obs.respected_retry_after:
+        problems.append(f"retried before Retry-After: {obs.notes['respected_retry_after']}")
+    if obs.attempts > opts.max_attempts:
+        problems.append(f"retry storm: {obs.attempts} attempts > max_attempts {opts.max_attempts}")
+    head = f"{_describe(first)} -> retry #{nxt.id} after {_fmt_s(gap)}; {obs.attempts} attempt(s)"
+    if obs.notes["respected_retry_after"] != "no retry followed a Retry-After":
+        head += f"; {obs.notes['respected_retry_after']}"
+    return _verdict("retries", not problems, "; ".join([*problems, head]) if problems else head)
+
+
+def _cancels(ev: Evidence) -> Verdict:
+    gone = [e for e in ev.exchanges if e.outcome == "client_gone"]
+    if not gone:
+        return _verdict("cancels_upstream", False, "no exchange ended with the client going away")
+    ids = ", ".join(f"#{e.id}" for e in gone)
+    if ev.mock_closed_early is None:
+        return _verdict(
+            "cancels_upstream", True, f"client left {ids}; the proxy closed its upstream request"
+        )
+    ok = ev.mock_closed_early >= len(gone)
+    return _verdict(
+        "cancels_upstream",
+        ok,
+        f"client left {ids}; the mock saw {ev.mock_closed_early} stream(s) closed early",
+    )
+
+
+def _resilient(obs: Observed) -> Verdict:
+    problems = []
+    if obs.silent_truncation:
+        problems.append(f"silent truncation: {obs.notes['silent_truncation']}")
+    elif not (obs.completed or obs.surfaced_error):
+        problems.append(
+            f"neither completed nor surfaced the error: {obs.notes['surfaced_error']}; "
+            f"{obs.notes['completed']}"
+        )
+    if obs.attempts > DEFAULT_MAX_ATTEMPTS:
+        problems.append(f"retry storm: {obs.attempts} attempts > {DEFAULT_MAX_ATTEMPTS}")
+    if not obs.respected_retry_after:
+        problems.append(f"retried before Retry-After: {obs.notes['respected_retry_after']}")
+    if problems:
+        return _verdict(RESILIENT, False, "; ".join(problems))
+    how = "completed" if obs.completed else "surfaced the error"
+    extra = [w for w in ("retried", "fell_back", "resumed") if getattr(obs, w)]
+    return _verdict(
+        RESILIENT,
+        True,
+        f"{how} ({obs.notes['completed'] if obs.completed else obs.notes['surfaced_error']})"
+        + (f"; {', '.join(extra)} in {obs.attempts} attempts" if extra else ""),
+    )
+
+
+def evaluate(
+    ev: Evidence, expect: list[Expect], *, resilient: bool = False
+) -> tuple[Observed, list[Verdict]]:
+    """The observed block and a verdict for each expectation (plus the battery rule)."""
+    obs = observe(ev)
+    notes = obs.notes
+    verdicts: list[Verdict] = []
+    for item in expect:
+        name = item.name
+        if name == "surfaces_error":
+            ok = obs.surfaced_error and not obs.silent_truncation
+            verdicts.append(_verdict(name, ok, notes["surfaced_error"]))
+        elif name == "retries":
+            opts = item.options
+            assert isinstance(opts, RetriesOptions)
+            verdicts.append(_retries(ev, obs, opts))
+        elif name == "falls_back":
+            verdicts.append(_verdict(name, obs.fell_back, notes["fell_back"]))
+        elif name == "resumes":
+            verdicts.append(_verdict(name, obs.resumed, notes["resumed"]))
+        elif name == "completes":
+            verdicts.append(_verdict(name, obs.completed, notes["completed"]))
+        elif name == "cancels_upstream":
+            verdicts.append(_cancels(ev))
+    if resilient:
+        verdicts.append(_resilient(obs))
+    return obs, verdicts
