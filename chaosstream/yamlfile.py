@@ -74,6 +74,10 @@ def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
         raise InputError(f"{source}:{line}: invalid YAML: {e.problem or e}") from None
     except yaml.YAMLError as e:
         raise InputError(f"{source}: invalid YAML: {e}") from None
+    except (ValueError, OverflowError, RecursionError) as e:
+        # PyYAML's constructors raise these for well-formed but impossible
+        # values (`2001-02-30`) and for nesting deeper than Python's stack.
+        raise InputError(f"{source}: invalid YAML value: {e}") from None
     return data, root
 
 
