@@ -50,6 +50,7 @@ async def proxy_websocket(
 
     info = _request_info(request, b"")
     info.provider = "sse"
+    info.websocket = True
     exchange_id = injector.next_exchange()
     clock = proxy.clock
     ex = Exchange(

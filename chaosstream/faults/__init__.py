@@ -13,6 +13,7 @@ from pydantic import Field
 from chaosstream.faults.base import (
     Chunk,
     Clock,
+    EndMode,
     Fault,
     FaultContext,
     FaultEvent,
@@ -25,15 +26,44 @@ from chaosstream.faults.base import (
     Uploads,
     Window,
 )
+from chaosstream.faults.buffer import Buffer
+from chaosstream.faults.concurrency_limit import ConcurrencyLimit
+from chaosstream.faults.corrupt import Corrupt
 from chaosstream.faults.disconnect import Disconnect
+from chaosstream.faults.http_error import HttpError
 from chaosstream.faults.latency import Latency
+from chaosstream.faults.loss import Loss
 from chaosstream.faults.noop import Noop
+from chaosstream.faults.stream_error import StreamError
+from chaosstream.faults.throttle import Throttle
 
-FAULT_TYPES: tuple[type[Fault], ...] = (Noop, Latency, Disconnect)
+FAULT_TYPES: tuple[type[Fault], ...] = (
+    Latency,
+    Throttle,
+    Loss,
+    Disconnect,
+    HttpError,
+    StreamError,
+    Corrupt,
+    Buffer,
+    ConcurrencyLimit,
+    Noop,
+)
 """Every built-in fault type, in the order the docs list them."""
 
 AnyFault = Annotated[
-    Union[Noop, Latency, Disconnect],  # noqa: UP007 -- keep one line per family as the list grows
+    Union[  # noqa: UP007 -- keep one line per family as the list grows
+        Latency,
+        Throttle,
+        Loss,
+        Disconnect,
+        HttpError,
+        StreamError,
+        Corrupt,
+        Buffer,
+        ConcurrencyLimit,
+        Noop,
+    ],
     Field(discriminator="type"),
 ]
 """A fault entry of a profile, chosen by its ``type`` field."""
@@ -44,20 +74,28 @@ __all__ = [
     "FAULT_TYPES",
     "REGISTRY",
     "AnyFault",
+    "Buffer",
     "Chunk",
     "Clock",
+    "ConcurrencyLimit",
+    "Corrupt",
     "Disconnect",
+    "EndMode",
     "Fault",
     "FaultContext",
     "FaultEvent",
+    "HttpError",
     "Latency",
+    "Loss",
     "Match",
     "Noop",
     "Refusal",
     "Refuses",
     "RequestInfo",
     "StreamEnd",
+    "StreamError",
     "SystemClock",
+    "Throttle",
     "Uploads",
     "Window",
 ]

@@ -93,6 +93,8 @@ class RequestInfo:
     """From the JSON body's ``stream`` field or an ``Accept: text/event-stream`` header."""
     json: Any = None
     """The parsed JSON body, or None when it is not JSON."""
+    websocket: bool = False
+    """A WebSocket exchange: every chunk is one message, and a message is an event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +109,12 @@ class FaultEvent:
     at_ms: float
     """Milliseconds since the exchange started."""
     events: int = 0
+    """Data events (or WebSocket messages) delivered before the fault acted."""
     bytes: int = 0
+    """Bytes delivered before the fault acted."""
     detail: str = ""
+    trigger: str = ""
+    """Why the fault fired on this exchange, e.g. ``request 1`` or ``probability 0.5``."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,7 +126,20 @@ class FaultEvent:
             "events": self.events,
             "bytes": self.bytes,
             "detail": self.detail,
+            "trigger": self.trigger,
         }
+
+    def position(self) -> tuple[int, str, int, str, int, int, str]:
+        """Everything but the time: what seeded replay must reproduce exactly."""
+        return (
+            self.exchange,
+            self.type,
+            self.index,
+            self.action,
+            self.events,
+            self.bytes,
+            self.detail,
+        )
 
 
 @dataclass(slots=True)
@@ -137,6 +156,13 @@ class FaultContext:
     type: str
     log: Callable[[FaultEvent], None]
     proxy_started: float = 0.0
+    trigger: str = ""
+    """Why the fault fires on this exchange; copied into every fault-log entry."""
+    framed: bool = False
+    """True when every chunk is one whole SSE event or WebSocket message: keep chunks whole."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """Per-fault state shared by the exchanges of one proxy run (``concurrency_limit``'s
+    open-stream count); it starts over when the proxy is reset."""
 
     def fired(self, action: str, *, events: int = 0, nbytes: int = 0, detail: str = "") -> None:
         """Record that the fault acted, at the current position of the stream."""
@@ -150,6 +176,7 @@ class FaultContext:
                 events=events,
                 bytes=nbytes,
                 detail=detail,
+                trigger=self.trigger,
             )
         )
 

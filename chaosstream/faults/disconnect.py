@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from chaosstream.faults._events import is_event, tokens
+from chaosstream.faults._feed import Feed
 from chaosstream.faults.base import Chunk, EndMode, Fault, FaultContext, StreamEnd
-from chaosstream.providers import token_text
-from chaosstream.sse import parse_event
 
 
 def _utf8_cut(data: bytes) -> int:
@@ -23,6 +23,10 @@ def _utf8_cut(data: bytes) -> int:
     return max(1, middle)
 
 
+def _torn(chunk: Chunk) -> Chunk:
+    return replace(chunk, data=chunk.data[: _utf8_cut(chunk.data)])
+
+
 class Disconnect(Fault):
     """Cuts the stream after a number of events, bytes, tokens or milliseconds.
 
@@ -30,6 +34,12 @@ class Disconnect(Fault):
     connection (RST), `close` ends the HTTP response cleanly but without the
     stream's terminal event (`[DONE]`, `message_stop`), `stall` keeps the socket
     open and never sends another byte. Exactly one `after_*` field is given.
+    Events are data events (comment-only keep-alives do not count); on a
+    WebSocket they are messages, and `reset` drops the TCP connection (the
+    client sees close code 1006) while `close` sends close code 1011.
+    `split_event` delivers the first part of the next event before the cut,
+    torn inside a UTF-8 character when the event has one. If the stream ends
+    before the cut point, nothing fires.
     """
 
     type: Literal["disconnect"] = "disconnect"
@@ -71,7 +81,7 @@ class Disconnect(Fault):
     def needs_events(self) -> bool:
         return self.after_events is not None or self.after_tokens is not None
 
-    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         limit = self.after_events if self.after_events is not None else self.after_tokens
         counted = sent = 0  # events (or tokens) and bytes delivered so far
         deadline = None if self.after_ms is None else ctx.started + self.after_ms / 1000.0
@@ -81,14 +91,14 @@ class Disconnect(Fault):
                 head = data[: self.after_bytes - sent]
                 sent += len(head)
                 if head:
-                    yield Chunk(head, chunk.received)
+                    yield replace(chunk, data=head)
                 break
             if limit is not None and self._counts(data, ctx):
                 if counted >= limit:
                     if self.split_event:
-                        head = data[: _utf8_cut(data)]
-                        sent += len(head)
-                        yield Chunk(head, chunk.received)
+                        torn = _torn(chunk)
+                        sent += len(torn.data)
+                        yield torn
                     break
                 counted += 1
             sent += len(data)
@@ -100,10 +110,9 @@ class Disconnect(Fault):
         raise StreamEnd(self.mode, "disconnect")
 
     def _counts(self, data: bytes, ctx: FaultContext) -> bool:
-        event = parse_event(data)
         if self.after_events is not None:
-            return event.has_data
-        return bool(event.has_data and token_text(event, ctx.request.provider))
+            return is_event(data, ctx)
+        return tokens(data, ctx) > 0
 
 
 async def _until(
@@ -114,12 +123,11 @@ async def _until(
         async for chunk in chunks:
             yield chunk
         return
-    it = chunks.__aiter__()
-    while (remaining := deadline - ctx.clock.now()) > 0:
-        try:
-            chunk = await asyncio.wait_for(it.__anext__(), remaining)
-        except (StopAsyncIteration, TimeoutError):
-            return
-        if chunk.received >= deadline:
-            return
-        yield chunk
+    feed = Feed(chunks, ctx.clock)
+    try:
+        async for chunk in feed.until(deadline):
+            if chunk.received >= deadline:
+                return
+            yield chunk
+    finally:
+        await feed.aclose()

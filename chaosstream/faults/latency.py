@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field
@@ -15,8 +16,10 @@ class Latency(Fault):
 
     Each delay is measured from the moment the proxy received the chunk (as
     Toxiproxy does), so delays do not pile up on a stream that is already
-    behind. Jitter is drawn per chunk but a chunk never leaves before the one
-    ahead of it, so bytes are never reordered.
+    behind: a stream with `per_event_ms: 100` whose upstream sends an event
+    every 20 ms delivers every event 100 ms late, not 100 ms apart. Jitter is
+    drawn per chunk, but a chunk never leaves before the one ahead of it, so
+    bytes are never reordered. On a WebSocket every message is an event.
     """
 
     type: Literal["latency"] = "latency"
@@ -31,19 +34,28 @@ class Latency(Fault):
         # Only a per-event delay needs event boundaries; a first-byte delay works on bytes.
         return self.per_event_ms > 0
 
-    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:  # type: ignore[override]
-        clock, rng = ctx.clock, ctx.rng
+    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
+        clock, rng, jitter = ctx.clock, ctx.rng, self.jitter_ms
         first = True
         not_before = 0.0
+        logged = False
+        sent = 0
         async for chunk in chunks:
             delay = self.first_byte_ms if first else self.per_event_ms
-            if delay or self.jitter_ms:
-                if self.jitter_ms:
-                    delay = max(0.0, delay + rng.uniform(-self.jitter_ms, self.jitter_ms))
+            if delay or jitter:
+                if jitter:
+                    delay = max(0.0, delay + rng.uniform(-jitter, jitter))
                 due = max(chunk.received + delay / 1000.0, not_before)
                 await clock.sleep(due - clock.now())
                 not_before = due
-                if first:
-                    ctx.fired("delay_first_byte", detail=f"{delay:.1f} ms")
+                if not logged:
+                    logged = True
+                    action = "delay_first_byte" if first else "delay_events"
+                    ctx.fired(
+                        action, events=0 if first else 1, nbytes=sent, detail=f"{delay:.1f} ms"
+                    )
+                # Re-stamped: a fault after this one measures from when the chunk left here.
+                chunk = replace(chunk, received=due)
             first = False
+            sent += len(chunk.data)
             yield chunk

@@ -1,13 +1,20 @@
-"""The profile's ``network:`` block, expressed as faults that fire on every exchange."""
+"""The profile's ``network:`` block, expressed as faults that fire on every exchange.
+
+Both directions are shaped: the response through ``apply``, the request body
+through ``apply_upload``. Order: propagation delay, then bandwidth, then loss.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from chaosstream.faults.base import Chunk, Fault, FaultContext
+from chaosstream.faults.loss import Loss, lossy
+from chaosstream.faults.throttle import Throttle
 
 if TYPE_CHECKING:
     from chaosstream.profile import Network
@@ -24,11 +31,12 @@ class LinkDelay(Fault):
     delay_ms: float = Field(0.0, ge=0, description="One-way delay.")
     jitter_ms: float = Field(0.0, ge=0, description="Uniform +/- jitter; never reorders bytes.")
 
-    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         async for chunk in self._delayed(chunks, ctx):
             yield chunk
 
     def apply_upload(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
+        """The request body, delayed the same way."""
         return self._delayed(chunks, ctx)
 
     async def _delayed(
@@ -43,7 +51,39 @@ class LinkDelay(Fault):
             due = max(chunk.received + delay / 1000.0, not_before)
             await clock.sleep(due - clock.now())
             not_before = due
-            yield chunk
+            yield replace(chunk, received=due)
+
+
+class LinkDown(Throttle):
+    """Server -> client bandwidth: a bytes throttle on the response."""
+
+    type: Literal["link_down"] = "link_down"  # type: ignore[assignment]
+
+
+class LinkUp(Fault):
+    """Client -> server bandwidth: a bytes throttle on the request body only."""
+
+    type: Literal["link_up"] = "link_up"
+    bytes_per_s: float = Field(..., gt=0, description="Bytes per second.")
+
+    def apply_upload(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
+        """The request body at ``bytes_per_s``."""
+        return Throttle(bytes_per_s=self.bytes_per_s).apply(chunks, ctx)
+
+
+class LinkLoss(Loss):
+    """Segment loss in both directions (the model of :class:`Loss`)."""
+
+    type: Literal["link_loss"] = "link_loss"  # type: ignore[assignment]
+
+    def apply_upload(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
+        """The request body through the same lossy link."""
+        return lossy(chunks, ctx, self)
+
+
+def kbps(value: float) -> float:
+    """Kilobits per second (1000 bits, as network speeds are quoted) to bytes per second."""
+    return value * 1000.0 / 8.0
 
 
 def network_faults(network: Network | None) -> list[Fault]:
@@ -53,4 +93,10 @@ def network_faults(network: Network | None) -> list[Fault]:
     faults: list[Fault] = []
     if network.latency_ms or network.jitter_ms:
         faults.append(LinkDelay(delay_ms=network.latency_ms, jitter_ms=network.jitter_ms))
+    if network.down_kbps:
+        faults.append(LinkDown(bytes_per_s=kbps(network.down_kbps)))
+    if network.up_kbps:
+        faults.append(LinkUp(bytes_per_s=kbps(network.up_kbps)))
+    if network.loss:
+        faults.append(LinkLoss(rate=network.loss))
     return faults

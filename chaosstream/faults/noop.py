@@ -13,6 +13,6 @@ class Noop(Fault):
 
     type: Literal["noop"] = "noop"
 
-    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         async for chunk in chunks:
             yield chunk

@@ -13,7 +13,9 @@ import random
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from chaosstream.faults._feed import Feed
 from chaosstream.faults.base import (
     Chunk,
     Clock,
@@ -61,6 +63,19 @@ def window_over(window: Window, t: float) -> bool:
     return window.every_s is None and window.end_s is not None and t >= window.end_s
 
 
+def window_edge(window: Window, t: float) -> float | None:
+    """When the window next opens or closes after ``t`` (proxy seconds); None if never."""
+    if window.every_s is not None:
+        period, length = window.every_s, window.for_s or window.every_s
+        base = t - (t % period)
+        return base + length if (t % period) < length else base + period
+    if window.start_s is not None and t < window.start_s:
+        return window.start_s
+    if window.end_s is not None and t < window.end_s:
+        return window.end_s
+    return None
+
+
 @dataclass(slots=True)
 class Armed:
     """A fault that fires on one exchange, with its context."""
@@ -85,6 +100,7 @@ class Armed:
             self.fault.release(self.ctx)
 
     def apply(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        """The response stream with this fault applied (inside its window, if it has one)."""
         window = self.fault.window
         if window is None:
             return self.fault.apply(chunks, self.ctx)
@@ -94,25 +110,51 @@ class Armed:
 async def _gated(
     fault: Fault, ctx: FaultContext, window: Window, chunks: AsyncIterator[Chunk]
 ) -> AsyncIterator[Chunk]:
-    """Pass chunks through until the window opens, then hand the rest to the fault.
+    """Chunks pass untouched while the window is shut; each time it opens, the fault
+    gets the chunks that arrive until it shuts again.
 
-    This is how a recurring outage hits a stream that is already open. Positions
-    (``after_ms``, ``after_events`` ...) count from the moment the window opens.
+    The gate wakes at the window's edges on the clock, not at the next chunk, so
+    a recurring outage hits a stream that is open but silent, and a fault that
+    holds bytes (``buffer``) lets them go the moment the outage ends. Every
+    opening is a fresh application: positions (``after_ms``, ``after_events``
+    ...) count from the moment the window opened.
     """
-    it = chunks.__aiter__()
-    async for chunk in it:
-        if window_open(window, chunk.received - ctx.proxy_started):
-            ctx.started = chunk.received
+    feed = Feed(chunks, ctx.clock)
+    base = ctx.proxy_started
+    try:
+        while not feed.done:
+            now = ctx.clock.now()
+            edge = window_edge(window, now - base)
+            deadline = None if edge is None else base + edge
+            if window_open(window, now - base):
+                ctx.started = now
+                async for out in fault.apply(feed.until(deadline), ctx):
+                    yield out
+            else:
+                async for chunk in feed.until(deadline):
+                    yield chunk
+            if deadline is None:
+                break
+            if ctx.clock.now() < deadline and not feed.done:
+                # The fault stopped reading before the window shut: it is done with the stream.
+                async for chunk in feed.until(None):
+                    yield chunk
+    finally:
+        await feed.aclose()
 
-            async def rest(first: Chunk = chunk) -> AsyncIterator[Chunk]:
-                yield first
-                async for later in it:
-                    yield later
 
-            async for out in fault.apply(rest(), ctx):
-                yield out
-            return
-        yield chunk
+def describe_trigger(fault: Fault, nth: int) -> str:
+    """Why ``fault`` fires on its ``nth`` matching request, for the fault log."""
+    parts = []
+    if fault.requests is not None:
+        parts.append(f"request {nth}")
+    elif fault.every is not None:
+        parts.append(f"every {fault.every} (request {nth})")
+    if fault.probability < 1.0:
+        parts.append(f"probability {fault.probability:g}")
+    if fault.window is not None:
+        parts.append("window")
+    return ", ".join(parts) or "always"
 
 
 class Injector:
@@ -141,9 +183,11 @@ class Injector:
             self.seed = seed
         self.started = self.clock.now()
         self._matched = [0] * len(self.faults)
+        self._state: list[dict[str, Any]] = [{} for _ in self.faults]
         self._exchanges = itertools.count(1)
 
     def next_exchange(self) -> int:
+        """The id of the next exchange (1, 2, ... since the last reset)."""
         return next(self._exchanges)
 
     def arm(self, exchange: int, request: RequestInfo, started: float) -> list[Armed]:
@@ -174,6 +218,14 @@ class Injector:
                 type=fault.type,
                 log=self._log,
                 proxy_started=self.started,
+                trigger=describe_trigger(fault, nth),
+                state=self._state[index],
             )
             armed.append(Armed(fault, ctx))
+        # The proxy frames the stream into events when any fault acting on it asks.
+        framed = request.websocket or any(
+            a.fault.needs_events for a in armed if a.fault.acts_on_stream
+        )
+        for a in armed:
+            a.ctx.framed = framed
         return armed

@@ -1,0 +1,76 @@
+"""Reading a chunk stream against deadlines on the exchange's clock.
+
+``asyncio.wait_for`` would cancel the pending read on timeout, and a cancelled
+async generator cannot be resumed; a :class:`Feed` keeps that read pending
+instead, so a stream can be watched for a deadline (a window opening, an
+``after_ms`` cut) and then read on. Deadlines use the exchange's clock, so the
+fake clock of :mod:`chaosstream.testing` drives them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from chaosstream.faults.base import Chunk, Clock
+
+
+async def _anext(it: AsyncIterator[Chunk]) -> Chunk | None:
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+class Feed:
+    """An async chunk iterator that can be read with a deadline and read on afterwards."""
+
+    def __init__(self, chunks: AsyncIterator[Chunk], clock: Clock) -> None:
+        self._it = chunks.__aiter__()
+        self._clock = clock
+        self._pending: asyncio.Task[Chunk | None] | None = None
+        self.done = False
+        """True once the underlying stream has ended."""
+
+    async def get(self, deadline: float | None = None) -> Chunk | None:
+        """The next chunk; None when the stream ended (``done``) or ``deadline`` came first."""
+        if self.done:
+            return None
+        if deadline is None and self._pending is None:
+            chunk = await _anext(self._it)  # the common case costs no task
+        else:
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(_anext(self._it))
+            if deadline is not None and not self._pending.done():
+                remaining = deadline - self._clock.now()
+                if remaining <= 0:
+                    return None
+                timer = asyncio.ensure_future(self._clock.sleep(remaining))
+                try:
+                    await asyncio.wait((self._pending, timer), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    timer.cancel()
+                if not self._pending.done():
+                    return None
+            task, self._pending = self._pending, None
+            chunk = await task
+        if chunk is None:
+            self.done = True
+        return chunk
+
+    async def until(self, deadline: float | None) -> AsyncIterator[Chunk]:
+        """The chunks that arrive before ``deadline`` (all of them when None)."""
+        while (chunk := await self.get(deadline)) is not None:
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Drop a pending read and close the underlying stream."""
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pending
+            self._pending = None
+        aclose = getattr(self._it, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,53 @@
+"""Stream error: the provider reports an error in the middle of a stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Literal
+
+from pydantic import Field
+
+from chaosstream.faults._events import is_event
+from chaosstream.faults.base import Chunk, Fault, FaultContext, StreamEnd
+from chaosstream.providers import ErrorKind, error_event
+
+
+class StreamError(Fault):
+    """After `after_events` data events, sends an error event and ends the stream.
+
+    The error is in the provider's own shape: Anthropic `event: error` with
+    `{"type": "error", "error": {"type": "overloaded_error", ...}}`, OpenAI a
+    `data: {"error": {...}}` chunk (both SDKs raise on it), plain SSE
+    `event: error`. Then the response ends cleanly, without the terminal
+    event, as the providers do. On a WebSocket the error is a JSON message
+    `{"type": "error", "error": {"type": kind, ...}}` followed by close code
+    1011. If the stream ends before the position, nothing fires.
+    """
+
+    type: Literal["stream_error"] = "stream_error"
+    after_events: int = Field(0, ge=0, description="Data events delivered before the error.")
+    kind: ErrorKind = Field("overloaded", description="overloaded | server_error | rate_limit.")
+
+    @property
+    def needs_events(self) -> bool:
+        return True
+
+    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
+        events = sent = 0
+        async for chunk in chunks:
+            if is_event(chunk.data, ctx):
+                if events >= self.after_events:
+                    ctx.fired(self.kind, events=events, nbytes=sent)
+                    yield replace(chunk, data=self._error(ctx))
+                    raise StreamEnd("close", f"stream_error {self.kind}")
+                events += 1
+            sent += len(chunk.data)
+            yield chunk
+
+    def _error(self, ctx: FaultContext) -> bytes:
+        if ctx.request.websocket:
+            message = {"type": "error", "error": {"type": self.kind, "message": self.kind}}
+            return json.dumps(message).encode()
+        return error_event(ctx.request.provider, self.kind)
