@@ -74,3 +74,35 @@ class Feed:
         aclose = getattr(self._it, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def prefetched(chunks: AsyncIterator[Chunk], limit: int = 1024) -> AsyncIterator[Chunk]:
+    """``chunks``, read ahead by a task so each is stamped when it arrives, not when pulled.
+
+    A delaying fault sleeps between chunks; without read-ahead the chunk behind
+    would only be read (and stamped) after that sleep, and delays would add up.
+    Toxiproxy gets the same effect from a goroutine and a channel per toxic.
+    At most ``limit`` chunks wait, so a client that stops reading still pushes
+    back on upstream.
+    """
+    queue: asyncio.Queue[Chunk | Exception | None] = asyncio.Queue(limit)
+
+    async def reader() -> None:
+        try:
+            async for chunk in chunks:
+                await queue.put(chunk)
+        except Exception as e:  # handed to the consumer, which raises it in order
+            await queue.put(e)
+        else:
+            await queue.put(None)
+
+    task = asyncio.ensure_future(reader())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task

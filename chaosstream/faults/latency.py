@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from chaosstream.faults._feed import prefetched
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 
 
@@ -40,6 +41,8 @@ class Latency(Fault):
         not_before = 0.0
         logged = False
         sent = 0
+        if self.per_event_ms or jitter:
+            chunks = prefetched(chunks)
         async for chunk in chunks:
             delay = self.first_byte_ms if first else self.per_event_ms
             if delay or jitter:

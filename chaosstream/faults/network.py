@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from chaosstream.faults._feed import prefetched
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 from chaosstream.faults.loss import Loss, lossy
 from chaosstream.faults.throttle import Throttle
@@ -44,7 +45,7 @@ class LinkDelay(Fault):
     ) -> AsyncIterator[Chunk]:
         clock, rng, jitter = ctx.clock, ctx.rng, self.jitter_ms
         not_before = 0.0
-        async for chunk in chunks:
+        async for chunk in prefetched(chunks):
             delay = self.delay_ms
             if jitter:
                 delay = max(0.0, delay + rng.uniform(-jitter, jitter))
