@@ -99,7 +99,7 @@ def demo(profiles: tuple[str, ...], seed: int) -> None:
     """
     from chaosstream.demo import run_demo
 
-    sys.exit(asyncio.run(run_demo(list(profiles) or None, seed)))
+    sys.exit(run_demo(list(profiles) or None, seed))
 
 
 @cli.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,7 +76,8 @@ def execute(
                 await ticker
 
     report = asyncio.run(main())
-    print_report(report, Console(), title=title)
+    # Off a terminal (CI logs) rich would wrap the table at 80 columns.
+    print_report(report, Console(width=None if sys.stdout.isatty() else 140), title=title)
     if json_path is not None:
         write_json(report, json_path)
     if junit_path is not None:
