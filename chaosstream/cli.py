@@ -185,6 +185,9 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
     "[env: CHAOSSTREAM_CONTROL_TOKEN]",
 )
 @click.option("--seed", type=int, default=None, help="Override the profile's seed.")
+@click.option(
+    "--record", metavar="FILE", default=None, help="Append every exchange to FILE as JSON lines."
+)
 @click.option("--insecure", is_flag=True, help="Do not verify the upstream's TLS certificate.")
 @click.option(
     "--ca-file",
@@ -206,6 +209,7 @@ def proxy(
     control: tuple[str, int] | None,
     control_token: str | None,
     seed: int | None,
+    record: str | None,
     insecure: bool,
     ca_file: str | None,
     log_format: str,
@@ -237,6 +241,7 @@ def proxy(
             ca_file=ca_file,
             control=control,
             control_token=control_token,
+            record=record,
         )
     )
 

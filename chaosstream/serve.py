@@ -11,6 +11,7 @@ import click
 from chaosstream.mock import MockServer, start_mock
 from chaosstream.profile import Profile
 from chaosstream.proxy import ChaosProxy
+from chaosstream.record import JsonlSink, Recorder
 
 
 async def serve_proxy(
@@ -23,8 +24,11 @@ async def serve_proxy(
     ca_file: str | None = None,
     control: tuple[str, int] | None = None,
     control_token: str | None = None,
+    record: str | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; with no upstream, start the embedded mock first.
+
+    ``record`` appends every finished exchange to that file as one JSON line.
 
     ``control`` also serves the control API there (with the Toxiproxy API); a
     profile's ``toxiproxy:`` section is applied at start and removed at exit.
@@ -44,7 +48,13 @@ async def serve_proxy(
     if upstream is None:
         mock = await start_mock()
         upstream = mock.url
-    proxy = ChaosProxy(upstream, profile, seed=seed, insecure=insecure, ca_file=ca_file)
+    recorder = Recorder()
+    sink = JsonlSink(record) if record is not None else None
+    if sink is not None:
+        recorder.listeners.append(sink)
+    proxy = ChaosProxy(
+        upstream, profile, seed=seed, recorder=recorder, insecure=insecure, ca_file=ca_file
+    )
     try:
         try:
             url = await proxy.start(*listen)
@@ -96,3 +106,5 @@ async def serve_proxy(
         await proxy.close()
         if mock is not None:
             await mock.close()
+        if sink is not None:
+            sink.close()
