@@ -1,0 +1,691 @@
+"""The browser client: drive a chat page in headless Chromium and judge what a person saw.
+
+A scenario may name a page instead of a command::
+
+    client:
+      browser:
+        url: /                      # relative to the proxy, or absolute; {proxy} is replaced
+        prompt: Why do streams break on mobile networks?
+        selectors: {output: "#answer"}   # the rest default to the reference page's data-testids
+        stop_after_ms: 200          # click Stop this long after the first text (cancels_upstream)
+
+:class:`PageDriver` starts Debian's Chromium once (headless, a fresh profile,
+every host but loopback unresolvable) and opens a fresh browser context per
+scenario. A script injected before the page's own code watches the DOM from
+the first frame: when the typing indicator first shows, when the first answer
+text appears, every ``layout-shift`` entry. :func:`judge_page` turns that
+:class:`PageObservation` plus the proxy's exchanges into verdicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chaosstream.record import Exchange
+
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "PAGE_JUDGED",
+    "BrowserClient",
+    "BrowserSpec",
+    "PageDriver",
+    "PageObservation",
+    "PageView",
+    "Selectors",
+    "StableLayoutOptions",
+    "api_exchanges",
+    "judge_page",
+    "page_observed",
+    "page_signals",
+    "resolve_url",
+    "write_artifacts",
+]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--metrics-recording-only",
+    # Every name resolves to nothing but loopback: a page can't leak traffic off the machine.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+)
+# Playwright already gives each launch its own temporary --user-data-dir (and
+# refuses one in ``args``), so every PageDriver starts from a fresh profile.
+
+TERMINAL_STATES = ("complete", "stopped", "incomplete", "error")
+DEFAULT_STOP_AFTER_MS = 200.0
+CANCEL_WITHIN_S = 1.0
+
+
+def _testid(name: str) -> str:
+    return f'[data-testid="{name}"]'
+
+
+class Selectors(BaseModel):
+    """CSS selectors of the page's parts; the defaults fit the reference page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(_testid("input"), description="The prompt field.")
+    send: str = Field(_testid("send"), description="The button that sends the prompt.")
+    output: str = Field(_testid("output"), description="Where the answer is rendered.")
+    error: str = Field(_testid("error"), description="The error notice.")
+    retry: str = Field(_testid("retry"), description="The Retry button.")
+    stop: str = Field(_testid("stop"), description="The Stop button.")
+    typing: str = Field(_testid("typing"), description="The typing indicator.")
+
+
+class BrowserClient(BaseModel):
+    """A chat page as the client under test."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        "/",
+        description="Page URL: a path is taken relative to the proxy; {proxy} is replaced "
+        "by the proxy's base URL (e.g. http://localhost:3000/?api={proxy}).",
+    )
+    prompt: str = Field("Why do streams break on mobile networks?", min_length=1)
+    selectors: Selectors = Field(default_factory=Selectors)
+    stop_after_ms: float | None = Field(
+        None,
+        ge=0,
+        description="Click Stop this long after the first answer text appears "
+        f"(default {DEFAULT_STOP_AFTER_MS:g} ms when cancels_upstream is expected).",
+    )
+    settle_ms: float = Field(
+        2000.0,
+        gt=0,
+        description="A page without a data-state on its output counts as settled once "
+        "nothing changed and no request was in flight for this long.",
+    )
+
+
+class BrowserSpec(BaseModel):
+    """``client: {browser: {...}}`` in a scenario."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    browser: BrowserClient = Field(default_factory=BrowserClient)
+
+
+class StableLayoutOptions(BaseModel):
+    """Options of ``stable_layout``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_cls: float = Field(
+        0.1, ge=0, description="Highest cumulative layout shift allowed (0.1 is Web Vitals 'good')."
+    )
+
+
+@dataclass(slots=True)
+class PageView:
+    """What the page showed at one moment."""
+
+    state: str
+    """The output's ``data-state`` ("" when the page has none)."""
+    text: str
+    error_visible: bool
+    error_text: str
+    retry_visible: bool
+    settled: bool
+    """False when the page was still busy at the deadline."""
+
+
+@dataclass(slots=True)
+class PageObservation:
+    """Everything the driver saw on one page run.
+
+    ``*_ms`` times are page milliseconds since Send was clicked; ``stop_clicked``
+    is on the monotonic clock the proxy uses, so it compares with exchange times.
+    """
+
+    url: str
+    views: list[PageView] = field(default_factory=list)
+    """The page once settled, and again after a Retry click when there was one."""
+    typing_ms: float | None = None
+    first_text_ms: float | None = None
+    shifts: list[float] = field(default_factory=list)
+    """Layout-shift values after Send, without those caused by recent input."""
+    stop_clicked: float | None = None
+    stop_error: str = ""
+    retry_clicked: bool = False
+    console: list[str] = field(default_factory=list)
+    screenshot: bytes = b""
+    error: str = ""
+    """Why the page could not be driven at all ("" when it could)."""
+
+    @property
+    def first(self) -> PageView | None:
+        """The page when it first settled after Send."""
+        return self.views[0] if self.views else None
+
+    @property
+    def last(self) -> PageView | None:
+        """The page at the end of the run."""
+        return self.views[-1] if self.views else None
+
+    @property
+    def cls(self) -> float:
+        """Cumulative layout shift while the answer streamed."""
+        return sum(self.shifts)
+
+
+def resolve_url(url: str, proxy_url: str) -> str:
+    """The page address for a proxy: ``{proxy}`` substituted, a bare path put on the proxy."""
+    proxy = proxy_url.rstrip("/")
+    url = url.replace("{proxy}", proxy)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
+        return url
+    return proxy + "/" + url.lstrip("/")
+
+
+# Runs in every frame before the page's own scripts. Timestamps are
+# performance.now(); the driver sets `sentAt` right before clicking Send.
+_OBSERVER_JS = """
+(() => {
+  const S = %s;
+  const cs = { sentAt: null, typingAt: null, textAt: null, changedAt: 0, shifts: [] };
+  Object.defineProperty(window, "__chaosstream", { value: cs });
+  const q = (sel) => { try { return document.querySelector(sel); } catch { return null; } };
+  const visible = (el) => {
+    if (!el || !el.isConnected) return false;
+    const opts = { opacityProperty: true, visibilityProperty: true };
+    if (el.checkVisibility && !el.checkVisibility(opts)) return false;
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0;
+  };
+  let sig = "";
+  const check = () => {
+    const now = performance.now();
+    const out = q(S.output);
+    const text = out ? out.textContent : "";
+    if (cs.sentAt !== null) {
+      if (cs.textAt === null && text.trim()) cs.textAt = now;
+      if (cs.textAt === null && cs.typingAt === null && visible(q(S.typing))) cs.typingAt = now;
+    }
+    const state = out ? out.getAttribute("data-state") : "";
+    const next = text.length + "|" + state + "|" + visible(q(S.error));
+    if (next !== sig) { sig = next; cs.changedAt = now; }
+  };
+  cs.view = () => {
+    check();
+    const out = q(S.output), err = q(S.error);
+    return {
+      state: (out && out.getAttribute("data-state")) || "",
+      text: out ? out.textContent : "",
+      error_visible: visible(err),
+      error_text: err && visible(err) ? err.textContent.trim().replace(/\\s+/g, " ") : "",
+      retry_visible: visible(q(S.retry)),
+      quiet_ms: performance.now() - cs.changedAt,
+    };
+  };
+  new MutationObserver(check).observe(document, {
+    subtree: true, childList: true, attributes: true, characterData: true,
+  });
+  // A backstop for changes no mutation announces (CSS animations, media queries).
+  setInterval(check, 50);
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries())
+        cs.shifts.push({ value: e.value, at: e.startTime, input: e.hadRecentInput });
+    }).observe({ type: "layout-shift", buffered: true });
+  } catch {}
+})();
+"""
+
+
+class PageDriver:
+    """One headless Chromium, reused for many page runs (a fresh context each).
+
+    Use as ``async with PageDriver() as driver: obs = await driver.drive(...)``.
+    """
+
+    def __init__(self, executable: str = CHROMIUM, viewport: tuple[int, int] = (900, 820)) -> None:
+        self.executable = executable
+        self.viewport = viewport
+        self._pw: Any = None
+        self._browser: Any = None
+
+    async def start(self) -> None:
+        """Launch Chromium (no download: always the system binary)."""
+        from playwright.async_api import async_playwright
+
+        if not os.path.exists(self.executable):  # noqa: ASYNC240 -- one stat, at start
+            from chaosstream.yamlfile import InputError
+
+            raise InputError(
+                f"{self.executable}: Chromium not found; install Debian's chromium package"
+            )
+        self._pw = await async_playwright().start()
+        try:
+            self._browser = await self._pw.chromium.launch(
+                executable_path=self.executable, args=list(CHROMIUM_ARGS), headless=True
+            )
+        except BaseException:
+            await self._pw.stop()
+            raise
+
+    async def close(self) -> None:
+        """Close the browser and Playwright."""
+        if self._browser is not None:
+            await self._browser.close()
+            self._browser = None
+        if self._pw is not None:
+            await self._pw.stop()
+            self._pw = None
+
+    async def __aenter__(self) -> PageDriver:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def drive(
+        self,
+        proxy_url: str,
+        client: BrowserClient,
+        *,
+        timeout_s: float = 30.0,
+        stop_after_ms: float | None = None,
+        click_retry: bool = False,
+    ) -> PageObservation:
+        """Open the page, ask ``client.prompt``, watch until it settles.
+
+        ``stop_after_ms`` (or the client's own) clicks Stop that long after the
+        first text; ``click_retry`` clicks Retry once if the page settles on a
+        failure showing it. Never raises for a misbehaving page: what went wrong
+        is in ``PageObservation.error`` / ``stop_error``.
+        """
+        assert self._browser is not None, "PageDriver not started"
+        obs = PageObservation(url=resolve_url(client.url, proxy_url))
+        deadline = time.monotonic() + timeout_s
+        width, height = self.viewport
+        context = await self._browser.new_context(
+            viewport={"width": width, "height": height}, service_workers="block"
+        )
+        try:
+            sel = client.selectors
+            await context.add_init_script(_OBSERVER_JS % json.dumps(sel.model_dump()))
+            page = await context.new_page()
+            inflight = _watch(page, obs.console)
+            if stop_after_ms is None:
+                stop_after_ms = client.stop_after_ms
+            try:
+                await self._run(page, obs, client, inflight, deadline, stop_after_ms, click_retry)
+            except Exception as e:  # a page that breaks the driver is an observation too
+                obs.error = obs.error or _first_line(e)
+            await _collect(page, obs)
+        finally:
+            await context.close()
+        return obs
+
+    async def _run(
+        self,
+        page: Any,
+        obs: PageObservation,
+        client: BrowserClient,
+        inflight: set[Any],
+        deadline: float,
+        stop_after_ms: float | None,
+        click_retry: bool,
+    ) -> None:
+        sel = client.selectors
+        try:
+            await page.goto(obs.url, wait_until="load", timeout=_left_ms(deadline))
+            await page.locator(sel.input).first.fill(client.prompt, timeout=5000)
+        except Exception as e:
+            obs.error = f"cannot open the page or fill {sel.input}: {_first_line(e)}"
+            return
+        await page.evaluate("window.__chaosstream.sentAt = performance.now()")
+        try:
+            await page.locator(sel.send).first.click(timeout=5000)
+        except Exception as e:
+            obs.error = f"cannot click {sel.send}: {_first_line(e)}"
+            return
+        if stop_after_ms is not None:
+            await _stop(page, obs, sel, deadline, stop_after_ms)
+        obs.views.append(await _settle(page, inflight, deadline, client.settle_ms))
+        first = obs.views[0]
+        if click_retry and first.retry_visible and first.state != "complete":
+            try:
+                await page.locator(sel.retry).first.click(timeout=5000)
+                obs.retry_clicked = True
+            except Exception as e:
+                obs.console.append(f"[chaosstream] cannot click {sel.retry}: {_first_line(e)}")
+            if obs.retry_clicked:
+                # Let the click take effect before asking whether the page is settled.
+                await asyncio.sleep(0.2)
+                obs.views.append(await _settle(page, inflight, deadline, client.settle_ms))
+        if obs.stop_clicked is not None:
+            # The proxy must see the upstream closed within CANCEL_WITHIN_S: wait that out
+            # (plus a margin) so the exchange is recorded before anyone judges it.
+            left = obs.stop_clicked + CANCEL_WITHIN_S + 0.2 - time.monotonic()
+            await asyncio.sleep(max(0.0, min(left, deadline - time.monotonic())))
+
+
+def _watch(page: Any, console: list[str]) -> set[Any]:
+    """Log console messages and page errors; return the live set of API requests in flight."""
+    inflight: set[Any] = set()
+    start = time.monotonic()
+
+    def stamp() -> str:
+        return f"{(time.monotonic() - start) * 1000:8.1f}ms"
+
+    def on_request(req: Any) -> None:
+        if req.resource_type in ("fetch", "xhr", "eventsource", "websocket"):
+            inflight.add(req)
+
+    def on_done(req: Any) -> None:
+        inflight.discard(req)
+
+    def on_failed(req: Any) -> None:
+        inflight.discard(req)
+        console.append(f"{stamp()} [network] {req.method} {req.url} failed: {req.failure}")
+
+    page.on("console", lambda m: console.append(f"{stamp()} [{m.type}] {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"{stamp()} [pageerror] {e}"))
+    page.on("request", on_request)
+    page.on("requestfinished", on_done)
+    page.on("requestfailed", on_failed)
+    return inflight
+
+
+async def _view(page: Any) -> dict[str, Any]:
+    view: dict[str, Any] = await page.evaluate("window.__chaosstream.view()")
+    return view
+
+
+async def _settle(page: Any, inflight: set[Any], deadline: float, settle_ms: float) -> PageView:
+    """Poll until the page is done: a terminal data-state, or quiet with nothing in flight."""
+    view = await _view(page)
+    settled = False
+    for _ in range(100_000):  # bounded by the deadline long before this
+        if view["state"] in TERMINAL_STATES:
+            settled = True
+            break
+        if not view["state"] and not inflight and view["quiet_ms"] >= settle_ms:
+            settled = True
+            break
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+        view = await _view(page)
+    return PageView(
+        state=view["state"],
+        text=view["text"],
+        error_visible=view["error_visible"],
+        error_text=view["error_text"],
+        retry_visible=view["retry_visible"],
+        settled=settled,
+    )
+
+
+async def _stop(
+    page: Any, obs: PageObservation, sel: Selectors, deadline: float, after_ms: float
+) -> None:
+    """Wait for the first answer text, then ``after_ms``, then click Stop."""
+    try:
+        await page.wait_for_function(
+            "window.__chaosstream.textAt !== null", timeout=_left_ms(deadline), polling=20
+        )
+    except Exception:
+        obs.stop_error = "no answer text appeared, so there was nothing to stop"
+        return
+    await asyncio.sleep(after_ms / 1000)
+    stop = page.locator(sel.stop).first
+    try:
+        if await stop.count() == 0:
+            obs.stop_error = f"the page has no Stop control ({sel.stop})"
+            return
+        clicked = time.monotonic()
+        await stop.click(timeout=2000)
+        obs.stop_clicked = clicked
+    except Exception as e:
+        obs.stop_error = f"cannot click Stop ({sel.stop}): {_first_line(e)}"
+
+
+async def _collect(page: Any, obs: PageObservation) -> None:
+    """Read the watcher's timestamps and layout shifts, and take the screenshot."""
+    try:
+        cs = await page.evaluate(
+            "(() => { const c = window.__chaosstream;"
+            " return {sent: c.sentAt, typing: c.typingAt, text: c.textAt, shifts: c.shifts}; })()"
+        )
+    except Exception as e:
+        obs.console.append(f"[chaosstream] cannot read the page watcher: {_first_line(e)}")
+        return
+    sent = cs["sent"]
+    if sent is not None:
+        obs.typing_ms = None if cs["typing"] is None else cs["typing"] - sent
+        obs.first_text_ms = None if cs["text"] is None else cs["text"] - sent
+        # Shifts right after a click or keypress are expected (hadRecentInput): CLS leaves them out.
+        obs.shifts = [s["value"] for s in cs["shifts"] if s["at"] >= sent and not s["input"]]
+    try:
+        obs.screenshot = await page.screenshot(timeout=5000)
+    except Exception as e:
+        obs.console.append(f"[chaosstream] screenshot failed: {_first_line(e)}")
+
+
+def _left_ms(deadline: float) -> float:
+    return max(1.0, (deadline - time.monotonic()) * 1000)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def write_artifacts(obs: PageObservation, directory: str | Path, stem: str) -> dict[str, str]:
+    """Save the screenshot and console log as ``<stem>.png`` / ``<stem>.console.log``.
+
+    Returns ``{"screenshot": path, "console": path}`` for the report.
+    """
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") or "page"
+    saved: dict[str, str] = {}
+    if obs.screenshot:
+        shot = folder / f"{safe}.png"
+        shot.write_bytes(obs.screenshot)
+        saved["screenshot"] = str(shot)
+    log = folder / f"{safe}.console.log"
+    lines = [f"page: {obs.url}"]
+    if obs.error:
+        lines.append(f"driver: {obs.error}")
+    lines += obs.console or ["(the page logged nothing)"]
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    saved["console"] = str(log)
+    return saved
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def api_exchanges(exchanges: Sequence[Exchange]) -> list[Exchange]:
+    """The model requests among a page run's exchanges (not the page, its script, its CSS)."""
+    return [e for e in exchanges if e.method != "GET" or e.is_event_stream]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _clip(text: str, n: int = 60) -> str:
+    text = _norm(text)
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
+
+
+def _presented_complete(view: PageView) -> bool:
+    # Without a data-state the page has only one way to say "not finished": its error notice.
+    if view.state:
+        return view.state == "complete"
+    return not view.error_visible
+
+
+def _shown(view: PageView) -> str:
+    state = f"output state {view.state!r}, " if view.state else ""
+    busy = "" if view.settled else " (still busy at the deadline)"
+    return f"{state}{len(view.text)} chars shown{busy}"
+
+
+def page_signals(obs: PageObservation, answer: str | None) -> dict[str, tuple[bool, str]]:
+    """The page's ``completed``, ``surfaced_error`` and ``silent_truncation``, with evidence.
+
+    ``completed`` is judged on the page at the end of the run (after a Retry
+    click, if any); ``surfaced_error`` on the page when it first settled, the
+    moment the failure was (or was not) shown.
+    """
+    first, last = obs.first, obs.last
+    if first is None or last is None:
+        why = f"the page could not be driven: {obs.error or 'no view'}"
+        return {k: (False, why) for k in ("completed", "surfaced_error", "silent_truncation")}
+    got = _norm(last.text)
+    if answer is None:
+        completed = (False, "the full answer is unknown: no complete upstream response was seen")
+    else:
+        want = _norm(answer)
+        if got == want:
+            completed = (True, f"rendered text equals the {len(want)}-char answer")
+        elif want.startswith(got):
+            completed = (False, f"rendered {len(got)} of {len(want)} answer chars; {_shown(last)}")
+        else:
+            completed = (False, f"rendered text {_clip(got)} is not the answer {_clip(want)}")
+    if not first.error_visible:
+        surfaced = (False, f"no error visible; {_shown(first)}")
+    elif _presented_complete(first):
+        surfaced = (
+            False,
+            f"error visible but the output is presented as complete; {_shown(first)}",
+        )
+    else:
+        surfaced = (True, f"error visible: {_clip(first.error_text)}; {_shown(first)}")
+    silent = (
+        not completed[0]
+        and answer is not None
+        and bool(got)
+        and _presented_complete(last)
+        and last.state != "stopped"
+    )
+    truncation = (
+        (True, f"the page shows {len(got)} of {len(_norm(answer or ''))} chars as if complete")
+        if silent
+        else (False, "no")
+    )
+    return {"completed": completed, "surfaced_error": surfaced, "silent_truncation": truncation}
+
+
+def page_observed(obs: PageObservation) -> dict[str, Any]:
+    """The report's ``observed.page`` block: what a person saw."""
+    first, last = obs.first, obs.last
+    return {
+        "url": obs.url,
+        "state": last.state if last else None,
+        "text_chars": len(last.text) if last else 0,
+        "error_shown": first.error_text if first and first.error_visible else None,
+        "retry_visible": bool(first and first.retry_visible),
+        "retry_clicked": obs.retry_clicked,
+        "typing_ms": _round(obs.typing_ms),
+        "first_text_ms": _round(obs.first_text_ms),
+        "cls": round(obs.cls, 4),
+        "stop_clicked": obs.stop_clicked is not None,
+        "driver_error": obs.error or None,
+    }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def judge_page(
+    name: str, options: BaseModel | None, obs: PageObservation, exchanges: Sequence[Exchange]
+) -> tuple[bool, str]:
+    """Judge a page-only expectation (:data:`PAGE_JUDGED`): ``(passed, evidence)``.
+
+    ``exchanges`` are the proxy's records for the run. The others
+    (``completes``, ``surfaces_error``, ``retries``, ...) are the verifier's,
+    fed with :func:`page_signals`.
+    """
+    if name == "cancels_upstream":
+        return _cancels_upstream(obs, api_exchanges(exchanges))
+    if obs.error:
+        return False, f"the page could not be driven: {obs.error}"
+    if name == "shows_typing":
+        return _shows_typing(obs)
+    if name == "stable_layout":
+        return _stable_layout(float(getattr(options, "max_cls", 0.1)), obs)
+    raise ValueError(f"{name} is not a page-only expectation")
+
+
+PAGE_JUDGED = ("shows_typing", "stable_layout", "cancels_upstream")
+"""Expectations :func:`judge_page` decides for a page run."""
+
+
+def _shows_typing(obs: PageObservation) -> tuple[bool, str]:
+    text_at = obs.first_text_ms
+    if obs.typing_ms is None:
+        when = f"before the first text at {text_at:.0f} ms" if text_at is not None else "at all"
+        return False, f"no typing indicator was visible {when} after Send"
+    if text_at is None:
+        return True, f"typing indicator visible {obs.typing_ms:.0f} ms after Send; no text followed"
+    return True, (
+        f"typing indicator visible {obs.typing_ms:.0f} ms after Send, "
+        f"first text at {text_at:.0f} ms"
+    )
+
+
+def _stable_layout(limit: float, obs: PageObservation) -> tuple[bool, str]:
+    cls, worst = obs.cls, max(obs.shifts, default=0.0)
+    evidence = (
+        f"cumulative layout shift {cls:.4f} over {len(obs.shifts)} shift(s), largest {worst:.4f}"
+    )
+    if cls < limit:
+        return True, f"{evidence} < {limit:g}"
+    return False, f"{evidence} >= {limit:g}"
+
+
+def _cancels_upstream(obs: PageObservation, api: list[Exchange]) -> tuple[bool, str]:
+    if obs.stop_clicked is None:
+        return False, obs.stop_error or obs.error or "Stop was never clicked"
+    clicked = obs.stop_clicked
+    live = [e for e in api if e.started <= clicked and (e.ended is None or e.ended >= clicked)]
+    if not live:
+        return False, "no request was open when Stop was clicked"
+    ex = live[-1]
+    if ex.ended is None:
+        return False, f"request #{ex.id} was still open {CANCEL_WITHIN_S:g}s after Stop"
+    took = ex.ended - clicked
+    if ex.outcome == "complete":
+        return False, f"request #{ex.id} ran to completion {took:.2f}s after Stop"
+    if took > CANCEL_WITHIN_S:
+        return False, f"request #{ex.id} closed {took:.2f}s after Stop (> {CANCEL_WITHIN_S:g}s)"
+    return True, f"request #{ex.id} closed upstream {took * 1000:.0f} ms after Stop ({ex.outcome})"
