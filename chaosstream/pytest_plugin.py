@@ -282,14 +282,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     names = list(marker.args)
     if not names or not all(isinstance(n, str) for n in names):
-        raise pytest.UsageError(
+        pytest.fail(
             f"{metafunc.definition.nodeid}: @pytest.mark.chaos_profile takes profile names, "
-            f"e.g. chaos_profile('midstream-reset'); got {marker.args!r}"
+            f"e.g. chaos_profile('midstream-reset'); got {marker.args!r}",
+            pytrace=False,
         )
     if "chaos_profile" not in metafunc.fixturenames:
-        raise pytest.UsageError(
+        pytest.fail(
             f"{metafunc.definition.nodeid}: @pytest.mark.chaos_profile needs the test to use "
-            "the chaos_proxy (or chaos_profile) fixture"
+            "the chaos_proxy (or chaos_profile) fixture",
+            pytrace=False,
         )
     metafunc.parametrize("chaos_profile", names, indirect=True, ids=names)
 
