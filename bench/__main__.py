@@ -238,7 +238,7 @@ def fault_profiles(events: int) -> dict[str, tuple[str, Load, float]]:
         out["throttle_20_events_per_s"] = (
             json.dumps({"faults": [{"type": "throttle", "events_per_s": 20}]}),
             Load("throttle", events, 40, rate=0, ramp_s=1.0, gaps=True),
-            50.0,
+            20.0,
         )
     return out
 

@@ -34,10 +34,15 @@ class Stats:
 
     def __init__(self) -> None:
         self.latency = array("q")
+        self.steady = array("q")
+        """Latencies of events sent after every stream started and before the first ended."""
+        self.window = (0, 0)
         self.first_latency = array("q")
         self.ttft = array("q")
         self.gaps = array("q")
         self.counts: list[int] = []
+        self.rates: list[float] = []
+        """Per stream: events per second from its first to its last event."""
         self.errors: Counter[str] = Counter()
         self.first_ns = 0
         self.last_ns = 0
@@ -50,7 +55,7 @@ async def one_stream(
     await asyncio.sleep(delay)
     now_ns = time.time_ns
     count = 0
-    prev = 0
+    prev = first = 0
     tail = b""
     sent = now_ns()
     try:
@@ -66,10 +71,15 @@ async def one_stream(
                 if not stamps:
                     continue
                 if count == 0:
+                    first = got
                     stats.ttft.append(got - sent)
                     stats.first_latency.append(got - int(stamps[0]))
+                lo, hi = stats.window
                 for s in stamps:
-                    stats.latency.append(got - int(s))
+                    t = int(s)
+                    stats.latency.append(got - t)
+                    if lo <= t <= hi:
+                        stats.steady.append(got - t)
                 if keep_gaps and prev:
                     stats.gaps.append(got - prev)
                     stats.gaps.extend([0] * (len(stamps) - 1))
@@ -81,16 +91,20 @@ async def one_stream(
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
         stats.errors[type(e).__name__] += 1
     stats.counts.append(count)
+    if count > 1 and prev > first:
+        stats.rates.append((count - 1) / ((prev - first) / 1e9))
 
 
-def pct(values: Any, qs: tuple[float, ...] = (50, 90, 99, 99.9)) -> dict[str, float]:
-    """Percentiles in milliseconds (nearest rank) plus the max; empty when no values."""
+def pct(
+    values: Any, qs: tuple[float, ...] = (50, 90, 99, 99.9), scale: float = 1e6
+) -> dict[str, float]:
+    """Percentiles (nearest rank, ns -> ms by default) plus the max; empty when no values."""
     if not len(values):
         return {}
     ordered = sorted(values)
     n = len(ordered)
-    out = {f"p{q:g}": ordered[min(n - 1, int(q / 100 * n))] / 1e6 for q in qs}
-    out["max"] = ordered[-1] / 1e6
+    out = {f"p{q:g}": ordered[min(n - 1, int(q / 100 * n))] / scale for q in qs}
+    out["max"] = ordered[-1] / scale
     return out
 
 
@@ -103,6 +117,12 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         stats.first_ns = time.time_ns()
         ramp = args.ramp_s / max(1, args.streams)
+        if args.rate:
+            # Steady state: from 0.5 s after the last stream started to 0.5 s
+            # before the first one ends (connection set-up and teardown excluded).
+            lo = stats.first_ns + int((args.ramp_s + 0.5) * 1e9)
+            hi = stats.first_ns + int((args.events / args.rate - 0.5) * 1e9)
+            stats.window = (lo, hi)
         await asyncio.gather(
             *(one_stream(session, url, stats, i * ramp, args.gaps) for i in range(args.streams))
         )
@@ -116,9 +136,11 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         "wall_s": round(wall, 3),
         "events_per_s": round(len(stats.latency) / wall, 1) if wall else 0.0,
         "latency_ms": pct(stats.latency),
+        "steady_latency_ms": pct(stats.steady),
         "first_event_latency_ms": pct(stats.first_latency),
         "ttft_ms": pct(stats.ttft),
         "gap_ms": pct(stats.gaps),
+        "stream_rate": pct(stats.rates, (1, 50, 99), scale=1.0),
         "counts": {str(k): v for k, v in sorted(counts.items())},
         "errors": dict(stats.errors),
     }
