@@ -88,16 +88,8 @@ def parse_profile(text: str, source: str = "request body") -> Profile:
 
 
 def exchange_json(ex: Exchange) -> dict[str, Any]:
-    """One recorded exchange for the API: the log line's fields plus its fault events."""
-    return {
-        **ex.summary(),
-        "provider": ex.provider,
-        "stream": ex.stream,
-        "wall": ex.wall,
-        "last_event_id": ex.last_event_id,
-        "error": ex.error,
-        "fault_events": [f.as_dict() for f in ex.faults],
-    }
+    """One recorded exchange for the API: the same record as a line of ``--record`` JSONL."""
+    return ex.record()
 
 
 def _json(data: object, status: int = 200) -> web.Response:

@@ -15,10 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chaosstream.providers import stream_summary
 from chaosstream.record import Exchange, Recorder
 
-__all__ = ["CONTENT_TYPE", "ProxyMetrics", "exchange_tokens"]
+__all__ = ["CONTENT_TYPE", "ProxyMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format served at ``GET /metrics``."""
@@ -30,14 +29,6 @@ INTERRUPTED = frozenset({"fault", "upstream_error", "client_gone"})
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 TTLT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 RATE_BUCKETS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
-
-
-def exchange_tokens(ex: Exchange) -> int:
-    """Answer-text events the client was sent (0 for a body that is not SSE)."""
-    if not (ex.content_type or "").startswith("text/event-stream"):
-        return 0
-    chunks = ex.client_chunks if ex.client_chunks is not None else ex.upstream_chunks
-    return stream_summary(b"".join(chunks), ex.provider).tokens
 
 
 class _Live(Collector):
@@ -140,11 +131,10 @@ class ProxyMetrics:
             self.ttft.labels(*key).observe(ex.first_byte - ex.started)
             if ex.ended is not None:
                 self.ttlt.labels(*key).observe(ex.ended - ex.started)
-                tokens = exchange_tokens(ex) if ex.stream else 0
-                span = ex.ended - ex.first_byte
-                if tokens > 1 and span > 0:
-                    # The first token opens the span, so it is not counted in the rate.
-                    self.rate.labels(*key).observe((tokens - 1) / span)
+                # Parses the delivered body once, here at the end, never per chunk.
+                rate = ex.tokens_per_s if ex.stream else None
+                if rate is not None:
+                    self.rate.labels(*key).observe(rate)
         if ex.stream and ok:
             self.streams[key] += 1
             self.stream_count.labels(*key).inc()

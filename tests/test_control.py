@@ -173,14 +173,16 @@ async def test_exchanges_and_fault_log(
     await _stream(http, proxy)
     async with http.get(f"{control.url}/chaos/exchanges") as resp:
         exchanges = (await resp.json())["exchanges"]
-    assert [e["exchange"] for e in exchanges] == [1, 2]
+    assert [e["id"] for e in exchanges] == [1, 2]
     first = exchanges[0]
     assert first["outcome"] == "fault" and first["stream"] is True
-    assert first["faults"] == ["disconnect:reset"]
-    assert first["fault_events"][0]["events"] == 12
-    assert exchanges[1]["outcome"] == "complete" and exchanges[1]["fault_events"] == []
+    assert [(f["type"], f["action"], f["events"]) for f in first["faults"]] == [
+        ("disconnect", "reset", 12)
+    ]
+    assert first["events"] == 12 and first["response_text"]
+    assert exchanges[1]["outcome"] == "complete" and exchanges[1]["faults"] == []
     async with http.get(f"{control.url}/chaos/exchanges?limit=1") as resp:
-        assert [e["exchange"] for e in (await resp.json())["exchanges"]] == [2]
+        assert [e["id"] for e in (await resp.json())["exchanges"]] == [2]
     async with http.get(f"{control.url}/chaos/exchanges?limit=x") as resp:
         assert resp.status == 400
     async with http.get(f"{control.url}/chaos/fault-log") as resp:
