@@ -203,8 +203,11 @@ class Window(BaseModel):
 
     Either a fixed span (`start_s`, `end_s`) or a recurring outage (`every_s`,
     `for_s`: active for `for_s` at the start of every `every_s` period). A window
-    can open while a stream is already flowing; the fault then acts from that
-    moment on.
+    can open while a stream is already flowing, even a silent one: the fault
+    acts from that moment on, and its positions (`after_events`, `after_ms`)
+    count from the opening. When the window shuts the fault stops and the
+    stream flows untouched; a `buffer` lets go of what it held, so a recurring
+    `buffer` window is an outage that holds bytes until it ends.
     """
 
     model_config = ConfigDict(extra="forbid")
