@@ -12,10 +12,13 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from chaosstream.record import Exchange
 from chaosstream.scenario import ErrorSignal, Expect, RetriesOptions
+
+if TYPE_CHECKING:
+    from chaosstream.browser import PageObservation
 
 __all__ = [
     "RESILIENT",
@@ -61,6 +64,8 @@ class Evidence:
     mock_closed_early: int | None = None
     """Upstream streams the mock saw abandoned during the scenario (None: not the mock)."""
     error_signal: ErrorSignal | None = None
+    page: PageObservation | None = None
+    """A browser client's run: the page's signals replace the exit code's."""
 
 
 @dataclass(slots=True)
@@ -93,6 +98,10 @@ class Observed:
     faults: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
     """Evidence sentences behind each flag, for verdicts (not in the JSON block)."""
+    page: dict[str, Any] | None = None
+    """What a browser client's page showed (see chaosstream.browser.page_observed)."""
+    artifacts: dict[str, str] = field(default_factory=dict)
+    """Files saved for a failed page scenario: screenshot, console log."""
 
     def as_dict(self) -> dict[str, Any]:
         """The report's ``observed`` block: exactly the contract's keys."""
@@ -108,6 +117,8 @@ class Observed:
             "exit_code": self.exit_code,
             "ttft_ms": self.ttft_ms,
             "faults": self.faults,
+            **({"page": self.page} if self.page is not None else {}),
+            **({"artifacts": self.artifacts} if self.artifacts else {}),
         }
 
 
@@ -189,10 +200,10 @@ def _surfaced(client: ClientRun, signal: ErrorSignal | None) -> tuple[bool, str]
     if signal.exit_code is not None:
         checks.append((client.exit_code == signal.exit_code, f"exit code {client.exit_code}"))
     if signal.stderr_regex is not None:
-        found = re.search(signal.stderr_regex, client.stderr) is not None
+        found = re.search(signal.stderr_regex, client.stderr, re.MULTILINE) is not None
         checks.append((found, f"stderr {'matches' if found else 'lacks'} /{signal.stderr_regex}/"))
     if signal.stdout_regex is not None:
-        found = re.search(signal.stdout_regex, client.stdout) is not None
+        found = re.search(signal.stdout_regex, client.stdout, re.MULTILINE) is not None
         checks.append((found, f"stdout {'matches' if found else 'lacks'} /{signal.stdout_regex}/"))
     if not checks:
         checks.append((client.exit_code != 0, f"exit code {client.exit_code}"))
@@ -401,10 +412,21 @@ def evaluate(
     """The observed block and a verdict for each expectation (plus the battery rule)."""
     obs = observe(ev)
     notes = obs.notes
+    if ev.page is not None:
+        from chaosstream.browser import PAGE_JUDGED, judge_page, page_observed, page_signals
+
+        # What the page showed replaces what an exit code would have said.
+        for flag, (value, why) in page_signals(ev.page, ev.answer).items():
+            setattr(obs, flag, value)
+            notes[flag] = why
+        obs.exit_code = None
+        obs.page = page_observed(ev.page)
     verdicts: list[Verdict] = []
     for item in expect:
         name = item.name
-        if name == "surfaces_error":
+        if ev.page is not None and name in PAGE_JUDGED:
+            verdicts.append(_verdict(name, *judge_page(name, item.options, ev.page, ev.exchanges)))
+        elif name == "surfaces_error":
             ok = obs.surfaced_error and not obs.silent_truncation
             verdicts.append(_verdict(name, ok, notes["surfaced_error"]))
         elif name == "retries":
