@@ -56,6 +56,12 @@ async def serve_proxy(
         upstream, profile, seed=seed, recorder=recorder, insecure=insecure, ca_file=ca_file
     )
     try:
+        # Handlers first: a SIGTERM during start-up still runs the clean-up below.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
         try:
             url = await proxy.start(*listen)
         except OSError as e:
@@ -90,11 +96,6 @@ async def serve_proxy(
                     f"cannot listen on {control[0]}:{control[1]}: {e.strerror or e}"
                 ) from None
             click.echo(f"  control:  {control_url}  (metrics: {control_url}/metrics)", err=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
         if panel is not None:
