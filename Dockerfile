@@ -1,0 +1,19 @@
+# chaosstream: the chaos proxy, the mock model and the Toxiproxy-compatible API in one image.
+# docker build -t chaosstream . && docker run --rm -p 8080:8080 chaosstream
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# Metadata first, so a code change does not invalidate the dependency layer.
+COPY pyproject.toml README.md ./
+COPY chaosstream ./chaosstream
+RUN pip install . && useradd --create-home --uid 10001 chaos
+
+USER chaos
+# 8080 proxy, 9090 control API (+ /metrics), 8000 mock model.
+EXPOSE 8080 9090 8000
+ENTRYPOINT ["chaosstream"]
+CMD ["proxy", "--listen", "0.0.0.0:8080"]
