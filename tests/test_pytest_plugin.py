@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -184,3 +186,12 @@ def test_upstream_argument_skips_the_mock(tester: pytest.Pytester) -> None:
     )
     result = tester.runpytest()
     result.assert_outcomes(passed=1)
+
+
+def test_example_module_passes(tester: pytest.Pytester) -> None:
+    """examples/test_with_chaos_proxy.py (official openai SDK) passes as shipped."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "test_with_chaos_proxy.py"
+    tester.makepyfile(test_example=example.read_text())
+    result = tester.runpytest("-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_client_completes_under_chaos?midstream-close? PASSED*"])
