@@ -1,0 +1,93 @@
+"""`chaosstream check`: the built-in battery and its scorecard rule."""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from chaosstream.battery import BATTERY, battery
+from chaosstream.cli import cli
+
+CLIENTS = Path(__file__).parent / "clients"
+
+
+def test_battery_covers_the_design_list() -> None:
+    """The battery has the scenarios DESIGN.md lists, each with a valid profile."""
+    names = [name for name, _ in BATTERY]
+    assert names == [
+        "clean",
+        "slow-first-token",
+        "midstream-reset",
+        "midstream-close",
+        "silent-stall",
+        "rate-limited-429",
+        "unavailable-503",
+        "overloaded-in-stream",
+        "malformed-event",
+        "buffering-middlebox",
+        "mobile-3g-lossy",
+    ]
+    loaded = battery(timeout_s=5)
+    assert [s.name for s, _ in loaded] == names
+    assert all(s.timeout_s == 5 for s, _ in loaded)
+    types = {f.type for _, p in loaded for f in p.faults}
+    assert {"disconnect", "latency", "http_error", "stream_error", "corrupt", "buffer"} <= types
+
+
+def test_swallowing_client_fails_the_scorecard(tmp_path: Path) -> None:
+    """A client that prints whatever arrived and exits 0 fails every cut scenario, with evidence, exit 1."""
+    report, junit = tmp_path / "c.json", tmp_path / "c.xml"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "check", "--seed", "5", "--timeout-s", "6", "--json", str(report), "--junit", str(junit),
+            "--", sys.executable, str(CLIENTS / "swallow.py"),
+        ],
+    )
+    assert result.exit_code == 1
+    data = json.loads(report.read_text())
+    assert set(data) == {"tool", "version", "seed", "passed", "scenarios"}
+    assert data["seed"] == 5 and data["passed"] is False
+    passed = {s["name"]: s["passed"] for s in data["scenarios"]}
+    # It survives what does not break the stream. Its 2 s read timeout cuts the
+    # 3 s first token short (silently); an HTTP error escapes it as a traceback
+    # and exit 1, which does surface the error.
+    assert passed == {
+        "clean": True,
+        "slow-first-token": False,
+        "midstream-reset": False,
+        "midstream-close": False,
+        "silent-stall": False,
+        "rate-limited-429": True,
+        "unavailable-503": True,
+        "overloaded-in-stream": False,
+        "malformed-event": False,
+        "buffering-middlebox": True,
+        "mobile-3g-lossy": True,
+    }
+    close = next(s for s in data["scenarios"] if s["name"] == "midstream-close")
+    assert close["observed"]["silent_truncation"] is True
+    assert set(close["observed"]) == {
+        "attempts", "retried", "fell_back", "resumed", "completed", "surfaced_error",
+        "silent_truncation", "respected_retry_after", "exit_code", "ttft_ms", "faults",
+    }
+    assert close["observed"]["faults"][0]["type"] == "disconnect"
+    assert set(close["observed"]["faults"][0]) == {"type", "request", "at_ms"}
+    assert close["expectations"][0]["evidence"].startswith("silent truncation: exit 0")
+    assert "FAIL midstream-close / resilient: silent truncation" in result.output
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    assert len(cases) == 11
+    assert sum(1 for c in cases if c.find("failure") is not None) == 6
+
+
+def test_check_needs_a_command() -> None:
+    """`check` without a client command is a usage error (exit 2)."""
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(cli, ["check", "--", "/nonexistent/client"])
+    assert result.exit_code == 2
+    assert "client command not found" in result.output
