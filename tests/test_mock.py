@@ -413,8 +413,9 @@ async def test_disconnect_is_noticed_without_handler_cancellation() -> None:
 # --- run_mock -----------------------------------------------------------------------------
 
 
-async def test_run_mock_reports_its_url_and_stops_on_ctrl_c() -> None:
-    """run_mock calls on_ready with the URL, serves, and exits cleanly on SIGINT."""
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+async def test_run_mock_reports_its_url_and_stops_on_a_signal(stop_signal: int) -> None:
+    """run_mock calls on_ready with the URL, serves, and exits 0 on Ctrl-C or SIGTERM."""
     code = (
         "from chaosstream.mock import run_mock; run_mock(on_ready=lambda u: print(u, flush=True))"
     )
@@ -426,7 +427,7 @@ async def test_run_mock_reports_its_url_and_stops_on_ctrl_c() -> None:
         url = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip()
         async with aiohttp.ClientSession() as session, session.get(url + "/healthz") as resp:
             assert resp.status == 200
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     finally:
         if proc.returncode is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Callable
 from types import TracebackType
 
@@ -96,13 +97,19 @@ def run_mock(
     settings: MockSettings = DEFAULT_SETTINGS,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the mock until Ctrl-C; ``on_ready(url)`` is called once it listens."""
+    """Serve the mock until Ctrl-C or SIGTERM; ``on_ready(url)`` is called once it listens."""
 
     async def main() -> None:
         async with await start_mock(host, port, settings) as server:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            # SIGTERM (from a process manager or CI) ends as cleanly as Ctrl-C; there is
+            # no loop signal support off the main thread or on Windows.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGTERM, stop.set)
             if on_ready is not None:
                 on_ready(server.url)
-            await asyncio.Event().wait()
+            await stop.wait()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
