@@ -1,0 +1,133 @@
+"""The recorder: full per-exchange records through a real proxy and mock, and the JSONL sink."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from chaosstream.mock import MockServer, MockSettings, answer_text, start_mock
+from chaosstream.profile import load_profile, profile_from_data
+from chaosstream.proxy import ChaosProxy
+from chaosstream.record import Exchange, JsonlSink, Recorder, fingerprint
+
+FAST = MockSettings(ttft_ms=5, tokens_per_s=0, tokens=20)
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "Why is the sea salty?"}]}
+
+
+@pytest.fixture
+async def mock() -> AsyncIterator[MockServer]:
+    async with await start_mock(settings=FAST) as server:
+        yield server
+
+
+async def _proxy(mock: MockServer, profile: str | dict[str, object], recorder: Recorder) -> ChaosProxy:
+    loaded = load_profile(profile) if isinstance(profile, str) else profile_from_data(profile, "t")
+    proxy = ChaosProxy(mock.url, loaded, seed=1, recorder=recorder)
+    await proxy.start()
+    return proxy
+
+
+async def _post(url: str, body: dict[str, object]) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as s, s.post(f"{url}/v1/chat/completions", json=body) as r:
+        try:
+            return r.status, await r.read()
+        except aiohttp.ClientPayloadError:
+            return r.status, b""
+
+
+def test_fingerprint_sets_the_stream_flag_aside() -> None:
+    """Equivalent = same endpoint and body apart from stream/stream_options, key order ignored."""
+    a = fingerprint("POST", "/v1/chat/completions", "", b'{"stream": true, "model": "m", "x": 1}')
+    b = fingerprint("POST", "/v1/chat/completions", "", b'{"x":1,"model":"m","stream_options":{}}')
+    c = fingerprint("POST", "/v1/chat/completions", "", b'{"x": 2, "model": "m"}')
+    d = fingerprint("POST", "/v1/messages", "", b'{"x": 1, "model": "m"}')
+    assert a == b and a != c and a != d
+    assert fingerprint("GET", "/sse", "prompt=a", b"") != fingerprint("GET", "/sse", "prompt=b", b"")
+
+
+async def test_clean_stream_record(mock: MockServer) -> None:
+    """A clean stream is complete, with the mock's full answer in both texts and its events counted."""
+    recorder = Recorder()
+    proxy = await _proxy(mock, "clean", recorder)
+    try:
+        status, _ = await _post(proxy.url, {**CHAT, "stream": True})
+    finally:
+        await proxy.close()
+    (ex,) = recorder.exchanges
+    row = ex.record()
+    assert status == 200 and row["status"] == 200 and row["outcome"] == "complete"
+    assert row["response_text"] == row["client_text"] == answer_text(CHAT, FAST.tokens)
+    assert row["tokens"] == FAST.tokens and row["events"] > FAST.tokens
+    assert row["stream"] is True and row["upstream_complete"] is True and ex.client_complete
+    assert row["ttft_ms"] is not None and row["ttlt_ms"] >= row["ttft_ms"]
+    assert row["faults"] == [] and row["retry_after"] is None
+
+
+async def test_cut_stream_record(mock: MockServer) -> None:
+    """A cut stream: outcome fault, the fault with its position, the client's text a strict prefix."""
+    recorder = Recorder()
+    proxy = await _proxy(mock, "midstream-close", recorder)
+    try:
+        await _post(proxy.url, {**CHAT, "stream": True})
+    finally:
+        await proxy.close()
+    (ex,) = recorder.exchanges
+    assert ex.outcome == "fault" and ex.failed
+    assert ex.faults[0].type == "disconnect" and ex.faults[0].events == 12
+    full = answer_text(CHAT, FAST.tokens)
+    assert full.startswith(ex.client_text) and len(ex.client_text) < len(full)
+    assert ex.events == 12
+
+
+async def test_refusal_records_retry_after(mock: MockServer) -> None:
+    """A 429 refusal records the status, Retry-After as sent and outcome refused; non-streaming answers rebuild too."""
+    recorder = Recorder()
+    profile = {
+        "version": 1,
+        "name": "rl",
+        "faults": [{"type": "http_error", "status": 429, "retry_after_s": 2, "requests": [1]}],
+    }
+    proxy = await _proxy(mock, profile, recorder)
+    try:
+        await _post(proxy.url, {**CHAT, "stream": True})
+        await _post(proxy.url, {**CHAT, "stream": False})
+    finally:
+        await proxy.close()
+    first, second = recorder.exchanges
+    assert (first.status, first.retry_after, first.outcome) == (429, "2", "refused")
+    assert first.failed and first.fingerprint == second.fingerprint
+    assert second.stream is False and second.response_text == answer_text(CHAT, FAST.tokens)
+    assert second.client_complete
+
+
+async def test_jsonl_sink_writes_whole_lines(mock: MockServer, tmp_path: Path) -> None:
+    """Each finished exchange becomes exactly one JSON line, flushed at once."""
+    path = tmp_path / "rec.jsonl"
+    recorder = Recorder()
+    sink = JsonlSink(path)
+    recorder.listeners.append(sink)
+    proxy = await _proxy(mock, "clean", recorder)
+    try:
+        for _ in range(3):
+            await _post(proxy.url, {**CHAT, "stream": True})
+            assert path.read_text(encoding="utf-8").endswith("\n")
+    finally:
+        await proxy.close()
+        sink.close()
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert {r["fingerprint"] for r in rows} == {recorder.exchanges[0].fingerprint}
+
+
+def test_texts_are_computed_once() -> None:
+    """The derived texts are parsed lazily and cached: later chunk changes do not re-parse."""
+    ex = Exchange(id=1, method="GET", path="/sse", provider="sse", stream=True, started=0.0)
+    ex.content_type = "text/event-stream"
+    ex.upstream_chunks.append(b"id: 1\ndata: hello\n\n")
+    assert ex.response_text == "hello" and ex.delivered_event_id == "1"
+    ex.upstream_chunks.append(b"id: 2\ndata: again\n\n")
+    assert ex.response_text == "hello"
