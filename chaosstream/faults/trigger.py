@@ -125,7 +125,8 @@ async def _gated(
         while not feed.done:
             now = ctx.clock.now()
             edge = window_edge(window, now - base)
-            deadline = None if edge is None else base + edge
+            # max(): float rounding must never give a deadline that is already past.
+            deadline = None if edge is None else max(base + edge, now + 1e-6)
             if window_open(window, now - base):
                 ctx.started = now
                 async for out in fault.apply(feed.until(deadline), ctx):
