@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from chaosstream.browser import BrowserSpec, StableLayoutOptions
 from chaosstream.profile import Profile, load_profile
 from chaosstream.yamlfile import InputError, parse_yaml, validate
 
@@ -41,7 +42,14 @@ __all__ = [
 ]
 
 ExpectName = Literal[
-    "surfaces_error", "retries", "falls_back", "resumes", "completes", "cancels_upstream"
+    "surfaces_error",
+    "retries",
+    "falls_back",
+    "resumes",
+    "completes",
+    "cancels_upstream",
+    "shows_typing",
+    "stable_layout",
 ]
 EXPECTATIONS: tuple[str, ...] = ExpectName.__args__  # type: ignore[attr-defined]
 
@@ -68,8 +76,13 @@ class RetriesOptions(BaseModel):
 def _expect_item(value: Any) -> Any:
     # `- completes` is shorthand for `- completes: {}`; `null` options mean none.
     if isinstance(value, str):
-        return {value: {}}
+        value = {value: {}}
     if isinstance(value, dict):
+        unknown = [k for k in value if k not in EXPECTATIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown expectation {unknown[0]!r}; expected one of {', '.join(EXPECTATIONS)}"
+            )
         return {k: ({} if v is None else v) for k, v in value.items()}
     return value
 
@@ -85,6 +98,8 @@ class Expect(BaseModel):
     resumes: NoOptions | None = None
     completes: NoOptions | None = None
     cancels_upstream: NoOptions | None = None
+    shows_typing: NoOptions | None = None
+    stable_layout: StableLayoutOptions | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Expect:
@@ -135,6 +150,18 @@ class Scenario(BaseModel):
     timeout_s: float = Field(60.0, gt=0, description="Kill the client after this long (a hang).")
     error_signal: ErrorSignal | None = None
     seed: int | None = Field(None, description="Override the profile's seed.")
+    client: BrowserSpec | None = Field(
+        None, description="A page to drive instead of the command: {browser: {url, prompt, ...}}."
+    )
+
+    @model_validator(mode="after")
+    def _page_only(self) -> Scenario:
+        page_only = [e.name for e in self.expect if e.name in ("shows_typing", "stable_layout")]
+        if page_only and self.client is None:
+            raise ValueError(
+                f"{', '.join(page_only)} can only be judged on a page: add client: {{browser: ...}}"
+            )
+        return self
 
 
 class ScenarioFile(BaseModel):

@@ -1,0 +1,154 @@
+"""The verifier's rules on recorded exchanges, and scenario files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chaosstream.record import Exchange
+from chaosstream.scenario import load_scenarios
+from chaosstream.verify import ClientRun, Evidence, evaluate, shown_fraction
+from chaosstream.yamlfile import InputError
+
+ANSWER = "The quick brown fox, jumps over the lazy dog."
+BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
+
+
+def _sse(text: str, done: bool) -> bytes:
+    out = b"".join(
+        b'data: {"choices":[{"delta":{"content":"%s"}}]}\n\n' % w.encode() for w in text.split("|")
+    )
+    return out + (b"data: [DONE]\n\n" if done else b"")
+
+
+def _ex(
+    i: int,
+    start: float,
+    *,
+    status: int = 200,
+    done: bool = True,
+    stream: bool = True,
+    retry_after: str | None = None,
+    text: str = ANSWER,
+) -> Exchange:
+    body = BODY if stream else BODY.replace(b',"stream":true', b"")
+    ex = Exchange(
+        id=i,
+        method="POST",
+        path="/v1/chat/completions",
+        provider="openai",
+        stream=stream,
+        started=start,
+        request_body=body,
+        status=status,
+        retry_after=retry_after,
+        first_byte=start + 0.05,
+        ended=start + 0.2,
+    )
+    if status == 200:
+        ex.content_type = "text/event-stream"
+        ex.upstream_chunks.append(_sse(text, done))
+        ex.outcome = "complete"
+    else:
+        ex.outcome = "refused"
+    return ex
+
+
+def _client(code: int | None, stdout: str, timed_out: bool = False) -> ClientRun:
+    return ClientRun(["c"], code, timed_out, stdout, "", 1.0)
+
+
+def test_shown_fraction_ignores_whitespace_and_decorations() -> None:
+    """Prefixes, labels and line wrapping do not matter; a missing piece does."""
+    assert shown_fraction(ANSWER, f"Assistant> {ANSWER.replace(' ', chr(10))}\n[done]") == (37, 37)
+    assert shown_fraction(ANSWER, "The quick brown fox") == (16, 37)
+    assert shown_fraction(ANSWER, "The quick fox, jumps over the lazy dog.") == (8, 37)
+    assert shown_fraction(ANSWER, "") == (0, 37)
+
+
+def test_silent_truncation_and_completion() -> None:
+    """Exit 0 with part of the answer is silent truncation; with all of it, completion."""
+    cut = _ex(1, 0.0, done=False, text="The quick")
+    obs, verdicts = evaluate(Evidence(_client(0, "The quick"), [cut], ANSWER), [], resilient=True)
+    assert obs.silent_truncation and not obs.completed and not obs.surfaced_error
+    assert verdicts[0].verdict == "fail" and "8 of 37" in verdicts[0].evidence
+    obs, verdicts = evaluate(
+        Evidence(_client(0, ANSWER), [cut, _ex(2, 1.0)], ANSWER), [], resilient=True
+    )
+    assert obs.completed and obs.retried and obs.attempts == 2
+    assert verdicts[0].verdict == "pass"
+
+
+def test_retry_after_tolerance() -> None:
+    """A retry 0.96 s after Retry-After: 1 is respected (50 ms tolerance); 0.9 s is too soon."""
+    refused = _ex(1, 0.0, status=429, retry_after="1")
+    refused.ended = 0.01
+    ok = evaluate(Evidence(_client(0, ANSWER), [refused, _ex(2, 0.97)], ANSWER), [])[0]
+    soon = evaluate(Evidence(_client(0, ANSWER), [refused, _ex(2, 0.91)], ANSWER), [])[0]
+    assert ok.respected_retry_after and not soon.respected_retry_after
+
+
+def test_hang_is_not_surfacing() -> None:
+    """A client killed at the timeout neither completed nor surfaced an error."""
+    obs, verdicts = evaluate(
+        Evidence(_client(-9, "", timed_out=True), [_ex(1, 0.0, done=False)], ANSWER),
+        [],
+        resilient=True,
+    )
+    assert obs.exit_code is None and not obs.surfaced_error and not obs.silent_truncation
+    assert "hung" in verdicts[0].evidence
+
+
+def test_fallback_needs_a_failed_stream_first() -> None:
+    """A non-streaming equivalent after a failed stream is a fallback; the fingerprint ignores `stream`."""
+    obs, _ = evaluate(
+        Evidence(_client(0, ANSWER), [_ex(1, 0.0, done=False), _ex(2, 0.5, stream=False)], ANSWER),
+        [],
+    )
+    assert obs.fell_back and obs.attempts == 2
+
+
+def test_scenario_file_loads_with_defaults(tmp_path: Path) -> None:
+    """Shorthand expectations, options, inline profiles and relative profile paths all load."""
+    (tmp_path / "p.yaml").write_text("version: 1\nname: mine\nfaults: []\n", encoding="utf-8")
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "version: 1\ncommand: [python, c.py]\nscenarios:\n"
+        "  - {name: a, profile: p.yaml, expect: [completes, {retries: {max_attempts: 3}}]}\n"
+        "  - {name: b, profile: {version: 1, name: inline}, timeout_s: 5}\n",
+        encoding="utf-8",
+    )
+    suite = load_scenarios(path)
+    assert suite.command == ["python", "c.py"]
+    assert [p.name for p in suite.profiles] == ["mine", "inline"]
+    assert [e.name for e in suite.scenarios[0].expect] == ["completes", "retries"]
+    assert suite.scenarios[0].expect[1].options.max_attempts == 3  # type: ignore[attr-defined]
+    assert suite.scenarios[1].timeout_s == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "version: 1\nscenarios:\n  - {name: a, profile: clean, expect: [waits]}\n",
+            ":3: scenarios[0].expect[0]: Value error, unknown expectation 'waits'",
+        ),
+        (
+            "version: 1\nscenarios:\n  - name: a\n    profile: nope-nope\n",
+            ":4: scenarios[0].profile: unknown profile 'nope-nope'",
+        ),
+        (
+            "version: 1\nscenarios:\n  - {name: a, profile: clean}\n  - {name: a, profile: clean}\n",
+            ":4: scenarios[1].name: duplicate scenario name 'a'",
+        ),
+        ("version: 1\nscenarios: []\n", ":2: scenarios: List should have at least 1 item"),
+    ],
+)
+def test_scenario_errors_name_file_line_field(tmp_path: Path, text: str, message: str) -> None:
+    """Each scenario file mistake is an InputError naming file:line: field."""
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        load_scenarios(path)
+    assert f"{path}{message}" in str(err.value)
