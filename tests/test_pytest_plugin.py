@@ -171,7 +171,7 @@ def test_marker_without_fixture_is_a_usage_error(tester: pytest.Pytester) -> Non
 
 
 def test_upstream_argument_skips_the_mock(tester: pytest.Pytester) -> None:
-    """chaos_proxy(upstream=...) forwards there; a bad profile name fails with the CLI message."""
+    """upstream= forwards there; the default is mobile-lossy; a bad name fails as in the CLI."""
     tester.makepyfile(
         """
         import pytest
@@ -180,6 +180,7 @@ def test_upstream_argument_skips_the_mock(tester: pytest.Pytester) -> None:
         def test_upstream(chaos_proxy, chaos_mock):
             proxy = chaos_proxy("clean", upstream=chaos_mock.url)
             assert proxy.mock is None and proxy.proxy.upstream.port == chaos_mock.port
+            assert chaos_proxy().profile.name == "mobile-lossy"  # the documented default
             with pytest.raises(InputError, match="unknown profile 'nope'"):
                 chaos_proxy("nope")
         """
