@@ -410,6 +410,17 @@ async def test_disconnect_is_noticed_without_handler_cancellation() -> None:
         assert stats.open_streams == 0
 
 
+async def test_websocket_close_mid_answer_is_counted(mock: MockServer) -> None:
+    """A WebSocket client that closes during an answer ends it as closed_early."""
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(mock.url + "/ws")
+        await ws.send_json({"prompt": "long", "tokens": 100, "tokens_per_s": 10})
+        assert (await ws.receive_json(timeout=5))["index"] == 1
+        await asyncio.wait_for(ws.close(), 5)
+    assert await mock.stats.wait_until(lambda s: s.closed_early == 1, timeout_s=3)
+    assert mock.open_streams == 0
+
+
 # --- run_mock -----------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Any
@@ -64,6 +65,10 @@ async def sse(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+# A prompt to answer, or an error message to send back.
+_WsJob = tuple[str, MockSettings] | str
+
+
 async def ws(request: web.Request) -> web.StreamResponse:
     """``GET /ws``: each JSON ``{"prompt": ...}`` message gets token messages, then done.
 
@@ -77,21 +82,38 @@ async def ws(request: web.Request) -> web.StreamResponse:
         return generic_error(400, str(exc))
     socket = web.WebSocketResponse()
     await socket.prepare(request)
+    # Reading and answering run apart, so a close frame or a drop that arrives while
+    # an answer streams ends that answer at once (and counts it as abandoned).
+    queue: asyncio.Queue[_WsJob] = asyncio.Queue()
+    writer = asyncio.create_task(_ws_writer(request, socket, queue))
     try:
         async for msg in socket:
             if msg.type != WSMsgType.TEXT:
-                await socket.send_json({"type": "error", "message": "send JSON text messages"})
+                queue.put_nowait("send JSON text messages")
                 continue
             try:
-                prompt, settings = _parse_ws_prompt(msg.data, base)
+                queue.put_nowait(_parse_ws_prompt(msg.data, base))
             except ValueError as exc:
-                await socket.send_json({"type": "error", "message": str(exc)})
+                queue.put_nowait(str(exc))
+    finally:
+        writer.cancel()
+        await asyncio.wait([writer])
+    return socket
+
+
+async def _ws_writer(
+    request: web.Request, socket: web.WebSocketResponse, queue: asyncio.Queue[_WsJob]
+) -> None:
+    try:
+        while True:
+            job = await queue.get()
+            if isinstance(job, str):
+                await socket.send_json({"type": "error", "message": job})
                 continue
             async with request.app[STATS].track():
-                await _ws_answer(request, socket, prompt, settings)
+                await _ws_answer(request, socket, *job)
     except (ClientGone, ConnectionError):
         pass
-    return socket
 
 
 def _parse_ws_prompt(data: str, base: MockSettings) -> tuple[str, MockSettings]:
@@ -113,8 +135,10 @@ async def _ws_answer(
     pacer = Pacer(request, settings)
     for index, token in enumerate(answer_tokens(prompt, settings.tokens)):
         await pacer.wait_token(index)
+        if socket.closed:
+            raise ClientGone
         await socket.send_json({"type": "token", "index": index + 1, "text": token})
-    if client_gone(request):
+    if socket.closed or client_gone(request):
         raise ClientGone
     await socket.send_json({"type": "done"})
 
