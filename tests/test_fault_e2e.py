@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -276,3 +277,20 @@ async def test_websocket_latency_and_duplicate() -> None:
     async with chaos([fault], settings=ws_settings) as (_, url, _m):
         texts, _, _ = await ws_tokens(url)
     assert len(texts) == 7 and texts[1] == texts[2]
+
+
+async def test_recurring_outage_hits_an_open_stream() -> None:
+    """A recurring buffer window holds an open stream's events, then releases them at once."""
+    paced = MockSettings(ttft_ms=0, tokens_per_s=40, tokens=50)  # about 1.25 s of events
+    fault = {"type": "buffer", "window": {"every_s": 1.0, "for_s": 0.4}}
+    async with chaos([fault], settings=paced) as (proxy, url, _m):
+        _, chunks, error = await stream_chat(url)
+    assert error is None
+    assert stream_summary(joined(chunks), "openai").text == answer_text(CHAT, 50)
+    times = event_times(chunks)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # The outage at 1.0-1.4 s: nothing for most of it, then what it held in one burst.
+    assert max(gaps) >= 0.25
+    burst = gaps.index(max(gaps)) + 1
+    assert times[burst + 5] - times[burst] < 0.02
+    assert [e.action for e in proxy.fault_log].count("flush") >= 1
