@@ -24,15 +24,19 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chaosstream.record import Exchange
+
+if TYPE_CHECKING:
+    from chaosstream.scenario import Scenario
+    from chaosstream.verify import ClientRun
 
 __all__ = [
     "CHROMIUM",
@@ -46,7 +50,9 @@ __all__ = [
     "Selectors",
     "StableLayoutOptions",
     "api_exchanges",
+    "drive_scenario",
     "judge_page",
+    "page_battery",
     "page_observed",
     "page_signals",
     "resolve_url",
@@ -315,13 +321,17 @@ class PageDriver:
         timeout_s: float = 30.0,
         stop_after_ms: float | None = None,
         click_retry: bool = False,
+        before_send: Callable[[], None] | None = None,
     ) -> PageObservation:
         """Open the page, ask ``client.prompt``, watch until it settles.
 
         ``stop_after_ms`` (or the client's own) clicks Stop that long after the
         first text; ``click_retry`` clicks Retry once if the page settles on a
-        failure showing it. Never raises for a misbehaving page: what went wrong
-        is in ``PageObservation.error`` / ``stop_error``.
+        failure showing it. ``before_send`` runs once the page has loaded, right
+        before Send: the runner arms the profile there, so the page's own files
+        are not part of the scenario (a fault on "request 1" hits the first
+        model request, not ``GET /``). Never raises for a misbehaving page: what
+        went wrong is in ``PageObservation.error`` / ``stop_error``.
         """
         assert self._browser is not None, "PageDriver not started"
         obs = PageObservation(url=resolve_url(client.url, proxy_url))
@@ -338,7 +348,9 @@ class PageDriver:
             if stop_after_ms is None:
                 stop_after_ms = client.stop_after_ms
             try:
-                await self._run(page, obs, client, inflight, deadline, stop_after_ms, click_retry)
+                await self._run(
+                    page, obs, client, inflight, deadline, stop_after_ms, click_retry, before_send
+                )
             except Exception as e:  # a page that breaks the driver is an observation too
                 obs.error = obs.error or _first_line(e)
             await _collect(page, obs)
@@ -355,14 +367,24 @@ class PageDriver:
         deadline: float,
         stop_after_ms: float | None,
         click_retry: bool,
+        before_send: Callable[[], None] | None,
     ) -> None:
         sel = client.selectors
         try:
-            await page.goto(obs.url, wait_until="load", timeout=_left_ms(deadline))
+            response = await page.goto(obs.url, wait_until="load", timeout=_left_ms(deadline))
+        except Exception as e:
+            obs.error = f"cannot open the page: {_first_line(e)}"
+            return
+        if response is not None and response.status >= 400:
+            obs.error = f"the page answered HTTP {response.status}"
+            return
+        try:
             await page.locator(sel.input).first.fill(client.prompt, timeout=5000)
         except Exception as e:
-            obs.error = f"cannot open the page or fill {sel.input}: {_first_line(e)}"
+            obs.error = f"cannot fill the prompt into {sel.input}: {_first_line(e)}"
             return
+        if before_send is not None:
+            before_send()
         await page.evaluate("window.__chaosstream.sentAt = performance.now()")
         try:
             await page.locator(sel.send).first.click(timeout=5000)
@@ -388,6 +410,65 @@ class PageDriver:
             # (plus a margin) so the exchange is recorded before anyone judges it.
             left = obs.stop_clicked + CANCEL_WITHIN_S + 0.2 - time.monotonic()
             await asyncio.sleep(max(0.0, min(left, deadline - time.monotonic())))
+
+
+async def drive_scenario(
+    driver: PageDriver,
+    proxy_url: str,
+    scenario: Scenario,
+    before_send: Callable[[], None] | None = None,
+) -> tuple[PageObservation, ClientRun]:
+    """Drive a scenario's page; the run as the verifier's :class:`ClientRun` too.
+
+    Stop is clicked when ``cancels_upstream`` is expected, Retry when
+    ``retries`` is: the interactions those verdicts are about.
+    """
+    from chaosstream.verify import ClientRun
+
+    assert scenario.client is not None
+    client = scenario.client.browser
+    names = {e.name for e in scenario.expect}
+    stop_after = client.stop_after_ms
+    if stop_after is None and "cancels_upstream" in names:
+        stop_after = DEFAULT_STOP_AFTER_MS
+    started = time.monotonic()
+    obs = await driver.drive(
+        proxy_url,
+        client,
+        timeout_s=scenario.timeout_s,
+        stop_after_ms=stop_after,
+        click_retry="retries" in names,
+        before_send=before_send,
+    )
+    last = obs.last
+    settled = last is not None and last.settled
+    run = ClientRun(
+        command=["chromium", obs.url],
+        exit_code=0 if settled else None,
+        timed_out=not settled and not obs.error,
+        stdout=last.text if last else "",
+        stderr="\n".join([*([obs.error] if obs.error else []), *obs.console]),
+        duration_s=time.monotonic() - started,
+    )
+    return obs, run
+
+
+def page_battery(scenarios: Sequence[tuple[Scenario, Any]], url: str) -> list[tuple[Scenario, Any]]:
+    """The ``check`` battery with the page at ``url`` as the client.
+
+    Where the answer streams in whole (clean, slow first token) the page must
+    also show typing and keep its layout still.
+    """
+    from chaosstream.scenario import Expect
+
+    spec = BrowserSpec(browser=BrowserClient(url=url))
+    out = []
+    for scenario, profile in scenarios:
+        expect = list(scenario.expect)
+        if scenario.name in ("clean", "slow-first-token"):
+            expect += [Expect(shows_typing={}), Expect(stable_layout={})]
+        out.append((scenario.model_copy(update={"client": spec, "expect": expect}), profile))
+    return out
 
 
 def _watch(page: Any, console: list[str]) -> set[Any]:
@@ -558,7 +639,9 @@ def _shown(view: PageView) -> str:
     return f"{state}{len(view.text)} chars shown{busy}"
 
 
-def page_signals(obs: PageObservation, answer: str | None) -> dict[str, tuple[bool, str]]:
+def page_signals(
+    obs: PageObservation, answer: str | None, exchanges: Sequence[Exchange] = ()
+) -> dict[str, tuple[bool, str]]:
     """The page's ``completed``, ``surfaced_error`` and ``silent_truncation``, with evidence.
 
     ``completed`` is judged on the page at the end of the run (after a Retry
@@ -589,15 +672,14 @@ def page_signals(obs: PageObservation, answer: str | None) -> dict[str, tuple[bo
         )
     else:
         surfaced = (True, f"error visible: {_clip(first.error_text)}; {_shown(first)}")
+    # Truncated: short of the known answer, or no request ever delivered a whole one.
+    short = answer is not None or not any(e.client_complete for e in api_exchanges(exchanges))
     silent = (
-        not completed[0]
-        and answer is not None
-        and bool(got)
-        and _presented_complete(last)
-        and last.state != "stopped"
-    )
+        not completed[0] and short and bool(got) and _presented_complete(last)
+    ) and last.state != "stopped"
+    of = f" of {len(_norm(answer))}" if answer is not None else ""
     truncation = (
-        (True, f"the page shows {len(got)} of {len(_norm(answer or ''))} chars as if complete")
+        (True, f"the page shows {len(got)}{of} chars as if complete; no error visible")
         if silent
         else (False, "no")
     )

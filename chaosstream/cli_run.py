@@ -49,7 +49,8 @@ def execute(
     from chaosstream.report import TerminalProgress, print_report, write_json, write_junit
     from chaosstream.run import RunOptions, RunReport, check_command, run_scenarios
 
-    check_command(command)
+    if any(s.client is None for s, _ in scenarios):
+        check_command(command)
     quiet()
     err = Console(stderr=True)
     progress = TerminalProgress(err)
@@ -59,6 +60,8 @@ def execute(
         record=record,
         resilient=resilient,
         mock_settings=mock_settings or MockSettings(),
+        # A failed page scenario's screenshot and console log go next to the report.
+        artifacts_dir=Path(json_path or junit_path or ".").parent / "chaosstream-artifacts",
     )
 
     async def main() -> RunReport:
@@ -157,9 +160,15 @@ def run(
     show_default=True,
     help="Kill the client after this long in each scenario (a hang).",
 )
-@click.argument(
-    "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]"
+@click.option(
+    "--browser",
+    "page_url",
+    metavar="URL",
+    help="Run the battery against a chat page in headless Chromium instead of a command. "
+    "A path is taken on the proxy (`/` is the reference page); {proxy} in a URL is "
+    "replaced by the proxy's address.",
 )
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]")
 def check(
     json_path: str | None,
     junit_path: str | None,
@@ -167,6 +176,7 @@ def check(
     upstream: str | None,
     seed: int | None,
     timeout_s: float,
+    page_url: str | None,
     command: tuple[str, ...],
 ) -> None:
     """The resilience scorecard: the standard battery of faults against a client command.
@@ -177,9 +187,18 @@ def check(
     """
     from chaosstream.battery import battery
 
+    scenarios = battery(timeout_s)
+    if page_url is not None:
+        from chaosstream.browser import page_battery
+
+        if command:
+            raise click.UsageError("give either --browser URL or a command after --, not both")
+        scenarios = page_battery(scenarios, page_url)
+    elif not command:
+        raise click.UsageError("give a client command after -- (or --browser URL)")
     raise SystemExit(
         execute(
-            battery(timeout_s),
+            scenarios,
             list(command),
             upstream=upstream,
             seed=seed,

@@ -85,6 +85,11 @@ def to_junit(report: RunReport) -> ET.Element:
                 )
             out = ET.SubElement(case, "system-out")
             out.text = _clip(result.client.stdout)
+            if verdict.verdict == "fail" and result.observed.artifacts:
+                # The Jenkins/GitLab attachment convention: one [[ATTACHMENT|path]] per file.
+                out.text += "".join(
+                    f"\n[[ATTACHMENT|{path}]]" for path in result.observed.artifacts.values()
+                )
             err = ET.SubElement(case, "system-err")
             err.text = _clip(result.client.stderr)
     return suites
@@ -116,7 +121,9 @@ def _behaviour(r: ScenarioResult) -> str:
     extras = [w.replace("_", " ") for w in ("retried", "fell_back", "resumed") if getattr(o, w)]
     if not o.respected_retry_after:
         extras.append("ignored Retry-After")
-    code = "killed" if o.exit_code is None else f"exit {o.exit_code}"
+    code = (
+        "page" if o.page is not None else "killed" if o.exit_code is None else f"exit {o.exit_code}"
+    )
     return ", ".join([what, *extras, f"{o.attempts} req", code])
 
 

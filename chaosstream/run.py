@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
 from chaosstream.mock import MockServer, MockSettings, answer_text, start_mock
@@ -28,6 +28,9 @@ from chaosstream.record import Exchange, JsonlSink, Recorder
 from chaosstream.scenario import Scenario
 from chaosstream.verify import ClientRun, Evidence, Observed, Verdict, evaluate
 from chaosstream.yamlfile import InputError
+
+if TYPE_CHECKING:
+    from chaosstream.browser import PageDriver
 
 __all__ = [
     "DUMMY_KEY",
@@ -64,6 +67,10 @@ class RunOptions:
     """Add the `check` battery's rule as an expectation of every scenario."""
     insecure: bool = False
     ca_file: str | None = None
+    page_driver: PageDriver | None = None
+    """A started browser for page scenarios; None starts one when a scenario needs it."""
+    artifacts_dir: str | Path = "chaosstream-artifacts"
+    """Where a failed page scenario's screenshot and console log go."""
 
 
 @dataclass(slots=True)
@@ -236,13 +243,15 @@ async def run_scenarios(
     progress: Progress | None = None,
 ) -> RunReport:
     """Run every scenario in order and verify each; the client is ``command``."""
-    check_command(command)
+    if any(s.client is None for s, _ in scenarios):
+        check_command(command)
     run_seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
     recorder = Recorder(keep=10_000)
     sink = JsonlSink(options.record) if options.record is not None else None
     if sink is not None:
         recorder.listeners.append(sink)
     mock: MockServer | None = None
+    own_driver: PageDriver | None = None
     results: list[ScenarioResult] = []
     try:
         if options.upstream is None:
@@ -259,6 +268,12 @@ async def run_scenarios(
         )
         url = await proxy.start()
         try:
+            if options.page_driver is None and any(s.client for s, _ in scenarios):
+                from chaosstream.browser import PageDriver
+
+                own_driver = PageDriver()
+                await own_driver.start()
+                options.page_driver = own_driver
             for index, (scenario, profile) in enumerate(scenarios):
                 if progress is not None:
                     progress.start(scenario.name, index, len(scenarios))
@@ -269,6 +284,9 @@ async def run_scenarios(
                 if progress is not None:
                     progress.end(result)
         finally:
+            if own_driver is not None:
+                options.page_driver = None
+                await own_driver.close()
             await proxy.close()
     finally:
         if mock is not None:
@@ -304,20 +322,40 @@ async def _run_one(
     proxy.fault_log.clear()
     proxy.recorder.clear()
     closed_before = mock.closed_early if mock is not None else 0
-    env = client_env(url, scenario.name, mock is not None)
-    client = await run_client(command, env, scenario.timeout_s)
+    page = None
+    if scenario.client is not None:
+        from chaosstream.browser import api_exchanges, drive_scenario
+
+        def arm() -> None:
+            proxy.set_profile(profile, seed)
+            proxy.fault_log.clear()
+            proxy.recorder.clear()
+
+        # The page loads through a clean proxy; the profile is armed right before Send.
+        proxy.set_profile(Profile(version=1, name="page-load"), seed)
+        assert options.page_driver is not None
+        page, client = await drive_scenario(options.page_driver, url, scenario, arm)
+    else:
+        env = client_env(url, scenario.name, mock is not None)
+        client = await run_client(command, env, scenario.timeout_s)
     await _settle(proxy.recorder, mock)
     exchanges = sorted(
         [*proxy.recorder.exchanges, *proxy.recorder.open.values()], key=lambda e: e.id
     )
+    judged = exchanges if page is None else api_exchanges(exchanges)
     evidence = Evidence(
         client=client,
-        exchanges=exchanges,
-        answer=expected_answer(exchanges, options.mock_settings if mock is not None else None),
+        exchanges=judged,
+        answer=expected_answer(judged, options.mock_settings if mock is not None else None),
         mock_closed_early=(mock.closed_early - closed_before) if mock is not None else None,
         error_signal=scenario.error_signal,
+        page=page,
     )
     observed, verdicts = evaluate(evidence, scenario.expect, resilient=options.resilient)
+    if page is not None and any(v.verdict == "fail" for v in verdicts):
+        from chaosstream.browser import write_artifacts
+
+        observed.artifacts = write_artifacts(page, options.artifacts_dir, scenario.name)
     return ScenarioResult(
         name=scenario.name,
         profile=profile.name,

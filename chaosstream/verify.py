@@ -416,7 +416,7 @@ def evaluate(
         from chaosstream.browser import PAGE_JUDGED, judge_page, page_observed, page_signals
 
         # What the page showed replaces what an exit code would have said.
-        for flag, (value, why) in page_signals(ev.page, ev.answer).items():
+        for flag, (value, why) in page_signals(ev.page, ev.answer, ev.exchanges).items():
             setattr(obs, flag, value)
             notes[flag] = why
         obs.exit_code = None
