@@ -172,8 +172,9 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
 )
 @click.option(
     "--control",
-    type=HostPort(),
+    callback=hostport_option,
     default=None,
+    metavar="HOST:PORT",
     help="Serve the control API (profile, faults, exchanges, /metrics, Toxiproxy API) here.",
 )
 @click.option(
