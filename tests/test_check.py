@@ -39,13 +39,23 @@ def test_battery_covers_the_design_list() -> None:
 
 
 def test_swallowing_client_fails_the_scorecard(tmp_path: Path) -> None:
-    """A client that prints whatever arrived and exits 0 fails every cut scenario, with evidence, exit 1."""
+    """A client printing whatever arrived with exit 0 fails the cut scenarios; exit 1."""
     report, junit = tmp_path / "c.json", tmp_path / "c.xml"
     result = CliRunner().invoke(
         cli,
         [
-            "check", "--seed", "5", "--timeout-s", "6", "--json", str(report), "--junit", str(junit),
-            "--", sys.executable, str(CLIENTS / "swallow.py"),
+            "check",
+            "--seed",
+            "5",
+            "--timeout-s",
+            "6",
+            "--json",
+            str(report),
+            "--junit",
+            str(junit),
+            "--",
+            sys.executable,
+            str(CLIENTS / "swallow.py"),
         ],
     )
     assert result.exit_code == 1
@@ -72,8 +82,17 @@ def test_swallowing_client_fails_the_scorecard(tmp_path: Path) -> None:
     close = next(s for s in data["scenarios"] if s["name"] == "midstream-close")
     assert close["observed"]["silent_truncation"] is True
     assert set(close["observed"]) == {
-        "attempts", "retried", "fell_back", "resumed", "completed", "surfaced_error",
-        "silent_truncation", "respected_retry_after", "exit_code", "ttft_ms", "faults",
+        "attempts",
+        "retried",
+        "fell_back",
+        "resumed",
+        "completed",
+        "surfaced_error",
+        "silent_truncation",
+        "respected_retry_after",
+        "exit_code",
+        "ttft_ms",
+        "faults",
     }
     assert close["observed"]["faults"][0]["type"] == "disconnect"
     assert set(close["observed"]["faults"][0]) == {"type", "request", "at_ms"}

@@ -24,7 +24,9 @@ async def mock() -> AsyncIterator[MockServer]:
         yield server
 
 
-async def _proxy(mock: MockServer, profile: str | dict[str, object], recorder: Recorder) -> ChaosProxy:
+async def _proxy(
+    mock: MockServer, profile: str | dict[str, object], recorder: Recorder
+) -> ChaosProxy:
     loaded = load_profile(profile) if isinstance(profile, str) else profile_from_data(profile, "t")
     proxy = ChaosProxy(mock.url, loaded, seed=1, recorder=recorder)
     await proxy.start()
@@ -46,11 +48,13 @@ def test_fingerprint_sets_the_stream_flag_aside() -> None:
     c = fingerprint("POST", "/v1/chat/completions", "", b'{"x": 2, "model": "m"}')
     d = fingerprint("POST", "/v1/messages", "", b'{"x": 1, "model": "m"}')
     assert a == b and a != c and a != d
-    assert fingerprint("GET", "/sse", "prompt=a", b"") != fingerprint("GET", "/sse", "prompt=b", b"")
+    assert fingerprint("GET", "/sse", "prompt=a", b"") != fingerprint(
+        "GET", "/sse", "prompt=b", b""
+    )
 
 
 async def test_clean_stream_record(mock: MockServer) -> None:
-    """A clean stream is complete, with the mock's full answer in both texts and its events counted."""
+    """A clean stream is complete: the mock's full answer in both texts, events counted."""
     recorder = Recorder()
     proxy = await _proxy(mock, "clean", recorder)
     try:
@@ -68,7 +72,7 @@ async def test_clean_stream_record(mock: MockServer) -> None:
 
 
 async def test_cut_stream_record(mock: MockServer) -> None:
-    """A cut stream: outcome fault, the fault with its position, the client's text a strict prefix."""
+    """A cut stream: outcome fault, the fault's position, the client's text a strict prefix."""
     recorder = Recorder()
     proxy = await _proxy(mock, "midstream-close", recorder)
     try:
@@ -84,7 +88,7 @@ async def test_cut_stream_record(mock: MockServer) -> None:
 
 
 async def test_refusal_records_retry_after(mock: MockServer) -> None:
-    """A 429 refusal records the status, Retry-After as sent and outcome refused; non-streaming answers rebuild too."""
+    """A 429 keeps status, Retry-After and outcome refused; a JSON answer is rebuilt too."""
     recorder = Recorder()
     profile = {
         "version": 1,

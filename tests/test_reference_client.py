@@ -36,7 +36,7 @@ def test_reference_client_passes_the_whole_check_battery(tmp_path: Path) -> None
 
 
 def test_reference_client_gives_up_loudly(tmp_path: Path) -> None:
-    """Against an API that always answers 503 it makes 4 attempts, then exits 1 with a clear message."""
+    """Against an always-503 API it makes 4 attempts, then exits 1 with a clear message."""
     path = tmp_path / "s.yaml"
     path.write_text(
         "version: 1\nscenarios:\n  - name: down\n"
@@ -49,9 +49,10 @@ def test_reference_client_gives_up_loudly(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     obs = json.loads(report.read_text())["scenarios"][0]["observed"]
     assert (obs["attempts"], obs["exit_code"], obs["surfaced_error"]) == (4, 1, True)
-    assert "gave up after 4 attempts" in json.loads(report.read_text())["scenarios"][0][
-        "expectations"
-    ][0]["evidence"]
+    assert (
+        "gave up after 4 attempts"
+        in json.loads(report.read_text())["scenarios"][0]["expectations"][0]["evidence"]
+    )
 
 
 def test_reference_client_falls_back_after_two_stream_failures(tmp_path: Path) -> None:

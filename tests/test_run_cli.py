@@ -1,4 +1,4 @@
-"""`chaosstream run` end to end: real proxy, real mock, real client subprocesses with known behaviour."""
+"""`chaosstream run` end to end: real proxy, mock and client subprocesses of known behaviour."""
 
 from __future__ import annotations
 
@@ -14,9 +14,18 @@ from chaosstream.cli import cli
 
 CLIENTS = Path(__file__).parent / "clients"
 
-RESET_3 = "{version: 1, name: reset-3, faults: [{type: disconnect, after_events: 3, mode: reset, match: {stream: true}, requests: [1]}]}"
-ALWAYS_RESET = "{version: 1, name: always-reset, faults: [{type: disconnect, after_events: 3, mode: reset, match: {stream: true}}]}"
-RATE_LIMITED = "{version: 1, name: rate-limited, faults: [{type: http_error, status: 429, retry_after_s: 1, requests: [1]}]}"
+RESET_3 = (
+    "{version: 1, name: reset-3, faults: [{type: disconnect, after_events: 3, mode: reset,"
+    " match: {stream: true}, requests: [1]}]}"
+)
+ALWAYS_RESET = (
+    "{version: 1, name: always-reset, faults: [{type: disconnect, after_events: 3,"
+    " mode: reset, match: {stream: true}}]}"
+)
+RATE_LIMITED = (
+    "{version: 1, name: rate-limited, faults: [{type: http_error, status: 429,"
+    " retry_after_s: 1, requests: [1]}]}"
+)
 
 BASE = {
     "attempts": 1,
@@ -123,7 +132,7 @@ def test_well_behaved_client_under_several_profiles(tmp_path: Path) -> None:
 
 
 def test_swallowing_client_is_caught_truncating(tmp_path: Path) -> None:
-    """A client that prints a cut answer and exits 0 is flagged as silent truncation; error_signal can rescue it."""
+    """Printing a cut answer with exit 0 is silent truncation, unless error_signal matches."""
     code, data, out = run(
         tmp_path,
         """
@@ -241,12 +250,14 @@ def test_hanging_client_is_a_hang_not_an_error(tmp_path: Path) -> None:
 
 
 def test_resuming_client_carries_last_event_id(tmp_path: Path) -> None:
-    """A reconnect with the Last-Event-ID of the last delivered event counts as resumed and completes."""
+    """A reconnect with Last-Event-ID of the last delivered event is a resume."""
     code, data, out = run(
         tmp_path,
         """
   - name: resume
-    profile: {version: 1, name: sse-cut, faults: [{type: disconnect, after_events: 5, mode: reset, requests: [1]}]}
+    profile:
+      {version: 1, name: sse-cut,
+       faults: [{type: disconnect, after_events: 5, mode: reset, requests: [1]}]}
     expect: [resumes, completes]
 """,
         "resume.py",
@@ -291,7 +302,7 @@ def test_fallback_client_and_no_fallback(tmp_path: Path) -> None:
 
 
 def test_cancels_upstream_when_client_hangs_up(tmp_path: Path) -> None:
-    """A client that stops reading mid-stream: the proxy and the mock both see the stream closed early."""
+    """A client that hangs up mid-stream: proxy and mock both see the stream closed."""
     code, data, out = run(
         tmp_path,
         "  - name: stop\n    profile: clean\n    expect: [cancels_upstream, surfaces_error]\n",
@@ -312,7 +323,7 @@ def test_cancels_upstream_when_client_hangs_up(tmp_path: Path) -> None:
 
 
 def test_junit_and_record_files(tmp_path: Path) -> None:
-    """JUnit has one testcase per scenario x expectation with evidence on failures; --record writes whole JSON lines."""
+    """JUnit: a testcase per scenario x expectation with evidence; --record: JSON lines."""
     path = tmp_path / "s.yaml"
     path.write_text(
         "version: 1\nscenarios:\n"
@@ -362,8 +373,10 @@ def test_bad_scenario_file_is_exit_2_with_line(tmp_path: Path) -> None:
     """A scenario file error names file:line: field, exit 2, no traceback."""
     path = tmp_path / "bad.yaml"
     path.write_text(
-        "version: 1\nscenarios:\n  - name: a\n    profile: clean\n    expect: [retries: {max_attempts: 0}]\n"
-        "  - name: b\n    profile: {version: 1, name: x, faults: [{type: disconnect, mode: sideways, after_events: 1}]}\n",
+        "version: 1\nscenarios:\n  - name: a\n    profile: clean\n"
+        "    expect: [retries: {max_attempts: 0}]\n"
+        "  - name: b\n    profile: {version: 1, name: x, faults: [{type: disconnect,"
+        " mode: sideways, after_events: 1}]}\n",
         encoding="utf-8",
     )
     result = CliRunner().invoke(cli, ["run", str(path), "--", "true"])
@@ -371,7 +384,9 @@ def test_bad_scenario_file_is_exit_2_with_line(tmp_path: Path) -> None:
     assert f"{path}:5: scenarios[0].expect[0].retries.max_attempts:" in result.output
     assert "Traceback" not in result.output
     path.write_text(
-        "version: 1\nscenarios:\n  - name: b\n    profile: {version: 1, name: x, faults: [{type: disconnect, mode: sideways, after_events: 1}]}\n"
+        "version: 1\nscenarios:\n  - name: b\n    profile: {version: 1, name: x, faults:"
+        " [{type: disconnect, mode: sideways, after_events: 1}]}\n",
+        encoding="utf-8",
     )
     result = CliRunner().invoke(cli, ["run", str(path), "--", "true"])
     assert result.exit_code == 2

@@ -101,7 +101,7 @@ def test_hang_is_not_surfacing() -> None:
 
 
 def test_fallback_needs_a_failed_stream_first() -> None:
-    """A non-streaming equivalent after a failed stream is a fallback; the fingerprint ignores `stream`."""
+    """A non-streaming equivalent after a failed stream is a fallback."""
     obs, _ = evaluate(
         Evidence(_client(0, ANSWER), [_ex(1, 0.0, done=False), _ex(2, 0.5, stream=False)], ANSWER),
         [],
@@ -139,7 +139,8 @@ def test_scenario_file_loads_with_defaults(tmp_path: Path) -> None:
             ":4: scenarios[0].profile: unknown profile 'nope-nope'",
         ),
         (
-            "version: 1\nscenarios:\n  - {name: a, profile: clean}\n  - {name: a, profile: clean}\n",
+            "version: 1\nscenarios:\n  - {name: a, profile: clean}\n"
+            "  - {name: a, profile: clean}\n",
             ":4: scenarios[1].name: duplicate scenario name 'a'",
         ),
         ("version: 1\nscenarios: []\n", ":2: scenarios: List should have at least 1 item"),

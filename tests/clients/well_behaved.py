@@ -1,11 +1,11 @@
-"""Streams; on a failure retries up to 4 attempts, waiting Retry-After when sent; exit 1 when it gives up."""
+"""Streams; retries up to 4 attempts, waiting Retry-After when sent; exit 1 on giving up."""
 
 import sys
 import time
 
 from _common import ERRORS, Refused, chat, out
 
-for attempt in range(1, 5):
+for _ in range(4):
     wait = 0.2
     try:
         text, ok = chat(stream=True, timeout=2.0)
