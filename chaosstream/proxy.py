@@ -10,6 +10,7 @@ framed into SSE events first if one of them needs events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import random
@@ -299,10 +300,13 @@ class ChaosProxy:
                 await self._pump_faults(upstream, resp, ex, chain, keep)
             else:
                 await self._pump(upstream, resp, ex, keep)
+            await resp.write_eof()
         except StreamEnd as end:
             ex.outcome = "fault"
             upstream.close()
-            await self._end(request, resp, end)
+            # The client may leave while the cut is being staged: nothing to report.
+            with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
+                await self._end(request, resp, end)
             return resp
         except aiohttp.ClientPayloadError as e:
             # Upstream broke mid-body: break the client's body the same way.
@@ -312,8 +316,6 @@ class ChaosProxy:
             return resp
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             ex.outcome = "client_gone"
-            return resp
-        await resp.write_eof()
         return resp
 
     async def _pump(
@@ -419,8 +421,10 @@ async def _drained(request: web.Request, timeout: float = 2.0) -> None:
     deadline = loop.time() + timeout
     # Polling: asyncio offers no "buffer empty" notification short of drain(),
     # which only waits for the low-water mark.
-    while transport is not None and transport.get_write_buffer_size() and loop.time() < deadline:
-        await asyncio.sleep(0.005)  # noqa: ASYNC110
+    while transport is not None and transport.get_write_buffer_size():  # noqa: ASYNC110
+        if loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.005)
 
 
 def _abort(request: web.Request, rst: bool = False) -> None:

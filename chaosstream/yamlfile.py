@@ -42,8 +42,8 @@ def _node_for(
             and isinstance(part, int)
             and 0 <= part < len(node.value)
         ):
-                node = node.value[part]
-                path[-1:] = [f"{path[-1]}[{part}]" if path else f"[{part}]"]
+            node = node.value[part]
+            path[-1:] = [f"{path[-1]}[{part}]" if path else f"[{part}]"]
     return node, path
 
 
@@ -52,9 +52,14 @@ def _format_errors(err: ValidationError, source: str, root: yaml.Node | None) ->
     for e in err.errors(include_url=False):
         node, path = _node_for(root, e["loc"])
         line = node.start_mark.line + 1 if node is not None else 1
+        if e["type"] == "missing" and e["loc"]:
+            # The field is absent, so the walk stopped at its parent: name it anyway.
+            path.append(str(e["loc"][-1]))
         field = ".".join(path) or "(top level)"
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "missing":
+            msg = "required field is missing"
+        elif e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] == "union_tag_invalid":
             ctx = e.get("ctx", {})

@@ -17,7 +17,9 @@ ProxyFactory = Callable[..., Awaitable[ChaosProxy]]
 
 def make_profile(faults: list[dict[str, object]] | None = None, **extra: object) -> Profile:
     """An inline profile with these faults (dicts as in YAML)."""
-    return profile_from_data({"version": 1, "name": "test", "faults": faults or [], **extra}, "<test>")
+    return profile_from_data(
+        {"version": 1, "name": "test", "faults": faults or [], **extra}, "<test>"
+    )
 
 
 @pytest.fixture
@@ -32,7 +34,9 @@ async def proxy_factory() -> AsyncIterator[ProxyFactory]:
     """Start chaos proxies on free ports; all are closed after the test."""
     started: list[ChaosProxy] = []
 
-    async def make(upstream: str, profile: Profile | str | None = None, **kwargs: object) -> ChaosProxy:
+    async def make(
+        upstream: str, profile: Profile | str | None = None, **kwargs: object
+    ) -> ChaosProxy:
         if profile is None:
             profile = load_profile("clean")
         elif isinstance(profile, str):

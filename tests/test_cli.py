@@ -23,7 +23,8 @@ BAD_PROFILES = {
         r"wrong-type\.yaml:5: faults\[0\]\.first_byte_ms: ",
     ),
     "unknown-field.yaml": (
-        "version: 1\nname: x\nfaults:\n  - type: disconnect\n    after_events: 3\n    colour: red\n",
+        "version: 1\nname: x\nfaults:\n"
+        "  - type: disconnect\n    after_events: 3\n    colour: red\n",
         r"unknown-field\.yaml:6: faults\[0\]\.colour: unknown field",
     ),
     "unknown-type.yaml": (
@@ -33,6 +34,10 @@ BAD_PROFILES = {
     "bad-syntax.yaml": (
         "version: 1\nname: x\nfaults:\n  - type: latency\n   first_byte_ms: [1, 2\n",
         r"bad-syntax\.yaml:5: invalid YAML",
+    ),
+    "missing-field.yaml": (
+        "version: 1\nfaults: []\n",
+        r"missing-field\.yaml:1: name: required field is missing",
     ),
     "top-level-field.yaml": (
         "version: 1\nname: x\nnetwork:\n  latency_ms: -5\n",
@@ -101,11 +106,21 @@ def test_bad_listen_address_is_a_usage_error() -> None:
 
 
 def test_proxy_command_serves_and_logs_one_json_line_per_exchange(tmp_path: Path) -> None:
-    """`chaosstream proxy` with the embedded mock forwards requests and logs each exchange as JSON."""
+    """`chaosstream proxy` on the embedded mock forwards requests and logs each exchange as JSON."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chaosstream", "proxy", "--listen", "127.0.0.1:0", "--seed", "5",
-         "--log-format", "json"],
+        [
+            sys.executable,
+            "-m",
+            "chaosstream",
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "5",
+            "--log-format",
+            "json",
+        ],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

@@ -64,7 +64,9 @@ async def test_ca_file_makes_the_upstream_trusted(
     assert await get(proxy.url + "/hello") == (200, {"tls": True, "path": "/hello"})
 
 
-async def test_insecure_skips_verification(https_upstream: str, proxy_factory: ProxyFactory) -> None:
+async def test_insecure_skips_verification(
+    https_upstream: str, proxy_factory: ProxyFactory
+) -> None:
     """--insecure reaches an upstream whose certificate cannot be verified."""
     proxy = await proxy_factory(https_upstream, insecure=True)
     assert await get(proxy.url + "/hello") == (200, {"tls": True, "path": "/hello"})
