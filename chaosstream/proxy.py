@@ -421,7 +421,7 @@ async def _drained(request: web.Request, timeout: float = 2.0) -> None:
     deadline = loop.time() + timeout
     # Polling: asyncio offers no "buffer empty" notification short of drain(),
     # which only waits for the low-water mark.
-    while transport is not None and transport.get_write_buffer_size():  # noqa: ASYNC110
+    while transport is not None and transport.get_write_buffer_size():
         if loop.time() >= deadline:
             break
         await asyncio.sleep(0.005)
