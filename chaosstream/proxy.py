@@ -293,9 +293,9 @@ class ChaosProxy:
         drop = ("Content-Length",) if chain else ()
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         resp.headers.extend(end_to_end(upstream.headers, drop=drop))
-        await resp.prepare(request)
         keep = _is_text(ex.content_type)
         try:
+            await resp.prepare(request)
             if chain:
                 await self._pump_faults(upstream, resp, ex, chain, keep)
             else:
