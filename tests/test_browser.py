@@ -235,8 +235,7 @@ async def test_bad_page_fails_typing_layout_and_stop_but_completes(
 async def test_bad_page_truncates_silently_and_reports_artifacts(
     driver: PageDriver, tmp_path: Path, bad_site: str
 ) -> None:
-    """A reset leaves the bad page showing partial text as the answer; the report names the
-    screenshot and console log, which exist and say what happened."""
+    """A cut leaves the bad page showing partial text as final; the report names its artifacts."""
     report = await run_page(
         driver,
         tmp_path,
