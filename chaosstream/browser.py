@@ -274,12 +274,20 @@ class PageDriver:
         self._browser: Any = None
 
     async def start(self) -> None:
-        """Launch Chromium (no download: always the system binary)."""
-        from playwright.async_api import async_playwright
+        """Launch Chromium (no download: always the system binary).
 
+        Raises :class:`~chaosstream.yamlfile.InputError` (exit 2) when Playwright
+        or the browser is missing.
+        """
+        from chaosstream.yamlfile import InputError
+
+        try:
+            from playwright.async_api import async_playwright
+        except ImportError:
+            raise InputError(
+                "browser clients need Playwright: pip install 'chaosstream[browser]'"
+            ) from None
         if not os.path.exists(self.executable):  # noqa: ASYNC240 -- one stat, at start
-            from chaosstream.yamlfile import InputError
-
             raise InputError(
                 f"{self.executable}: Chromium not found; install Debian's chromium package"
             )

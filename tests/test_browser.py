@@ -277,6 +277,13 @@ async def test_reference_page_saves_artifacts_when_an_expectation_fails(
 # --------------------------------------------------------------------------- files and CLI
 
 
+@in_module_loop
+async def test_missing_chromium_is_bad_input() -> None:
+    """A browser path that does not exist is an InputError naming it, not a traceback."""
+    with pytest.raises(InputError, match="/nonexistent/chromium: Chromium not found"):
+        await PageDriver(executable="/nonexistent/chromium").start()
+
+
 def test_page_url_resolves_against_the_proxy() -> None:
     """A path goes on the proxy; {proxy} is substituted in a full URL."""
     assert resolve_url("/?x=1", "http://127.0.0.1:9/") == "http://127.0.0.1:9/?x=1"
