@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from chaosstream.faults import REGISTRY
-from chaosstream.mock import MockServer, MockSettings, start_mock
+from chaosstream.mock import MockSettings, start_mock
 from chaosstream.profile import Profile, profile_from_data
 from chaosstream.proxy import ChaosProxy
 
@@ -197,7 +197,8 @@ async def test_soak_every_fault_family_leaves_nothing_behind() -> None:
             proxy.recorder.listeners.append(lambda ex: outcomes.update([ex.outcome]))
             await proxy.start()
             seen = await run_streams(proxy, STREAMS)
-            assert await settle(lambda: not proxy.recorder.open), proxy.recorder.open
+            still_open = proxy.recorder.open
+            assert await settle(lambda: not still_open), still_open
             assert await settle(lambda: mock.open_streams == 0), mock.open_streams
             # Checked here: the recorder's exchanges must not outlive the proxy.
             assert all(
@@ -220,7 +221,9 @@ async def test_soak_every_fault_family_leaves_nothing_behind() -> None:
     # Every family fired on some exchange (noop never logs: it does nothing).
     assert set(REGISTRY) - {"noop"} <= set(fired), fired
     assert calls == [], calls
-    assert [_describe(r) for r in logged] == []
+    # The mock logs its own "cannot write" when the proxy hangs up on it (a cut, a
+    # client gone); only the proxy is under test here.
+    assert [_describe(r) for r in logged if "chaosstream/mock/" not in _describe(r)] == []
     # The recorder keeps the last 1000 exchanges: they went with the proxy.
     top = "\n".join(str(d) + "\n" + "\n".join(d.traceback.format()) for d in growth[:5])
     assert grown < 1 * 2**20, f"{grown / 2**20:.2f} MiB still allocated:\n{top}"
