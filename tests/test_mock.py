@@ -395,6 +395,28 @@ async def test_client_disconnect_is_counted_without_errors(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
+async def test_client_gone_before_headers_is_not_a_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that hangs up right after sending its request leaves no error in the log."""
+    fast = MockSettings(ttft_ms=0, tokens_per_s=0, tokens=3000)
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
+    body = json.dumps({**CHAT, "stream": True})
+    request = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    async with await start_mock(settings=fast) as server:
+        for _ in range(10):
+            _, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(request)
+            await writer.drain()
+            writer.transport.abort()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
 async def test_disconnect_is_noticed_without_handler_cancellation() -> None:
     """Under a runner that does not cancel handlers, a client leaving is still seen soon."""
     slow = MockSettings(ttft_ms=0, tokens_per_s=2, tokens=40)

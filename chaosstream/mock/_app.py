@@ -27,7 +27,12 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
             body=body,
         )
     )
-    return await handler(request)
+    try:
+        return await handler(request)
+    except ConnectionResetError:
+        # The client left before the answer began (prepare() met a closing
+        # socket). Not a server error: aiohttp drops this response quietly.
+        return web.Response(status=499)
 
 
 def create_app(
