@@ -293,6 +293,10 @@ class ChaosProxy:
         drop = ("Content-Length",) if chain else ()
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         resp.headers.extend(end_to_end(upstream.headers, drop=drop))
+        if any(a.fault.closes_connection for a in chain):
+            # Announce the close now: a FIN the headers did not promise would
+            # break the client's next request on this connection as well.
+            resp.force_close()
         keep = _is_text(ex.content_type)
         try:
             await resp.prepare(request)
@@ -379,8 +383,12 @@ class ChaosProxy:
 
     async def _end(self, request: web.Request, resp: web.StreamResponse, end: StreamEnd) -> None:
         if end.mode == "close":
-            resp.force_close()
             await resp.write_eof()
+            if not end.keep_alive:
+                resp.force_close()
+                # FIN right behind the last chunk (the headers said Connection: close).
+                if request.transport is not None:
+                    request.transport.close()
         elif end.mode == "reset":
             await _drained(request)
             await asyncio.sleep(RESET_GRACE_S)

@@ -404,3 +404,35 @@ async def test_shutdown_closes_open_streams_and_their_upstreams(
         await asyncio.sleep(0.01)
     assert mock.open_streams == 0
     assert not stalled.recorder.open
+
+
+async def test_close_cut_announces_connection_close(
+    mock: MockServer, proxy_factory: ProxyFactory
+) -> None:
+    """A close-mode cut says Connection: close up front, so a pooled client never reuses it."""
+    profile = make_profile([{"type": "disconnect", "after_events": 3, "mode": "close"}])
+    proxy = await proxy_factory(mock.url, profile)
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "pool"}]}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(20):
+            async with session.post(proxy.url + "/v1/chat/completions", json=body) as resp:
+                assert resp.headers["Connection"] == "close"
+                events = EventDecoder().feed(await resp.read())
+                assert len(events) == 3
+    assert [f.action for f in proxy.fault_log] == ["close"] * 20
+
+
+async def test_in_stream_error_keeps_the_connection(
+    mock: MockServer, proxy_factory: ProxyFactory
+) -> None:
+    """After an in-stream error the body ends cleanly and the connection stays reusable."""
+    profile = make_profile([{"type": "stream_error", "after_events": 2}])
+    proxy = await proxy_factory(mock.url, profile)
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "err"}]}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(5):
+            async with session.post(proxy.url + "/v1/chat/completions", json=body) as resp:
+                assert resp.headers.get("Connection", "").lower() != "close"
+                events = EventDecoder().feed(await resp.read())
+                assert '"error"' in events[-1].data
+    assert [f.action for f in proxy.fault_log] == ["overloaded"] * 5

@@ -68,14 +68,17 @@ class StreamEnd(Exception):
     """Raised by a fault to end the stream the way a broken network would.
 
     ``reset`` aborts the TCP connection (RST), ``close`` ends the HTTP body
-    cleanly without the terminal event, ``stall`` keeps the socket open and
-    sends nothing more.
+    cleanly without the terminal event and then closes the connection (FIN),
+    ``stall`` keeps the socket open and sends nothing more. With
+    ``keep_alive`` a ``close`` ends only the body and leaves the connection
+    open, as a provider does after an in-stream error.
     """
 
-    def __init__(self, mode: EndMode, reason: str = "") -> None:
+    def __init__(self, mode: EndMode, reason: str = "", *, keep_alive: bool = False) -> None:
         super().__init__(f"{mode}: {reason}" if reason else mode)
         self.mode: EndMode = mode
         self.reason = reason
+        self.keep_alive = keep_alive
 
 
 @dataclass(slots=True)
@@ -248,6 +251,15 @@ class Fault(BaseModel):
     def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         """Transform the response stream. The base passes it through untouched."""
         return chunks
+
+    @property
+    def closes_connection(self) -> bool:
+        """True when the fault may end the stream with a FIN (``StreamEnd("close")``).
+
+        The proxy then answers with ``Connection: close`` so the client knows
+        not to reuse the connection: the cut stays the only fault it meets.
+        """
+        return False
 
     @property
     def acts_on_stream(self) -> bool:

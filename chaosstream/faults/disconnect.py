@@ -78,6 +78,10 @@ class Disconnect(Fault):
         return self
 
     @property
+    def closes_connection(self) -> bool:
+        return self.mode == "close"
+
+    @property
     def needs_events(self) -> bool:
         return self.after_events is not None or self.after_tokens is not None
 

@@ -41,7 +41,7 @@ class StreamError(Fault):
                 if events >= self.after_events:
                     ctx.fired(self.kind, events=events, nbytes=sent)
                     yield replace(chunk, data=self._error(ctx))
-                    raise StreamEnd("close", f"stream_error {self.kind}")
+                    raise StreamEnd("close", f"stream_error {self.kind}", keep_alive=True)
                 events += 1
             sent += len(chunk.data)
             yield chunk
