@@ -89,7 +89,7 @@ def _testid(name: str) -> str:
 class Selectors(BaseModel):
     """CSS selectors of the page's parts; the defaults fit the reference page."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     input: str = Field(_testid("input"), description="The prompt field.")
     send: str = Field(_testid("send"), description="The button that sends the prompt.")
@@ -103,7 +103,7 @@ class Selectors(BaseModel):
 class BrowserClient(BaseModel):
     """A chat page as the client under test."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str = Field(
         "/",
@@ -129,7 +129,7 @@ class BrowserClient(BaseModel):
 class BrowserSpec(BaseModel):
     """``client: {browser: {...}}`` in a scenario."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     browser: BrowserClient = Field(default_factory=BrowserClient)
 
@@ -137,7 +137,7 @@ class BrowserSpec(BaseModel):
 class StableLayoutOptions(BaseModel):
     """Options of ``stable_layout``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_cls: float = Field(
         0.1, ge=0, description="Highest cumulative layout shift allowed (0.1 is Web Vitals 'good')."

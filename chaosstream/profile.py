@@ -19,7 +19,7 @@ PROFILE_DIR = resources.files("chaosstream") / "profiles"
 class Network(BaseModel):
     """Link conditions that hold for every exchange, in both directions."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     latency_ms: float = Field(
         0.0, ge=0, description="One-way delay added to each direction's data."
@@ -43,7 +43,7 @@ class Network(BaseModel):
 class Profile(BaseModel):
     """A named set of network conditions and faults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     version: Literal[1] = Field(description="Profile format version; always 1.")
     name: str = Field(description="Short name, shown in reports.")

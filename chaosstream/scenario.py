@@ -57,13 +57,13 @@ EXPECTATIONS: tuple[str, ...] = ExpectName.__args__  # type: ignore[attr-defined
 class NoOptions(BaseModel):
     """An expectation without options: ``completes: {}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RetriesOptions(BaseModel):
     """Options of ``retries``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_attempts: int = Field(
         5, ge=1, description="More equivalent requests than this is a retry storm."
@@ -90,7 +90,7 @@ def _expect_item(value: Any) -> Any:
 class Expect(BaseModel):
     """One expectation: exactly one of these keys, with its options."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     surfaces_error: NoOptions | None = None
     retries: RetriesOptions | None = None
@@ -130,7 +130,7 @@ class ErrorSignal(BaseModel):
     an exact exit code.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     stderr_regex: str | None = None
     stdout_regex: str | None = None
@@ -140,7 +140,7 @@ class ErrorSignal(BaseModel):
 class Scenario(BaseModel):
     """One run of the client under one profile."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     profile: str | dict[str, Any] = Field(
@@ -167,7 +167,7 @@ class Scenario(BaseModel):
 class ScenarioFile(BaseModel):
     """A scenario file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     version: Literal[1]
     command: list[str] | None = Field(None, min_length=1)

@@ -34,7 +34,7 @@ class ToxiproxyError(Exception):
 class ToxicSpec(BaseModel):
     """One Toxiproxy toxic, in Toxiproxy's own terms (attribute names as its docs)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: ToxicType = Field(description="Toxiproxy toxic type.")
     name: str | None = Field(
@@ -60,7 +60,7 @@ class ToxicSpec(BaseModel):
 class ToxiproxySection(BaseModel):
     """Toxics to apply to a proxy on an external Toxiproxy server while chaosstream runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str = Field(
         "http://127.0.0.1:8474", description="Toxiproxy API address (http://HOST:PORT)."

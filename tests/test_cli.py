@@ -35,6 +35,10 @@ BAD_PROFILES = {
         "version: 1\nname: x\nfaults:\n  - type: latency\n   first_byte_ms: [1, 2\n",
         r"bad-syntax\.yaml:5: invalid YAML",
     ),
+    "infinite.yaml": (
+        "version: 1\nname: x\nfaults:\n  - type: latency\n    first_byte_ms: 1e400\n",
+        r"infinite\.yaml:5: faults\[0\]\.first_byte_ms: Input should be a finite number",
+    ),
     "missing-field.yaml": (
         "version: 1\nfaults: []\n",
         r"missing-field\.yaml:1: name: required field is missing",

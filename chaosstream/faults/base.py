@@ -187,7 +187,7 @@ class FaultContext:
 class Match(BaseModel):
     """Which requests a fault considers; every given field must match."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: str | None = Field(None, description="Glob on the request path, e.g. `/v1/*`.")
     method: str | None = Field(None, description="HTTP method, case-insensitive.")
@@ -213,7 +213,7 @@ class Window(BaseModel):
     `buffer` window is an outage that holds bytes until it ends.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     start_s: float | None = Field(None, ge=0, description="Active from this time.")
     end_s: float | None = Field(None, gt=0, description="Active until this time.")
@@ -224,7 +224,7 @@ class Window(BaseModel):
 class Fault(BaseModel):
     """Base of every fault: the common trigger fields and the stream transform."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: str
     probability: float = Field(
