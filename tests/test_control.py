@@ -261,7 +261,7 @@ def test_parse_profile_reports_yaml_and_json_errors() -> None:
     """JSON and YAML bodies both get line-numbered errors under the 'request body' source."""
     with pytest.raises(InputError, match=r"^request body:1: invalid YAML"):
         parse_profile('{"version": 1, "name": ')
-    with pytest.raises(InputError, match=r"^request body:1: .*Field required"):
+    with pytest.raises(InputError, match=r"^request body:1: name: required field is missing"):
         parse_profile('{"version": 1}')
     assert parse_profile('{"version": 1, "name": "j"}').name == "j"
 

@@ -9,12 +9,13 @@ with the outcome that matches what happened. Counts scale with
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import pytest
@@ -35,6 +36,31 @@ def profile(*faults: dict[str, Any]) -> Profile:
     return profile_from_data({"version": 1, "name": "t", "faults": list(faults)}, "<test>")
 
 
+class _Closable(Protocol):
+    def close(self) -> Any: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[Callable[[C], C]]:
+    """Register servers to close after the test, even when an assertion fails first."""
+    opened: list[_Closable] = []
+
+    def add(item: C) -> C:
+        opened.append(item)
+        return item
+
+    yield add
+    for item in reversed(opened):
+        closed = item.close()  # a coroutine for our servers, None for asyncio.Server
+        if inspect.isawaitable(closed):
+            await closed
+        if isinstance(item, asyncio.Server):
+            await item.wait_closed()
+
+
 def recording(proxy: ChaosProxy) -> list[Exchange]:
     """Every exchange the proxy finishes, in order (the recorder itself keeps only 1000)."""
     done: list[Exchange] = []
@@ -42,30 +68,40 @@ def recording(proxy: ChaosProxy) -> list[Exchange]:
     return done
 
 
-async def test_clients_that_vanish_are_recorded_as_gone_and_close_upstream() -> None:
+async def test_clients_that_vanish_are_recorded_as_gone_and_close_upstream(
+    closing: Callable[[Any], Any],
+) -> None:
     """Clients that leave at random points (before headers, mid-stream) are each recorded
     as client_gone, the upstream stream is closed each time, and no error escapes."""
     n = int(60 * SCALE)
     rng = random.Random(5)
-    mock = await start_mock(settings=MockSettings(ttft_ms=30, tokens_per_s=200, tokens=60))
-    proxy = ChaosProxy(mock.url, profile(), seed=1)
+    mock = closing(await start_mock(settings=MockSettings(ttft_ms=30, tokens_per_s=200, tokens=60)))
+    proxy = closing(ChaosProxy(mock.url, profile(), seed=1))
     done = recording(proxy)
     await proxy.start()
-    url = proxy.url + "/v1/chat/completions"
+    host, port = proxy.url.removeprefix("http://").split(":")
 
     async def vanish(i: int) -> None:
-        # Each client has its own connection, so leaving closes it.
-        async with aiohttp.ClientSession() as session:
-            if i % 3 == 0:  # gone while waiting for the first byte
-                task = asyncio.ensure_future(session.post(url, json=CHAT))
-                await asyncio.sleep(0.01)
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                return
-            async with session.post(url, json=CHAT) as r:
-                for _ in range(rng.randint(1, 20)):
-                    await r.content.readline()
-                r.connection.transport.abort()  # type: ignore[union-attr]
+        # A raw socket, so leaving is exactly one abort() and nothing lingers client-side.
+        marker = f"client {i}".encode()
+        body = json.dumps({**CHAT, "messages": [{"role": "user", "content": marker.decode()}]})
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body.encode())
+        )
+        if i % 3 == 0:  # gone while waiting for the first byte
+            # Leave once the proxy holds the request (before that there is no
+            # exchange to record), well before the mock's 30 ms first byte.
+            assert await settle(
+                lambda: any(marker in ex.request_body for ex in proxy.recorder.open.values()),
+                step_s=0.002,
+            )
+        else:  # gone mid-stream, after a random number of lines
+            for _ in range(rng.randint(1, 20)):
+                await reader.readline()
+        writer.transport.abort()
 
     with collect_errors() as (calls, logged):
         await asyncio.gather(*(vanish(i) for i in range(n)))
@@ -76,14 +112,12 @@ async def test_clients_that_vanish_are_recorded_as_gone_and_close_upstream() -> 
     # proxy is under test here.
     logged = [r for r in logged if "chaosstream/mock/" not in _describe(r)]
     # Every stream the mock had begun was abandoned, not finished; a client that left
-    # during the first 10 ms may have gone before the mock's stream began at all.
+    # before the first byte may have gone before the mock's stream began at all.
     mid_stream = sum(1 for i in range(n) if i % 3)
     assert mid_stream <= mock.closed_early <= n
     assert mock.stats.completed_streams == 0
     assert calls == []
     assert [_describe(r) for r in logged] == []
-    await proxy.close()
-    await mock.close()
 
 
 def dying_upstream(plan: Callable[[int], tuple[str, int]]) -> Any:
@@ -125,15 +159,19 @@ def dying_upstream(plan: Callable[[int], tuple[str, int]]) -> Any:
     return serve
 
 
-async def test_upstreams_that_die_give_upstream_error_and_no_escape() -> None:
+async def test_upstreams_that_die_give_upstream_error_and_no_escape(
+    closing: Callable[[Any], Any],
+) -> None:
     """An upstream that dies before headers, or mid-body with RST or FIN, gives the client
     a 502 or a broken body, and each exchange is recorded as upstream_error."""
     n = int(60 * SCALE)
     rng = random.Random(9)
     plans = [(rng.choice(["rst", "fin", "no_headers"]), rng.randint(0, 8)) for _ in range(n)]
-    server = await asyncio.start_server(dying_upstream(lambda i: plans[i - 1]), "127.0.0.1", 0)
+    server = closing(
+        await asyncio.start_server(dying_upstream(lambda i: plans[i - 1]), "127.0.0.1", 0)
+    )
     port = server.sockets[0].getsockname()[1]
-    proxy = ChaosProxy(f"http://127.0.0.1:{port}", profile(), seed=1)
+    proxy = closing(ChaosProxy(f"http://127.0.0.1:{port}", profile(), seed=1))
     done = recording(proxy)
     await proxy.start()
     seen: Counter[str] = Counter()
@@ -158,23 +196,24 @@ async def test_upstreams_that_die_give_upstream_error_and_no_escape() -> None:
     # An upstream that is gone altogether: connection refused, a 502 naming the cause.
     server.close()
     await server.wait_closed()
-    proxy = ChaosProxy(f"http://127.0.0.1:{port}", profile(), seed=1)
+    proxy = closing(ChaosProxy(f"http://127.0.0.1:{port}", profile(), seed=1))
     await proxy.start()
     async with aiohttp.ClientSession() as s, s.post(proxy.url + "/v1/x", json=CHAT) as r:
         assert r.status == 502
         assert "cannot reach upstream" in (await r.json())["error"]["message"]
-    await proxy.close()
 
 
-async def test_profile_swap_through_control_api_during_live_streams() -> None:
+async def test_profile_swap_through_control_api_during_live_streams(
+    closing: Callable[[Any], Any],
+) -> None:
     """Swapping the profile over the control API while streams flow: live streams keep the
     faults they were armed with, new ones get the new profile, nothing escapes."""
     n = int(40 * SCALE)
-    mock = await start_mock(settings=MockSettings(ttft_ms=5, tokens_per_s=300, tokens=30))
-    proxy = ChaosProxy(mock.url, profile(), seed=3)
+    mock = closing(await start_mock(settings=MockSettings(ttft_ms=5, tokens_per_s=300, tokens=30)))
+    proxy = closing(ChaosProxy(mock.url, profile(), seed=3))
     done = recording(proxy)
     await proxy.start()
-    control = ControlServer(proxy)
+    control = closing(ControlServer(proxy))
     await control.start()
     cut = {"version": 1, "name": "cut", "faults": [{"type": "disconnect", "after_events": 3}]}
     clean = {"version": 1, "name": "clean", "faults": []}
@@ -212,13 +251,12 @@ async def test_profile_swap_through_control_api_during_live_streams() -> None:
     }
     assert calls == []
     assert [_describe(r) for r in logged] == []
-    await control.close()
-    await proxy.close()
-    await mock.close()
 
 
 @pytest.mark.slow
-async def test_65535_ordered_writes_while_faults_come_and_go() -> None:
+async def test_65535_ordered_writes_while_faults_come_and_go(
+    closing: Callable[[Any], Any],
+) -> None:
     """Toxiproxy's invariant: 65,535 writes through the proxy while faults switch on and
     off (windows) and the profile is swapped arrive complete, in order, byte-exact."""
     writes = int(65535 * min(SCALE, 1.0)) or 1
@@ -240,7 +278,7 @@ async def test_65535_ordered_writes_while_faults_come_and_go() -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    server = closing(await asyncio.start_server(upstream, "127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
     flicker = {"every_s": 0.05, "for_s": 0.02}
     profiles = [
@@ -252,7 +290,7 @@ async def test_65535_ordered_writes_while_faults_come_and_go() -> None:
         profile({"type": "throttle", "bytes_per_s": 5_000_000, "window": flicker}),
         profile(),
     ]
-    proxy = ChaosProxy(f"http://127.0.0.1:{port}", profiles[0], seed=11)
+    proxy = closing(ChaosProxy(f"http://127.0.0.1:{port}", profiles[0], seed=11))
     await proxy.start()
     swaps = 0
 

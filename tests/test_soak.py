@@ -157,12 +157,12 @@ def collect_errors() -> Any:
         loop.set_exception_handler(old)
 
 
-async def settle(condition: Any, seconds: float = 5.0) -> bool:
+async def settle(condition: Any, seconds: float = 5.0, step_s: float = 0.05) -> bool:
     """Wait (bounded) until ``condition()`` holds; True if it did."""
-    for _ in range(int(seconds / 0.05)):
+    for _ in range(int(seconds / step_s)):
         if condition():
             return True
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(step_s)
     return bool(condition())
 
 
