@@ -27,7 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from chaosstream.browser import BrowserSpec, StableLayoutOptions
 from chaosstream.profile import Profile, load_profile
-from chaosstream.yamlfile import InputError, parse_yaml, validate
+from chaosstream.yamlfile import InputError, parse_yaml, read_text, validate
 
 __all__ = [
     "EXPECTATIONS",
@@ -225,12 +225,7 @@ def _resolve_profile(
 
 def load_scenarios(path: str | Path) -> Suite:
     """Load and check a scenario file; profile paths are relative to the file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read: {e}") from None
+    text = read_text(path)
     source = str(path)
     data, root = parse_yaml(text, source)
     model = validate(ScenarioFile, data, source, root)

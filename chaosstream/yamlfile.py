@@ -104,12 +104,16 @@ def load_text(model: type[M], text: str, source: str) -> M:
     return validate(model, data, source, root)
 
 
-def load_file(model: type[M], path: str | Path) -> M:
-    """Parse and validate a YAML file."""
+def read_text(path: str | Path) -> str:
+    """A UTF-8 input file's text; a missing or unreadable file is an :class:`InputError`."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read: {e}") from None
-    return load_text(model, text, str(path))
+
+
+def load_file(model: type[M], path: str | Path) -> M:
+    """Parse and validate a YAML file."""
+    return load_text(model, read_text(path), str(path))

@@ -19,22 +19,13 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 import chaosstream
+from chaosstream.browser import CHROMIUM, CHROMIUM_ARGS
 from chaosstream.mock import MockSettings, answer_text, start_mock
 
 pytestmark = pytest.mark.browser
 
 WEB_DIR = Path(chaosstream.__file__).parent / "web"
 SHOTS = Path("/tmp/cs")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PROMPT = "Why do streams break on mobile networks?"
 # Multi-byte text on purpose: the page must decode UTF-8 split across reads.
 TOKENS = ["Hello", ", wor", "ld — ", "café ", "☕ ", "日本語", " and ", "naïve ", "🚀", "."]
@@ -53,7 +44,9 @@ def body_for(prompt: str) -> dict[str, Any]:
 async def browser() -> AsyncIterator[Browser]:
     """A headless system Chromium, one per test."""
     async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        b = await p.chromium.launch(
+            executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True
+        )
         try:
             yield b
         finally:
