@@ -243,6 +243,33 @@ def fault_profiles(events: int) -> dict[str, tuple[str, Load, float]]:
     return out
 
 
+def family_profiles() -> dict[str, str]:
+    """CPU-per-event runs: every fault family armed on every stream, set so the
+    stream still flows to the end (a cut would end the measurement early).
+
+    ``idle`` is a fault that is configured but never matches: it must cost
+    what ``clean`` costs, since the proxy then stays on its copy-only path.
+    ``http_error`` is left out: a refusal answers before any stream, so it
+    has no per-event cost.
+    """
+    never = 10**9
+    families: dict[str, list[dict[str, Any]]] = {
+        "clean": [],
+        "idle": [{"type": "disconnect", "after_events": 1, "match": {"path": "/never"}}],
+        "latency": [{"type": "latency", "per_event_ms": 0.01}],
+        "throttle": [{"type": "throttle", "events_per_s": 1_000_000}],
+        "loss": [{"type": "loss", "rate": 0.001, "rto_ms": 1}],
+        "disconnect": [{"type": "disconnect", "after_events": never}],
+        "stream_error": [{"type": "stream_error", "after_events": never}],
+        "corrupt": [{"type": "corrupt", "action": "split", "rate": 0.001, "split_gap_ms": 0}],
+        "buffer": [{"type": "buffer"}],
+        "concurrency_limit": [{"type": "concurrency_limit", "max_streams": never}],
+    }
+    out = {name: json.dumps({"faults": faults}) for name, faults in families.items()}
+    out["network"] = json.dumps({"network": {"latency_ms": 1, "down_kbps": 1e6, "loss": 0.001}})
+    return out
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     model = ""
@@ -282,13 +309,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Small loads (about a minute).")
     parser.add_argument(
-        "--only", nargs="*", choices=["burst", "paced", "faults"], help="Run only these parts."
+        "--only",
+        nargs="*",
+        choices=["burst", "paced", "faults", "families"],
+        help="Run only these parts.",
     )
     parser.add_argument("--modes", nargs="*", help="Only these proxies (direct is the baseline).")
     parser.add_argument("--streams", type=int, help="Override the paced/fault stream count.")
     parser.add_argument("--paced-s", type=float, help="Length of the paced run in seconds.")
     args = parser.parse_args()
-    parts = args.only or ["burst", "paced", "faults"]
+    parts = args.only or ["burst", "paced", "faults", "families"]
     many = args.streams or (200 if args.quick else 1000)
     paced_s = args.paced_s or (4.0 if args.quick else 10.0)
     loads = {
@@ -315,11 +345,20 @@ def main() -> None:
                 results["notes"].append(f"{part}/{mode} failed: {str(e)[:200]}")
     if "faults" in parts:
         runs = results["runs"].setdefault("faults", {})
+        loops = ["chaosstream"] + (["chaosstream+uvloop"] if have_uvloop() else [])
         for name, (profile, load, setting) in fault_profiles(many).items():
-            print(f"[bench] faults: {name} ...", file=sys.stderr, flush=True)
-            run = measure("chaosstream", load, profile)
-            run["setting"] = setting
-            runs[name] = run
+            for mode in loops:
+                key = name if mode == "chaosstream" else f"{name} (uvloop)"
+                print(f"[bench] faults: {key} ...", file=sys.stderr, flush=True)
+                run = measure(mode, load, profile)
+                run["setting"] = setting
+                runs[key] = run
+    if "families" in parts:
+        runs = results["runs"].setdefault("families", {})
+        load = Load("families", 10, 500) if args.quick else Load("families", 20, 2000)
+        for name, profile in family_profiles().items():
+            print(f"[bench] families: {name} ...", file=sys.stderr, flush=True)
+            runs[name] = measure("chaosstream", load, profile)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     text = json.dumps(results, indent=2)

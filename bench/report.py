@@ -91,6 +91,25 @@ def fault_table(runs: dict[str, Any]) -> list[str]:
     return rows
 
 
+def family_table(runs: dict[str, Any]) -> list[str]:
+    """Proxy CPU per event with each fault family armed on every stream, against clean."""
+    base = runs.get("clean", {}).get("proxy", {}).get("cpu_s_per_1e5_events")
+    rows = [
+        "| fault family armed | CPU s per 1e5 events (x clean) | events/s | errors |",
+        "|---|---|---|---|",
+    ]
+    for name, run in runs.items():
+        if "error" in run:
+            rows.append(f"| {name} | failed: {run['error'][:120]} | | |")
+            continue
+        per = run["proxy"]["cpu_s_per_1e5_events"]
+        ratio = f" ({per / base:.2f}x)" if base and per else ""
+        c = run["client"]
+        errors = sum(c["errors"].values())
+        rows.append(f"| {name} | {_f(per, 2)}{ratio} | {c['events_per_s']:,.0f} | {errors} |")
+    return rows
+
+
 def markdown(results: dict[str, Any]) -> str:
     """All tables plus the machine line, ready to paste."""
     m = results["machine"]
@@ -120,6 +139,15 @@ def markdown(results: dict[str, Any]) -> str:
             "**Fault fidelity at load** (chaosstream)",
             "",
             *fault_table(results["runs"]["faults"]),
+            "",
+        ]
+    if results["runs"].get("families"):
+        load = next(iter(results["runs"]["families"].values())).get("load", {})
+        lines += [
+            f"**Proxy CPU per event by fault family** ({load.get('streams')} streams x "
+            f"{load.get('events')} events, as fast as possible)",
+            "",
+            *family_table(results["runs"]["families"]),
             "",
         ]
     lines += [f"Note: {n}" for n in results.get("notes", [])]

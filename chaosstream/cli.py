@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import json
@@ -219,7 +218,7 @@ def proxy(
     from chaosstream.control import ControlError, check_bind
     from chaosstream.logs import configure_logging
     from chaosstream.profile import load_profile
-    from chaosstream.serve import serve_proxy
+    from chaosstream.serve import run_loop, serve_proxy
 
     configure_logging(log_format)  # type: ignore[arg-type]
     profile = load_profile(profile_name)
@@ -232,7 +231,7 @@ def proxy(
             check_bind(control[0], control_token)
         except ControlError as e:
             raise BadInput(f"--control {control[0]}:{control[1]}: {e}") from None
-    asyncio.run(
+    run_loop(
         serve_proxy(
             upstream=upstream,
             profile=profile,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -166,4 +167,37 @@ def test_proxy_command_serves_and_logs_one_json_line_per_exchange(tmp_path: Path
         proc.wait(timeout=10)
         if proc.stderr:
             proc.stderr.close()
+    assert proc.returncode == 0
+
+
+async def test_proxy_command_cuts_with_a_real_rst(tmp_path: Path) -> None:
+    """`chaosstream proxy` (on uvloop when the speed extra is installed) resets as profiled."""
+    from tests.test_proxy import dechunk, raw_stream
+
+    profile = tmp_path / "cut.yaml"
+    profile.write_text(
+        "version: 1\nname: cut\nfaults:\n  - type: disconnect\n    after_events: 4\n"
+        "    mode: reset\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chaosstream", "proxy", "--listen", "127.0.0.1:0",
+        "--profile", str(profile), "--log-format", "json",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        url = ""
+        while not url:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+            assert line, "proxy exited before listening"
+            match = re.search(r"listening on (http://\S+)", line)
+            url = match.group(1) if match else ""
+        raw, ending = await raw_stream(url, read_timeout=2.0)
+        body, finished = dechunk(raw)
+        assert ending == "reset"
+        assert not finished
+        assert body.count(b"data: ") == 4
+    finally:
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 10)
     assert proc.returncode == 0
