@@ -170,7 +170,7 @@ async def test_timeout_zero_blackholes_until_removed(tox: Tox, upstreams: Upstre
     await tox.toxic({"type": "timeout", "attributes": {"timeout": 0}})
     reader, writer = await _open(port)
     writer.write(b"hello")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(reader.read(1), 0.3)
     assert not reader.at_eof()
     await tox.remove("timeout_downstream")
