@@ -261,7 +261,7 @@ def family_profiles() -> dict[str, str]:
         "loss": [{"type": "loss", "rate": 0.001, "rto_ms": 1}],
         "disconnect": [{"type": "disconnect", "after_events": never}],
         "stream_error": [{"type": "stream_error", "after_events": never}],
-        "corrupt": [{"type": "corrupt", "action": "split", "rate": 0.001, "split_gap_ms": 0}],
+        "corrupt": [{"type": "corrupt", "action": "malformed_json", "rate": 0.001}],
         "buffer": [{"type": "buffer"}],
         "concurrency_limit": [{"type": "concurrency_limit", "max_streams": never}],
     }

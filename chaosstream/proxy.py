@@ -354,10 +354,31 @@ class ChaosProxy:
         sent: list[bytes] = []
         ex.client_chunks = sent
 
+        # When no fault in the chain waits, everything it yields between two
+        # upstream reads is held and written at once, just before the next read
+        # blocks: one send per read instead of one per event (a quarter of the CPU).
+        batch = all(a.fault.prompt and a.fault.window is None for a in chain)
+        held: list[bytes] = []
+        write = resp.write
+
+        async def flush() -> None:
+            if held:
+                data = b"".join(held)
+                held.clear()
+                await write(data)
+
         async def source() -> AsyncIterator[Chunk]:
             read = upstream.content.readany
-            while data := await read():
-                if keep:
+            total = 0
+            while True:
+                # The chain is prompt, so nothing it made from the last read is
+                # still inside it: send it all before waiting for more.
+                await flush()
+                data = await read()
+                if not data:
+                    return
+                total += len(data)
+                if keep and total <= RECORD_LIMIT:
                     kept.append(data)
                 yield Chunk(data, clock.now())
 
@@ -366,7 +387,6 @@ class ChaosProxy:
             stream = frame_events(stream)
         for a in chain:
             stream = a.apply(stream)
-        write = resp.write
         try:
             async for chunk in stream:
                 data = chunk.data
@@ -375,9 +395,16 @@ class ChaosProxy:
                 if ex.first_byte is None:
                     ex.first_byte = clock.now()
                 ex.bytes_out += len(data)
-                if keep:
+                if keep and ex.bytes_out <= RECORD_LIMIT:
                     sent.append(data)
-                await write(data)
+                if batch:
+                    held.append(data)
+                else:
+                    await write(data)
+            await flush()
+        except StreamEnd:
+            await flush()  # what the fault let through reaches the client before the cut
+            raise
         finally:
             await _aclose(stream)
 

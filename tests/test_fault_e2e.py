@@ -284,6 +284,10 @@ async def test_recurring_outage_hits_an_open_stream() -> None:
     paced = MockSettings(ttft_ms=0, tokens_per_s=40, tokens=50)  # about 1.25 s of events
     fault = {"type": "buffer", "window": {"every_s": 1.0, "for_s": 0.4}}
     async with chaos([fault], settings=paced) as (proxy, url, _m):
+        # Windows count from the last reset: start the stream half a second into the
+        # cycle, so the outage at 1.0-1.4 s falls in its middle however slow set-up was.
+        proxy.reset()
+        await asyncio.sleep(0.5)
         _, chunks, error = await stream_chat(url)
     assert error is None
     assert stream_summary(joined(chunks), "openai").text == answer_text(CHAT, 50)

@@ -436,3 +436,43 @@ async def test_in_stream_error_keeps_the_connection(
                 events = EventDecoder().feed(await resp.read())
                 assert '"error"' in events[-1].data
     assert [f.action for f in proxy.fault_log] == ["overloaded"] * 5
+
+
+async def test_batched_events_are_not_held_back(proxy_factory: ProxyFactory) -> None:
+    """With only prompt faults, events leave as soon as their read came: none waits for the next
+    read, and a dropped terminal event does not strand the ones before it."""
+
+    async def two_reads(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: one\n\ndata: two\n\n")
+        await asyncio.sleep(0.4)
+        await resp.write(b"data: three\n\ndata: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/two", two_reads)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        profile = make_profile(
+            [
+                {"type": "disconnect", "after_events": 100},
+                {"type": "corrupt", "action": "drop_terminal"},
+            ]
+        )
+        proxy = await proxy_factory(f"http://{host}:{port}", profile)
+        body = b""
+        two_at = None
+        start = time.monotonic()
+        async with aiohttp.ClientSession() as session, session.get(proxy.url + "/two") as resp:
+            async for data in resp.content.iter_any():
+                body += data
+                if two_at is None and b"data: two\n\n" in body:
+                    two_at = time.monotonic() - start
+        assert body == b"data: one\n\ndata: two\n\ndata: three\n\n"
+        assert two_at is not None and two_at < 0.3, two_at
+    finally:
+        await runner.cleanup()

@@ -17,8 +17,8 @@ from chaosstream.sse import parse_event
 
 def is_event(data: bytes, ctx: FaultContext) -> bool:
     """Does this chunk dispatch an event (has a data field, or is a WebSocket message)?"""
-    if ctx.request.websocket:
-        return True
+    if ctx.request.websocket or data.startswith(b"data:"):
+        return True  # the usual shape needs no parse: a data field dispatches
     return parse_event(data).has_data
 
 

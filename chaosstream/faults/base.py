@@ -253,6 +253,17 @@ class Fault(BaseModel):
         return chunks
 
     @property
+    def prompt(self) -> bool:
+        """True when ``apply`` never waits on anything but its input.
+
+        Then whatever the chain yields between two upstream reads left upstream
+        at the same moment, and the proxy writes it with one ``send`` instead of
+        one per event. A fault that sleeps, runs timers, holds data or must keep
+        its writes apart (``corrupt: split``) leaves this False.
+        """
+        return False
+
+    @property
     def closes_connection(self) -> bool:
         """True when the fault may end the stream with a FIN (``StreamEnd("close")``).
 

@@ -71,6 +71,11 @@ class Corrupt(Fault):
     def needs_events(self) -> bool:
         return True
 
+    @property
+    def prompt(self) -> bool:
+        # A split exists to arrive as two writes; every other action passes at once.
+        return self.action != "split"
+
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         action, rng = self.action, ctx.rng
         events = sent = 0

@@ -78,6 +78,10 @@ class Disconnect(Fault):
         return self
 
     @property
+    def prompt(self) -> bool:
+        return self.after_ms is None  # after_ms runs a timer beside the stream
+
+    @property
     def closes_connection(self) -> bool:
         return self.mode == "close"
 

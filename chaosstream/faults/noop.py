@@ -13,6 +13,10 @@ class Noop(Fault):
 
     type: Literal["noop"] = "noop"
 
+    @property
+    def prompt(self) -> bool:
+        return True
+
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         async for chunk in chunks:
             yield chunk

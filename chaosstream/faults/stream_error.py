@@ -34,6 +34,10 @@ class StreamError(Fault):
     def needs_events(self) -> bool:
         return True
 
+    @property
+    def prompt(self) -> bool:
+        return True
+
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         events = sent = 0
         async for chunk in chunks:
