@@ -355,7 +355,7 @@ def main() -> None:
                 runs[key] = run
     if "families" in parts:
         runs = results["runs"].setdefault("families", {})
-        load = Load("families", 10, 500) if args.quick else Load("families", 20, 2000)
+        load = Load("families", 10, 500) if args.quick else Load("families", 20, 10_000)
         for name, profile in family_profiles().items():
             print(f"[bench] families: {name} ...", file=sys.stderr, flush=True)
             runs[name] = measure("chaosstream", load, profile)
