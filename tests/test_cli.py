@@ -40,6 +40,14 @@ BAD_PROFILES = {
         "version: 1\nname: x\nfaults:\n  - type: latency\n    first_byte_ms: 1e400\n",
         r"infinite\.yaml:5: faults\[0\]\.first_byte_ms: Input should be a finite number",
     ),
+    "half-window.yaml": (
+        "version: 1\nname: x\nfaults:\n  - type: buffer\n    window: {for_s: 2}\n",
+        r"half-window\.yaml:5: faults\[0\]\.window: .*needs both every_s and for_s",
+    ),
+    "endless-window.yaml": (
+        "version: 1\nname: x\nfaults:\n  - type: buffer\n    window: {every_s: 2, for_s: 3}\n",
+        r"endless-window\.yaml:5: faults\[0\]\.window: .*never closes",
+    ),
     "missing-field.yaml": (
         "version: 1\nfaults: []\n",
         r"missing-field\.yaml:1: name: required field is missing",

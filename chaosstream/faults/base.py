@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chaosstream.providers import Provider
 
@@ -219,6 +219,22 @@ class Window(BaseModel):
     end_s: float | None = Field(None, gt=0, description="Active until this time.")
     every_s: float | None = Field(None, gt=0, description="Period of a recurring outage.")
     for_s: float | None = Field(None, gt=0, description="Length of each recurring outage.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Window:
+        fixed = self.start_s is not None or self.end_s is not None
+        recurring = self.every_s is not None or self.for_s is not None
+        if fixed and recurring:
+            raise ValueError("give start_s/end_s or every_s/for_s, not both")
+        if recurring and (self.every_s is None or self.for_s is None):
+            raise ValueError("a recurring window needs both every_s and for_s")
+        if self.every_s is not None and self.for_s is not None and self.for_s >= self.every_s:
+            raise ValueError("for_s must be shorter than every_s (else the window never closes)")
+        if not fixed and not recurring:
+            raise ValueError("give start_s/end_s or every_s/for_s")
+        if self.start_s is not None and self.end_s is not None and self.start_s >= self.end_s:
+            raise ValueError("start_s must be before end_s")
+        return self
 
 
 class Fault(BaseModel):
