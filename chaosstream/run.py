@@ -207,23 +207,25 @@ async def run_client(command: Sequence[str], env: dict[str, str], timeout_s: flo
 def expected_answer(exchanges: list[Exchange], settings: MockSettings | None) -> str | None:
     """The full answer to the client's request.
 
-    From the mock's deterministic text when the upstream is the mock, else
-    from an exchange where upstream produced a whole answer (not a resumed
-    tail: those carry Last-Event-ID).
+    From an exchange where upstream produced a whole answer (not a resumed
+    tail: those carry Last-Event-ID), which also covers a client that set the
+    mock's per-request overrides; else, when the upstream is the mock, from
+    its deterministic text.
     """
     if not exchanges:
         return None
     first = exchanges[0]
-    group = [e for e in exchanges if e.fingerprint == first.fingerprint]
+    for ex in exchanges:
+        if ex.fingerprint == first.fingerprint and ex.upstream_complete and not ex.last_event_id:
+            return ex.response_text
     if settings is not None:
         if first.provider in ("openai", "anthropic"):
             return answer_text(first.request_body, settings.tokens)
         if first.path.rstrip("/").endswith("/sse"):
-            prompt = parse_qs(first.query).get("prompt", [""])[0]
-            return answer_text(prompt, settings.tokens)
-    for ex in group:
-        if ex.upstream_complete and not ex.last_event_id:
-            return ex.response_text
+            query = parse_qs(first.query)
+            tokens = query.get("tokens", [""])[0]
+            count = int(tokens) if tokens.isdigit() else settings.tokens
+            return answer_text(query.get("prompt", [""])[0], count)
     return None
 
 
