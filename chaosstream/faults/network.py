@@ -33,18 +33,19 @@ class LinkDelay(Fault):
     jitter_ms: float = Field(0.0, ge=0, description="Uniform +/- jitter; never reorders bytes.")
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        async for chunk in self._delayed(chunks, ctx):
+        async for chunk in self._delayed(chunks, ctx, "delay"):
             yield chunk
 
     def apply_upload(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         """The request body, delayed the same way."""
-        return self._delayed(chunks, ctx)
+        return self._delayed(chunks, ctx, "delay_upload")
 
     async def _delayed(
-        self, chunks: AsyncIterator[Chunk], ctx: FaultContext
+        self, chunks: AsyncIterator[Chunk], ctx: FaultContext, action: str
     ) -> AsyncIterator[Chunk]:
         clock, rng, jitter = ctx.clock, ctx.rng, self.jitter_ms
         not_before = 0.0
+        first = True
         async for chunk in prefetched(chunks):
             delay = self.delay_ms
             if jitter:
@@ -52,6 +53,9 @@ class LinkDelay(Fault):
             due = max(chunk.received + delay / 1000.0, not_before)
             await clock.sleep(due - clock.now())
             not_before = due
+            if first:  # once per direction: the report says the link was slow
+                first = False
+                ctx.fired(action, detail=f"{self.delay_ms:g} ms +/- {jitter:g} ms")
             yield replace(chunk, received=due)
 
 
