@@ -32,8 +32,10 @@ class Disconnect(Fault):
 
     `mode` says how the cut looks to the client: `reset` aborts the TCP
     connection (RST), `close` ends the HTTP response cleanly but without the
-    stream's terminal event (`[DONE]`, `message_stop`), `stall` keeps the socket
-    open and never sends another byte. Exactly one `after_*` field is given.
+    stream's terminal event (`[DONE]`, `message_stop`) and then closes the
+    connection (FIN; the response says `Connection: close`, so a client does
+    not send its next request onto it), `stall` keeps the socket open and
+    never sends another byte. Exactly one `after_*` field is given.
     Events are data events (comment-only keep-alives do not count); on a
     WebSocket they are messages, and `reset` drops the TCP connection (the
     client sees close code 1006) while `close` sends close code 1011.
