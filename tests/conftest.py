@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from chaosstream.mock import MockServer, MockSettings, start_mock
 from chaosstream.profile import Profile, load_profile, profile_from_data
 from chaosstream.proxy import ChaosProxy
+from chaosstream.toxiproxy import RunningServer, start_toxiproxy_server
 
 FAST = MockSettings(ttft_ms=20, tokens_per_s=500, tokens=30)
 
@@ -49,3 +51,23 @@ async def proxy_factory() -> AsyncIterator[ProxyFactory]:
     yield make
     for proxy in started:
         await proxy.close()
+
+
+async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A TCP upstream that sends back what it reads until the peer closes."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def tp() -> AsyncIterator[RunningServer]:
+    """chaosstream's Toxiproxy-compatible server on a free port, seed 1."""
+    running = await start_toxiproxy_server(seed=1)
+    yield running
+    await running.close()

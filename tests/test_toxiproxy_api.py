@@ -12,33 +12,16 @@ import toxiproxy
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from chaosstream._version import __version__
-from chaosstream.toxiproxy import RunningServer, start_toxiproxy_server
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
+from chaosstream.toxiproxy import RunningServer
+from tests.conftest import tcp_echo
 
 
 @pytest.fixture
 async def echo() -> AsyncIterator[str]:
-    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    server = await asyncio.start_server(tcp_echo, "127.0.0.1", 0)
     yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
     server.close()
     await server.wait_closed()
-
-
-@pytest.fixture
-async def tp() -> AsyncIterator[RunningServer]:
-    running = await start_toxiproxy_server(seed=1)
-    yield running
-    await running.close()
 
 
 @pytest.fixture

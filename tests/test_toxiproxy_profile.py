@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +16,7 @@ import pytest
 from chaosstream.control import ControlServer
 from chaosstream.mock import MockServer
 from chaosstream.profile import Profile, load_text, profile_from_data
-from chaosstream.toxiproxy import RunningServer, start_toxiproxy_server
+from chaosstream.toxiproxy import RunningServer
 from chaosstream.toxiproxy_profile import (
     ToxiproxyError,
     ToxiproxySection,
@@ -26,13 +25,6 @@ from chaosstream.toxiproxy_profile import (
 )
 from chaosstream.yamlfile import InputError
 from tests.conftest import ProxyFactory
-
-
-@pytest.fixture
-async def tp() -> AsyncIterator[RunningServer]:
-    running = await start_toxiproxy_server(seed=1)
-    yield running
-    await running.close()
 
 
 @pytest.fixture

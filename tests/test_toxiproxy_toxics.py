@@ -11,19 +11,9 @@ import aiohttp
 import pytest
 
 from chaosstream.toxiproxy import RunningServer, start_toxiproxy_server
+from tests.conftest import tcp_echo
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
 
 
 def _blob(size: int) -> Handler:
@@ -121,7 +111,7 @@ async def _read_all(reader: asyncio.StreamReader) -> tuple[bytes, int]:
 
 async def test_latency_adds_delay_per_chunk_from_arrival(tox: Tox, upstreams: Upstreams) -> None:
     """latency delays data by ~latency ms, on a live link, without stacking per chunk."""
-    port = await tox.proxy(await upstreams.start(_echo))
+    port = await tox.proxy(await upstreams.start(tcp_echo))
     reader, writer = await _open(port)
     writer.write(b"a")
     await reader.readexactly(1)
@@ -166,7 +156,7 @@ async def test_slow_close_delays_eof_not_data(tox: Tox, upstreams: Upstreams) ->
 
 async def test_timeout_zero_blackholes_until_removed(tox: Tox, upstreams: Upstreams) -> None:
     """timeout=0 lets nothing through and keeps the socket open; removing it closes."""
-    port = await tox.proxy(await upstreams.start(_echo))
+    port = await tox.proxy(await upstreams.start(tcp_echo))
     await tox.toxic({"type": "timeout", "attributes": {"timeout": 0}})
     reader, writer = await _open(port)
     writer.write(b"hello")
@@ -180,7 +170,7 @@ async def test_timeout_zero_blackholes_until_removed(tox: Tox, upstreams: Upstre
 
 async def test_timeout_closes_after_timeout(tox: Tox, upstreams: Upstreams) -> None:
     """timeout=N drops data and closes the connection N ms after the link starts."""
-    port = await tox.proxy(await upstreams.start(_echo))
+    port = await tox.proxy(await upstreams.start(tcp_echo))
     await tox.toxic({"type": "timeout", "attributes": {"timeout": 250}})
     reader, writer = await _open(port)
     start = time.monotonic()
@@ -192,7 +182,7 @@ async def test_timeout_closes_after_timeout(tox: Tox, upstreams: Upstreams) -> N
 
 async def test_reset_peer_sends_rst(tox: Tox, upstreams: Upstreams) -> None:
     """reset_peer makes the client's read fail with ConnectionResetError."""
-    port = await tox.proxy(await upstreams.start(_echo))
+    port = await tox.proxy(await upstreams.start(tcp_echo))
     await tox.toxic({"type": "reset_peer", "attributes": {"timeout": 100}})
     reader, writer = await _open(port)
     start = time.monotonic()
@@ -327,7 +317,7 @@ async def test_order_kept_while_toxics_churn(tox: Tox, upstreams: Upstreams) -> 
 async def test_close_leaves_nothing_open(upstreams: Upstreams) -> None:
     """Closing the server ends live links: the client sees EOF and no link remains."""
     async for tox in _tox(seed=None):
-        port = await tox.proxy(await upstreams.start(_echo))
+        port = await tox.proxy(await upstreams.start(tcp_echo))
         await tox.toxic({"type": "latency", "attributes": {"latency": 10_000}})
         reader, writer = await _open(port)
         writer.write(b"x")
@@ -343,14 +333,14 @@ async def test_close_leaves_nothing_open(upstreams: Upstreams) -> None:
 
 async def test_half_close_and_unreachable_upstream(tox: Tox, upstreams: Upstreams) -> None:
     """A client's EOF reaches the upstream; an unreachable upstream closes the client."""
-    port = await tox.proxy(await upstreams.start(_echo))
+    port = await tox.proxy(await upstreams.start(tcp_echo))
     reader, writer = await _open(port)
     writer.write(b"last words")
     writer.write_eof()
     assert await asyncio.wait_for(reader.read(), 5) == b"last words"
     await _close(writer)
 
-    dead = await upstreams.start(_echo)
+    dead = await upstreams.start(tcp_echo)
     upstreams.servers[-1].close()
     await upstreams.servers[-1].wait_closed()
     dead_port = await tox.proxy(dead, name="dead")
