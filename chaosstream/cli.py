@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import signal
+import os
 import sys
 from typing import Any
 
@@ -312,8 +311,21 @@ _add_run_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    with contextlib.suppress(AttributeError):
-        # Die quietly on a closed pipe (`chaosstream profiles list | head`).
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    cli(prog_name="chaosstream")
+    """Console-script entry point.
+
+    SIGPIPE keeps Python's default (ignored): restoring SIG_DFL for quiet pipes
+    would let a write to a socket the peer closed kill ``mock`` and ``proxy``
+    silently (exit 141). A closed stdout is handled where output is printed:
+    click turns EPIPE inside a command into exit 1, and the last flush below
+    follows the recipe in the Python docs ("Note on SIGPIPE", signal module).
+    """
+    try:
+        try:
+            cli(prog_name="chaosstream")
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at devnull so that raises nothing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)

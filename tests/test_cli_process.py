@@ -1,0 +1,157 @@
+"""`chaosstream mock` and `chaosstream proxy` as real processes: signals, pipes, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import pytest
+
+CLI = [sys.executable, "-m", "chaosstream"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+class Served:
+    """A running `chaosstream` server subprocess; its stderr goes to a file (never a full pipe)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc = proc
+        self.log = log
+        self.url = ""
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_url(self, seconds: float = 30.0) -> str:
+        """Block until the process prints `listening on URL`; fail with its stderr if it dies."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            match = re.search(r"listening on (http://\S+)", self.stderr())
+            if match:
+                self.url = match.group(1)
+                return self.url
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.stderr()}"
+            time.sleep(0.05)
+        raise AssertionError(f"no 'listening on' within {seconds} s: {self.stderr()}")
+
+
+@contextmanager
+def served(args: list[str], log: Path) -> Iterator[Served]:
+    """Start `chaosstream ARGS` with stderr to ``log``; SIGINT (then kill) at the end."""
+    with log.open("wb") as err:
+        proc = subprocess.Popen([*CLI, *args], stderr=err, stdout=subprocess.DEVNULL, env=ENV)
+    server = Served(proc, log)
+    try:
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def write_profile(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _read_all(stream: IO[bytes]) -> str:
+    return stream.read().decode(errors="replace")
+
+
+RESET_AFTER_3 = (
+    "version: 1\nname: reset-after-3\nfaults:\n"
+    "  - type: disconnect\n    after_events: 3\n    mode: reset\n"
+)
+
+
+async def hammer(url: str, n: int, concurrency: int) -> dict[str, int]:
+    """``n`` streaming chat requests through ``url``, ``concurrency`` at a time, at full speed."""
+    seen: dict[str, int] = {}
+    todo = iter(range(n))
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "pipe"}]}
+    timeout = aiohttp.ClientTimeout(total=10)
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            for _ in todo:
+                try:
+                    async with session.post(url + "/v1/chat/completions", json=body) as r:
+                        await r.read()
+                        key = f"status {r.status}"
+                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                    key = type(e).__name__
+                seen[key] = seen.get(key, 0) + 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return seen
+
+
+@pytest.mark.timeout(180)
+def test_reset_cut_streams_at_full_speed_kill_neither_proxy_nor_mock(tmp_path: Path) -> None:
+    """300 streams reset after 3 events through the proxy to the mock (both CLI processes): both
+    survive the writes to sockets their peers closed (no SIGPIPE death, exit 141)."""
+    mock_args = ["mock", "--port", "0", "--ttft-ms", "0", "--tokens-per-s", "0", "--tokens", "200"]
+    with served(mock_args, tmp_path / "mock.log") as mock:
+        upstream = mock.wait_url()
+        profile = write_profile(tmp_path / "reset.yaml", RESET_AFTER_3)
+        proxy_args = ["proxy", "--upstream", upstream, "--profile", profile]
+        proxy_args += ["--listen", "127.0.0.1:0", "--log-format", "json"]
+        with served(proxy_args, tmp_path / "proxy.log") as proxy:
+            url = proxy.wait_url()
+            seen = asyncio.run(hammer(url, 300, 30))
+            time.sleep(0.5)  # a death by signal after the last write would show now
+            assert mock.proc.poll() is None, (mock.proc.returncode, mock.stderr()[-2000:])
+            assert proxy.proc.poll() is None, (proxy.proc.returncode, proxy.stderr()[-2000:])
+            # The cut happened on (nearly) every stream: the client saw a broken body.
+            assert sum(seen.values()) == 300, seen
+            assert seen.get("ClientPayloadError", 0) >= 250, seen
+            proxy.proc.send_signal(signal.SIGINT)
+            assert proxy.proc.wait(timeout=15) == 0, proxy.stderr()[-2000:]
+        mock.proc.send_signal(signal.SIGINT)
+        assert mock.proc.wait(timeout=15) == 0, mock.stderr()[-2000:]
+
+
+def test_listing_into_a_closed_pipe_is_quiet() -> None:
+    """`chaosstream profiles list | head -1`: one line out, nothing on stderr (a guard)."""
+    listing = subprocess.Popen(
+        [*CLI, "profiles", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    )
+    assert listing.stdout is not None and listing.stderr is not None
+    head = subprocess.run(["head", "-1"], stdin=listing.stdout, capture_output=True, timeout=30)
+    listing.stdout.close()  # only head holds the read end now: its exit breaks the pipe
+    err = _read_all(listing.stderr)
+    listing.stderr.close()
+    listing.wait(timeout=30)
+    assert len(head.stdout.decode().splitlines()) == 1, head.stdout
+    assert err == "", err
+    assert listing.returncode in (0, 1), listing.returncode
+
+
+@pytest.mark.parametrize("args", [["profiles", "list"], ["profiles", "schema"], ["--help"]])
+def test_printing_into_a_closed_pipe_exits_by_itself_without_a_traceback(args: list[str]) -> None:
+    """Output into a pipe whose reader is gone: exit 1 quietly, not death by SIGPIPE (-13)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    try:
+        done = subprocess.run(
+            [*CLI, *args], stdout=write_end, stderr=subprocess.PIPE, env=ENV, timeout=30
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1, done.returncode
+    assert done.stderr == b"", done.stderr.decode(errors="replace")[-2000:]
