@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -103,7 +104,21 @@ _REPORT_OPTIONS = [
     click.option(
         "--seed", type=int, default=None, help="Seed for every scenario (default: random, shown)."
     ),
+    click.option(
+        "--chromium",
+        metavar="PATH",
+        expose_value=False,
+        callback=lambda _c, _p, v: _chromium(v),
+        help="Browser for page clients [env: CHAOSSTREAM_CHROMIUM]. Default: Playwright's own "
+        "Chromium, else chromium, chromium-browser, google-chrome(-stable) on PATH.",
+    ),
 ]
+
+
+def _chromium(value: str | None) -> None:
+    # browser.launch_chromium reads the variable: the runner starts its PageDriver without one.
+    if value:
+        os.environ["CHAOSSTREAM_CHROMIUM"] = value
 
 
 def _report_options(f: click.decorators.FC) -> click.decorators.FC:
