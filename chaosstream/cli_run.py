@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
 import click
@@ -16,9 +18,96 @@ import click
 if TYPE_CHECKING:
     from chaosstream.mock import MockSettings
     from chaosstream.profile import Profile
+    from chaosstream.report import TerminalProgress
+    from chaosstream.run import Progress, RunOptions, RunReport, ScenarioResult
     from chaosstream.scenario import Scenario
 
-__all__ = ["check", "execute", "run"]
+__all__ = ["EXIT_CODES", "Interrupts", "check", "collect", "execute", "run", "run_options"]
+
+EXIT_CODES = [
+    ("0", "every expectation held"),
+    ("1", "an expectation failed"),
+    ("2", "bad input (scenario file, profile, arguments, client command not found)"),
+    (
+        "130",
+        "interrupted by SIGINT (Ctrl-C): the client's process group is killed and the "
+        'report of the finished scenarios is written, marked "interrupted": true',
+    ),
+    ("143", "interrupted by SIGTERM (a CI timeout, a cancelled job): the same"),
+]
+"""`run`'s and `check`'s exit codes (DESIGN.md), for their --help."""
+
+
+class Interrupts:
+    """SIGINT/SIGTERM while a run is on: cancel the run instead of dying in it.
+
+    Cancelling unwinds every ``finally`` of the runner: the client's process
+    group is killed (it runs in its own session, so a signal to us never
+    reaches it), the proxy and the mock close. The first signal is kept for
+    the exit code (128 + its number, the shell's convention); a second one
+    stops waiting for that cleanup.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._task: asyncio.Future[RunReport] | None = None
+        self._old: dict[int, signal._HANDLER] = {}
+
+    def __enter__(self) -> Interrupts:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise SystemExit(128 + self.signum)
+        self.signum = signum
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            # A Python-level handler runs between bytecodes: wake the loop's select.
+            task.get_loop().call_soon_threadsafe(lambda: None)
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the first signal's number, or None when no signal came."""
+        return None if self.signum is None else 128 + self.signum
+
+    @property
+    def name(self) -> str:
+        """The first signal's name, e.g. ``SIGTERM``."""
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    async def guard(self, run: asyncio.Future[RunReport]) -> RunReport:
+        """Await ``run``; a signal (now, or one that came before) cancels it."""
+        self._task = run
+        if self.signum is not None:
+            run.cancel()
+        try:
+            return await run
+        finally:
+            self._task = None
+
+
+class _Finished:
+    """Passes progress on and keeps each finished scenario, for an interrupted report."""
+
+    def __init__(self, inner: Progress) -> None:
+        self.inner = inner
+        self.results: list[ScenarioResult] = []
+
+    def start(self, name: str, index: int, total: int, timeout_s: float) -> None:
+        self.inner.start(name, index, total, timeout_s)
+
+    def end(self, result: ScenarioResult) -> None:
+        self.results.append(result)
+        self.inner.end(result)
 
 
 def _url(value: str | None) -> str | None:
@@ -27,6 +116,81 @@ def _url(value: str | None) -> str | None:
             f"{value!r} is not an http:// or https:// URL", param_hint="--upstream"
         )
     return value
+
+
+async def collect(
+    scenarios: Sequence[tuple[Scenario, Profile]],
+    command: Sequence[str],
+    options: RunOptions,
+    progress: Progress,
+    interrupts: Interrupts,
+) -> RunReport:
+    """Run the scenarios; on a signal, the report of those that finished, marked interrupted."""
+    from chaosstream.run import RunReport, run_scenarios
+
+    finished = _Finished(progress)
+    task = asyncio.ensure_future(run_scenarios(scenarios, command, options, finished))
+    try:
+        return await interrupts.guard(task)
+    except asyncio.CancelledError:
+        if interrupts.signum is None:
+            raise
+        return RunReport(
+            seed=options.seed if options.seed is not None else 0,
+            results=finished.results,
+            upstream=options.upstream or "embedded mock",
+            interrupted=True,
+        )
+
+
+def run_options(
+    *,
+    upstream: str | None,
+    seed: int | None,
+    record: str | None,
+    resilient: bool,
+    mock_settings: MockSettings | None = None,
+    report_path: str | None = None,
+) -> RunOptions:
+    """The runner's options; the seed is drawn here so an interrupted report shows it too."""
+    from chaosstream.mock import MockSettings
+    from chaosstream.run import RunOptions
+
+    return RunOptions(
+        upstream=upstream,
+        seed=seed if seed is not None else random.SystemRandom().randrange(2**31),
+        record=record,
+        resilient=resilient,
+        mock_settings=mock_settings or MockSettings(),
+        # A failed page scenario's screenshot and console log go next to the report.
+        artifacts_dir=Path(report_path or ".").parent / "chaosstream-artifacts",
+    )
+
+
+async def with_ticks(progress: TerminalProgress, run: asyncio.Future[RunReport]) -> RunReport:
+    """Await ``run`` while the progress line's clock ticks."""
+
+    async def tick() -> None:
+        while True:
+            progress.tick()
+            await asyncio.sleep(0.25)
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        return await run
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
+def say_interrupted(interrupts: Interrupts, finished: int, total: int) -> None:
+    """One line on stderr: which signal, how many scenarios the report covers."""
+    click.echo(
+        f"chaosstream: interrupted by {interrupts.name}: {finished} of {total} scenarios "
+        "finished; the report covers those",
+        err=True,
+    )
 
 
 def execute(
@@ -42,50 +206,42 @@ def execute(
     title: str,
     mock_settings: MockSettings | None = None,
 ) -> int:
-    """Run, print progress and the table, write the reports; the exit code (0 or 1)."""
+    """Run, print progress and the table, write the reports; the exit code:
+    0, 1, or 130/143 when SIGINT/SIGTERM stopped the run (see :class:`Interrupts`)."""
     from rich.console import Console
 
     from chaosstream.logs import quiet
-    from chaosstream.mock import MockSettings
     from chaosstream.report import TerminalProgress, print_report, write_json, write_junit
-    from chaosstream.run import RunOptions, RunReport, check_command, run_scenarios
+    from chaosstream.run import check_command
 
     if any(s.client is None for s, _ in scenarios):
         check_command(command)
     quiet()
-    err = Console(stderr=True)
-    progress = TerminalProgress(err)
-    options = RunOptions(
+    progress = TerminalProgress(Console(stderr=True))
+    options = run_options(
         upstream=upstream,
-        seed=seed if seed is not None else random.SystemRandom().randrange(2**31),
+        seed=seed,
         record=record,
         resilient=resilient,
-        mock_settings=mock_settings or MockSettings(),
-        # A failed page scenario's screenshot and console log go next to the report.
-        artifacts_dir=Path(json_path or junit_path or ".").parent / "chaosstream-artifacts",
+        mock_settings=mock_settings,
+        report_path=json_path or junit_path,
     )
+    with Interrupts() as interrupts:
 
-    async def main() -> RunReport:
-        async def tick() -> None:
-            while True:
-                progress.tick()
-                await asyncio.sleep(0.1)
+        async def main() -> RunReport:
+            run = collect(scenarios, command, options, progress, interrupts)
+            return await with_ticks(progress, asyncio.ensure_future(run))
 
-        ticker = asyncio.create_task(tick())
-        try:
-            return await run_scenarios(scenarios, command, options, progress)
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-
-    report = asyncio.run(main())
-    # Off a terminal (CI logs) rich would wrap the table at 80 columns.
-    print_report(report, Console(width=None if sys.stdout.isatty() else 140), title=title)
-    if json_path is not None:
-        write_json(report, json_path)
-    if junit_path is not None:
-        write_junit(report, junit_path)
+        report = asyncio.run(main())
+        # Off a terminal (CI logs) rich would wrap the table at 80 columns.
+        print_report(report, Console(width=None if sys.stdout.isatty() else 140), title=title)
+        if json_path is not None:
+            write_json(report, json_path)
+        if junit_path is not None:
+            write_junit(report, junit_path)
+        if interrupts.exit_code is not None:
+            say_interrupted(interrupts, len(report.results), len(scenarios))
+            return interrupts.exit_code
     return 0 if report.passed else 1
 
 

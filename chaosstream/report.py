@@ -20,12 +20,18 @@ __all__ = ["TerminalProgress", "print_report", "to_json", "to_junit", "write_jso
 
 
 def to_json(report: RunReport) -> dict[str, Any]:
-    """The report as the JSON contract: exactly these keys."""
-    return {
+    """The report as the JSON contract: exactly these keys (plus ``interrupted`` when a
+    signal stopped the run, so a CI job can tell a cancelled run from a failed one)."""
+    out: dict[str, Any] = {
         "tool": "chaosstream",
         "version": __version__,
         "seed": report.seed,
         "passed": report.passed,
+    }
+    if report.interrupted:
+        out["interrupted"] = True
+    return {
+        **out,
         "scenarios": [
             {
                 "name": r.name,
@@ -65,6 +71,8 @@ def to_junit(report: RunReport) -> ET.Element:
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="seed", value=str(report.seed))
     ET.SubElement(props, "property", name="upstream", value=report.upstream)
+    if report.interrupted:
+        ET.SubElement(props, "property", name="interrupted", value="true")
     for result in report.results:
         share = result.client.duration_s / max(1, len(result.verdicts))
         for verdict in result.verdicts:
@@ -154,25 +162,35 @@ def print_report(report: RunReport, console: Console, title: str = "chaosstream"
 
 
 class TerminalProgress:
-    """Scenario name, a spinner and the elapsed time on stderr; one line per result."""
+    """Scenario name, a spinner, the elapsed time against the scenario's limit on stderr;
+    one line per result. Off a terminal (CI logs) the spinner is invisible, so a line
+    says when each scenario starts: a long silent stall is not mistaken for a hang."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self._status: Status | None = None
         self._started = 0.0
         self._label = ""
+        self._limit = ""
 
-    def start(self, name: str, index: int, total: int) -> None:
-        """A scenario started."""
+    def start(self, name: str, index: int, total: int, timeout_s: float) -> None:
+        """A scenario started; ``timeout_s`` is when its client is killed as hung."""
         self._started = time.monotonic()
         self._label = f"[{index + 1}/{total}] {name}"
-        self._status = self.console.status(self._label)
+        self._limit = f"{timeout_s:g} s"
+        if not self.console.is_terminal:
+            self.console.print(f"{self._label}  started (time limit {self._limit})", markup=False)
+            return
+        self._status = self.console.status(self._elapsed(), refresh_per_second=4)
         self._status.start()
+
+    def _elapsed(self) -> str:
+        return f"{self._label}  {time.monotonic() - self._started:.0f} s / {self._limit}"
 
     def tick(self) -> None:
         """Refresh the elapsed time."""
         if self._status is not None:
-            self._status.update(f"{self._label}  {time.monotonic() - self._started:.1f} s")
+            self._status.update(self._elapsed())
 
     def end(self, result: ScenarioResult) -> None:
         """A scenario ended."""
@@ -180,6 +198,7 @@ class TerminalProgress:
             self._status.stop()
             self._status = None
         mark = Text("PASS", style="green") if result.passed else Text("FAIL", style="red")
-        line = Text(f"{self._label}  {time.monotonic() - self._started:.1f} s  ")
+        took = time.monotonic() - self._started
+        line = Text(f"{self._label}  {took:.1f} s / {self._limit}  ")
         line.append_text(mark)
         self.console.print(line)
