@@ -9,12 +9,13 @@ A scenario may name a page instead of a command::
         selectors: {output: "#answer"}   # the rest default to the reference page's data-testids
         stop_after_ms: 200          # click Stop this long after the first text (cancels_upstream)
 
-:class:`PageDriver` starts Debian's Chromium once (headless, a fresh profile,
-every host but loopback unresolvable) and opens a fresh browser context per
-scenario. A script injected before the page's own code watches the DOM from
-the first frame: when the typing indicator first shows, when the first answer
-text appears, every ``layout-shift`` entry. :func:`judge_page` turns that
-:class:`PageObservation` plus the proxy's exchanges into verdicts.
+:class:`PageDriver` starts one headless Chromium (a fresh profile, every host
+but loopback unresolvable; which one: :func:`launch_chromium`) and opens a
+fresh browser context per scenario. A script injected before the page's own
+code watches the DOM from the first frame: when the typing indicator first
+shows, when the first answer text appears, every ``layout-shift`` entry.
+:func:`judge_page` turns that :class:`PageObservation` plus the proxy's
+exchanges into verdicts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHROMIUM",
     "CHROMIUM_ARGS",
+    "CHROMIUM_ENV",
+    "CHROMIUM_NAMES",
     "PAGE_JUDGED",
     "BrowserClient",
     "BrowserSpec",
@@ -52,6 +56,7 @@ __all__ = [
     "api_exchanges",
     "drive_scenario",
     "judge_page",
+    "launch_chromium",
     "page_battery",
     "page_observed",
     "page_signals",
@@ -60,6 +65,11 @@ __all__ = [
 ]
 
 CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium; found on PATH as ``chromium`` like any other candidate."""
+CHROMIUM_ENV = "CHAOSSTREAM_CHROMIUM"
+"""Environment variable naming the browser to drive (as ``--chromium PATH`` does)."""
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+"""Executables looked up on PATH, in this order, when no browser is named."""
 CHROMIUM_ARGS = (
     "--no-sandbox",
     "--disable-gpu",
@@ -261,23 +271,94 @@ _OBSERVER_JS = """
 """
 
 
+async def launch_chromium(browser_type: Any, executable: str | None = None) -> tuple[Any, str]:
+    """Launch headless Chromium with :data:`CHROMIUM_ARGS`; return ``(browser, what ran)``.
+
+    The first of: ``executable`` (``--chromium``), ``$CHAOSSTREAM_CHROMIUM``,
+    Playwright's own build (``python -m playwright install chromium``: the
+    version Playwright is tested with), then :data:`CHROMIUM_NAMES` on PATH. A
+    browser named by the flag or the variable is used or refused, never
+    silently swapped for another. ``browser_type`` is Playwright's
+    ``playwright.chromium``. Raises :class:`~chaosstream.yamlfile.InputError`
+    naming what was tried.
+    """
+    from chaosstream.yamlfile import InputError
+
+    named, source = executable, "--chromium"
+    if not named:
+        # `run`/`check --chromium` set the variable too, so name both.
+        named, source = os.environ.get(CHROMIUM_ENV, ""), f"--chromium/${CHROMIUM_ENV}"
+    if named:
+        path = _which(named)
+        if path is None:
+            raise InputError(f"{source} {_cut(named)}: no such executable file")
+        try:
+            return await _launch(browser_type, path), path
+        except Exception as e:
+            raise InputError(f"{source} {_cut(path)}: Chromium did not start: {_cut(e)}") from None
+    tried = []
+    try:
+        # Which build it is (full or headless shell) is Playwright's choice: name it, not a path.
+        return await _launch(browser_type, None), "Playwright's own Chromium"
+    except Exception as e:
+        # Playwright's "Executable doesn't exist at ..." is the usual case: nothing installed.
+        missing = "Executable doesn't exist" in str(e)
+        tried.append(f"Playwright's own ({'not installed' if missing else _cut(e)})")
+    absent = []
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path is None:
+            absent.append(name)
+            continue
+        try:
+            return await _launch(browser_type, path), path
+        except Exception as e:
+            tried.append(f"{path} ({_cut(e)})")
+    if absent:
+        tried.append(f"{', '.join(absent)} on PATH (not found)")
+    raise InputError(
+        "no Chromium to drive the page; tried " + "; ".join(tried) + ". Install one "
+        "(apt-get install --no-install-recommends chromium, or python -m playwright install "
+        f"chromium) or name it with --chromium PATH or ${CHROMIUM_ENV}"
+    )
+
+
+def _which(named: str) -> str | None:
+    """``named`` as an executable: a path as given, else a name on PATH or in the cwd."""
+    return shutil.which(named) or shutil.which(os.path.abspath(named))
+
+
+async def _launch(browser_type: Any, path: str | None) -> Any:
+    # Playwright gives each launch its own temporary --user-data-dir: a fresh profile.
+    return await browser_type.launch(executable_path=path, args=list(CHROMIUM_ARGS), headless=True)
+
+
+def _cut(what: object, n: int = 80) -> str:
+    """The first line of ``what``, at most ``n`` chars: user input and errors quoted short."""
+    text = _first_line(what) if isinstance(what, BaseException) else str(what)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 class PageDriver:
     """One headless Chromium, reused for many page runs (a fresh context each).
 
     Use as ``async with PageDriver() as driver: obs = await driver.drive(...)``.
     """
 
-    def __init__(self, executable: str = CHROMIUM, viewport: tuple[int, int] = (900, 820)) -> None:
+    def __init__(
+        self, executable: str | None = None, viewport: tuple[int, int] = (900, 820)
+    ) -> None:
         self.executable = executable
+        """The browser to drive (None: see :func:`launch_chromium`); after start, the one used."""
         self.viewport = viewport
         self._pw: Any = None
         self._browser: Any = None
 
     async def start(self) -> None:
-        """Launch Chromium (no download: always the system binary).
+        """Launch Chromium as :func:`launch_chromium` picks it (never downloads one).
 
         Raises :class:`~chaosstream.yamlfile.InputError` (exit 2) when Playwright
-        or the browser is missing.
+        or a browser is missing.
         """
         from chaosstream.yamlfile import InputError
 
@@ -287,17 +368,14 @@ class PageDriver:
             raise InputError(
                 "browser clients need Playwright: pip install 'chaosstream[browser]'"
             ) from None
-        if not os.path.exists(self.executable):  # noqa: ASYNC240 -- one stat, at start
-            raise InputError(
-                f"{self.executable}: Chromium not found; install Debian's chromium package"
-            )
         self._pw = await async_playwright().start()
         try:
-            self._browser = await self._pw.chromium.launch(
-                executable_path=self.executable, args=list(CHROMIUM_ARGS), headless=True
+            self._browser, self.executable = await launch_chromium(
+                self._pw.chromium, self.executable
             )
         except BaseException:
             await self._pw.stop()
+            self._pw = None
             raise
 
     async def close(self) -> None:

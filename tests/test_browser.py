@@ -280,7 +280,7 @@ async def test_reference_page_saves_artifacts_when_an_expectation_fails(
 @in_module_loop
 async def test_missing_chromium_is_bad_input() -> None:
     """A browser path that does not exist is an InputError naming it, not a traceback."""
-    with pytest.raises(InputError, match="/nonexistent/chromium: Chromium not found"):
+    with pytest.raises(InputError, match="--chromium /nonexistent/chromium: no such executable"):
         await PageDriver(executable="/nonexistent/chromium").start()
 
 

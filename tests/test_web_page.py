@@ -19,7 +19,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 import chaosstream
-from chaosstream.browser import CHROMIUM, CHROMIUM_ARGS
+from chaosstream.browser import launch_chromium
 from chaosstream.mock import MockSettings, answer_text, start_mock
 
 pytestmark = pytest.mark.browser
@@ -42,11 +42,9 @@ def body_for(prompt: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    """A headless system Chromium, one per test."""
+    """A headless Chromium (as `check --browser` finds one), one per test."""
     async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), headless=True
-        )
+        b, _ = await launch_chromium(p.chromium)
         try:
             yield b
         finally:
