@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -283,9 +284,88 @@ def _report_options(f: click.decorators.FC) -> click.decorators.FC:
     return f
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+DEFAULT_TIMEOUT_S = 60.0
+"""A scenario's time limit when nothing sets one: then its client is killed as hung."""
+
+_ONLY = click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="NAME",
+    help="Run only the scenario of this name (repeatable); the order stays the file's.",
+)
+
+
+def _only(
+    pairs: list[tuple[Scenario, Profile]], names: tuple[str, ...]
+) -> list[tuple[Scenario, Profile]]:
+    """The scenarios named in ``names`` (all when empty); an unknown name is bad input."""
+    known = [s.name for s, _ in pairs]
+    for name in names:
+        if name not in known:
+            listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+            raise click.BadParameter(
+                f"no scenario named {name[:80]!r}; the scenarios are: {listed}",
+                param_hint="--only",
+            )
+    return [(s, p) for s, p in pairs if not names or s.name in names]
+
+
+def _env_rows() -> list[tuple[str, str]]:
+    """The variables the runner sets for the client (from the code that sets them)."""
+    from chaosstream.run import client_env
+
+    url = "http://127.0.0.1:PORT"
+    ours = client_env(url, "NAME", mock=False)
+    mocked = client_env(url, "NAME", mock=True)
+    rows = [(k, v) for k, v in ours.items() if os.environ.get(k) != v]
+    rows += [
+        (k, f"{v} (only when the upstream is the embedded mock)")
+        for k, v in mocked.items()
+        if ours.get(k) != v
+    ]
+    return rows
+
+
+class _RunnerCommand(click.Command):
+    """`run` and `check`: --help ends with the client's environment and the exit codes."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("The client command runs with"):
+            formatter.write_dl(_env_rows())
+        with formatter.section("Exit codes"):
+            formatter.write_dl(EXIT_CODES)
+
+
+class _CheckCommand(_RunnerCommand):
+    """`check --help` lists the battery first."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from chaosstream.battery import battery
+
+        with formatter.section("The battery, in order (chaosstream check --list)"):
+            formatter.write_dl([(s.name, _describe(p)) for s, p in battery()])
+        super().format_epilog(ctx, formatter)
+
+
+def _describe(profile: Profile) -> str:
+    """The first sentence of the profile's description, on one line."""
+    text = " ".join((profile.description or "").split())
+    return re.split(r"(?<=[.!?]) ", text, maxsplit=1)[0] or f"profile {profile.name}"
+
+
+@click.command(cls=_RunnerCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("scenario_file", metavar="SCENARIO.yaml", type=click.Path(dir_okay=False))
 @_report_options
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help=f"Time limit of the scenarios that set no timeout_s (default: {DEFAULT_TIMEOUT_S:g}); "
+    "past it the client is killed as hung.",
+)
+@_ONLY
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS...]]")
 def run(
     scenario_file: str,
@@ -294,22 +374,34 @@ def run(
     record: str | None,
     upstream: str | None,
     seed: int | None,
+    timeout_s: float | None,
+    only: tuple[str, ...],
     command: tuple[str, ...],
 ) -> None:
     """Run the scenarios of SCENARIO.yaml against a client command and verify it.
 
     The command comes after `--`, or from `command:` in the file. Each scenario
-    starts it once with OPENAI_BASE_URL, ANTHROPIC_BASE_URL and CHAOSSTREAM_URL
-    pointing at the proxy. Exit 0 when every expectation held, 1 when one
-    failed, 2 on bad input.
+    starts it once, pointed at the proxy (the variables below).
     """
     from chaosstream.scenario import load_scenarios
 
     suite = load_scenarios(Path(scenario_file))
     argv = list(command) or list(suite.command or [])
+    pairs = _only(list(zip(suite.scenarios, suite.profiles, strict=False)), only)
+    if timeout_s is not None:
+        # Only where the file is silent: a scenario's own timeout_s is a decision.
+        pairs = [
+            (
+                s
+                if "timeout_s" in s.model_fields_set
+                else s.model_copy(update={"timeout_s": timeout_s}),
+                p,
+            )
+            for s, p in pairs
+        ]
     raise SystemExit(
         execute(
-            list(zip(suite.scenarios, suite.profiles, strict=False)),
+            pairs,
             argv,
             upstream=upstream,
             seed=seed,
@@ -322,15 +414,18 @@ def run(
     )
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command(cls=_CheckCommand, context_settings={"ignore_unknown_options": True})
 @_report_options
 @click.option(
     "--timeout-s",
     type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
+    default=DEFAULT_TIMEOUT_S,
     show_default=True,
-    help="Kill the client after this long in each scenario (a hang).",
+    help="Kill the client after this long in each scenario (a hang). The stall scenarios "
+    "wait this long for a client without its own timeout.",
 )
+@_ONLY
+@click.option("--list", "list_only", is_flag=True, help="Print the battery and exit.")
 @click.option(
     "--browser",
     "page_url",
@@ -347,6 +442,8 @@ def check(
     upstream: str | None,
     seed: int | None,
     timeout_s: float,
+    only: tuple[str, ...],
+    list_only: bool,
     page_url: str | None,
     command: tuple[str, ...],
 ) -> None:
@@ -358,7 +455,12 @@ def check(
     """
     from chaosstream.battery import battery
 
-    scenarios = battery(timeout_s)
+    scenarios = _only(battery(timeout_s), only)
+    if list_only:
+        width = max(len(s.name) for s, _ in scenarios)
+        for s, p in scenarios:
+            click.echo(f"{s.name:<{width}}  {s.timeout_s:g} s  {_describe(p)}")
+        return
     if page_url is not None:
         from chaosstream.browser import page_battery
 
