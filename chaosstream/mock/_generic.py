@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from chaosstream.mock._json import JsonTooDeep, loads_bounded
 from chaosstream.mock._settings import SETTINGS, BadOverride, MockSettings, with_overrides
 from chaosstream.mock._stats import STATS, ClientGone
 from chaosstream.mock._stream import Pacer, client_gone, open_event_stream, sse_event
@@ -118,7 +118,9 @@ async def _ws_writer(
 
 def _parse_ws_prompt(data: str, base: MockSettings) -> tuple[str, MockSettings]:
     try:
-        message: Any = json.loads(data)
+        message: Any = loads_bounded(data, "message")
+    except JsonTooDeep:
+        raise
     except ValueError as exc:
         raise ValueError(f"message is not valid JSON: {exc}") from None
     if not isinstance(message, dict):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
 from aiohttp import web
 
+from chaosstream.mock._json import JsonTooDeep, loads_bounded
 from chaosstream.mock._settings import SETTINGS, BadOverride, with_overrides
 from chaosstream.mock._stats import STATS, ClientGone
 from chaosstream.mock._stream import Pacer, json_data, open_event_stream, sse_event
@@ -30,7 +30,9 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     """Parse the request body as a JSON object; ValueError says what is wrong."""
     raw = await request.read()
     try:
-        body = json.loads(raw)
+        body = loads_bounded(raw)
+    except JsonTooDeep:
+        raise
     except ValueError as exc:
         raise ValueError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

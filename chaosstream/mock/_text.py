@@ -8,6 +8,8 @@ import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from chaosstream.mock._json import loads_bounded
+
 # Word-like pieces as a tokenizer would cut them. The non-ASCII words (2-, 3- and
 # 4-byte UTF-8) make sure a client that splits bytes mid-character gets caught.
 # fmt: off
@@ -48,7 +50,8 @@ def prompt_key(body: bytes | str | Mapping[str, Any]) -> str:
         body = bytes(body).decode("utf-8", errors="replace")
     if isinstance(body, str):
         try:
-            parsed = json.loads(body)
+            # Bounded: a body nested too deeply for json.dumps below is plain text.
+            parsed = loads_bounded(body)
         except ValueError:
             return body
         if not isinstance(parsed, Mapping):
