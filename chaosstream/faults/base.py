@@ -23,10 +23,11 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from chaosstream.faults._regex import check_header_regex
 from chaosstream.providers import Provider
 
 EndMode = Literal["reset", "close", "stall"]
@@ -196,9 +197,15 @@ class Match(BaseModel):
         description="Streaming requests only (true) or non-streaming only (false); read from "
         "the JSON body's `stream` field or an `Accept: text/event-stream` header.",
     )
-    headers: dict[str, str] | None = Field(
-        None, description="Header name -> regular expression the value must contain."
+    headers: dict[str, Annotated[str, AfterValidator(check_header_regex)]] | None = Field(
+        None,
+        description="Header name -> regular expression (RE2 syntax: no backreferences or "
+        "lookaround) found in the value's first 8,192 characters; checked at load.",
     )
+
+
+MIN_WINDOW_S = 0.01
+"""Shortest recurring window period or outage: the gate wakes at most twice per period."""
 
 
 class Window(BaseModel):
@@ -217,8 +224,13 @@ class Window(BaseModel):
 
     start_s: float | None = Field(None, ge=0, description="Active from this time.")
     end_s: float | None = Field(None, gt=0, description="Active until this time.")
-    every_s: float | None = Field(None, gt=0, description="Period of a recurring outage.")
-    for_s: float | None = Field(None, gt=0, description="Length of each recurring outage.")
+    # A floor on recurring lengths: a 2 us window woke the loop every 2 us (100 % CPU).
+    every_s: float | None = Field(
+        None, ge=MIN_WINDOW_S, description="Period of a recurring outage (at least 0.01 s)."
+    )
+    for_s: float | None = Field(
+        None, ge=MIN_WINDOW_S, description="Length of each recurring outage (at least 0.01 s)."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Window:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import random
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chaosstream.faults._feed import Feed
+from chaosstream.faults._regex import MAX_HEADER_VALUE_CHARS, header_matches
 from chaosstream.faults.base import (
     Chunk,
     Clock,
@@ -29,6 +29,22 @@ from chaosstream.faults.base import (
     SystemClock,
     Window,
 )
+
+__all__ = [
+    "MAX_HEADER_VALUE_CHARS",
+    "MIN_GATE_STEP_S",
+    "Armed",
+    "Injector",
+    "describe_trigger",
+    "matches",
+    "window_edge",
+    "window_open",
+    "window_over",
+]
+
+MIN_GATE_STEP_S = 0.001
+"""The window gate wakes at most once a millisecond, whatever the window says; an
+edge is then seen up to 1 ms late (windows are at least MIN_WINDOW_S = 10 ms long)."""
 
 
 def matches(match: Match | None, request: RequestInfo) -> bool:
@@ -44,7 +60,8 @@ def matches(match: Match | None, request: RequestInfo) -> bool:
     if match.headers:
         for name, pattern in match.headers.items():
             value = request.headers.get(name.lower())
-            if value is None or re.search(pattern, value) is None:
+            # RE2, compiled at load and cached: linear time, whatever the pattern and value.
+            if value is None or not header_matches(pattern, value):
                 return False
     return True
 
@@ -125,8 +142,9 @@ async def _gated(
         while not feed.done:
             now = ctx.clock.now()
             edge = window_edge(window, now - base)
-            # max(): float rounding must never give a deadline that is already past.
-            deadline = None if edge is None else max(base + edge, now + 1e-6)
+            # The floor keeps the gate from spinning: float rounding (or a window built
+            # without validation) must never give a deadline that is past or a hair away.
+            deadline = None if edge is None else max(base + edge, now + MIN_GATE_STEP_S)
             if window_open(window, now - base):
                 ctx.started = now
                 async for out in fault.apply(feed.until(deadline), ctx):
