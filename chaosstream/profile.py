@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chaosstream.faults import AnyFault, Fault
 from chaosstream.toxiproxy_profile import ToxiproxySection
-from chaosstream.yamlfile import InputError, load_file, load_text, validate
+from chaosstream.yamlfile import InputError, cut, did_you_mean, load_file, load_text, validate
 
 PROFILE_DIR = resources.files("chaosstream") / "profiles"
 
@@ -89,16 +89,28 @@ def load_profile(name_or_path: str) -> Profile:
         return load_file(Profile, name_or_path)
     builtin = PROFILE_DIR / f"{name_or_path}.yaml"
     if not builtin.is_file():
-        names = ", ".join(builtin_names())
-        raise InputError(
-            f"unknown profile {name_or_path!r}: not a file and not a built-in ({names})"
-        )
+        raise unknown_profile(name_or_path, "not a file and not a built-in")
     return load_text(Profile, builtin.read_text(encoding="utf-8"), f"profiles/{name_or_path}.yaml")
+
+
+def unknown_profile(name: str, why: str = "not a built-in") -> InputError:
+    """The error for a profile name nobody knows, with the closest built-in suggested."""
+    names = builtin_names()
+    return InputError(
+        f"unknown profile {cut(name)!r}: {why}{did_you_mean(name, names)} ({', '.join(names)})"
+    )
 
 
 def profile_from_data(data: Any, source: str) -> Profile:
     """A profile given inline (a scenario's mapping, a control-API body)."""
     return validate(Profile, data, source)
+
+
+def profile_from_text(text: str, source: str) -> Profile:
+    """A profile from YAML (or JSON) text, under the file rules: the size cap
+    (``CHAOSSTREAM_MAX_INPUT_BYTES``, 1 MiB by default), no duplicate keys, errors
+    with ``source`` and line. Synchronous and pure: a server runs it off its event loop."""
+    return load_text(Profile, text, source)
 
 
 def profile_schema() -> dict[str, Any]:

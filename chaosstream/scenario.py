@@ -27,7 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from chaosstream.browser import BrowserSpec, StableLayoutOptions
 from chaosstream.profile import Profile, load_profile
-from chaosstream.yamlfile import InputError, parse_yaml, read_text, validate
+from chaosstream.yamlfile import InputError, cut, did_you_mean, parse_yaml, read_text, validate
 
 __all__ = [
     "EXPECTATIONS",
@@ -50,6 +50,7 @@ ExpectName = Literal[
     "cancels_upstream",
     "shows_typing",
     "stable_layout",
+    "resilient",
 ]
 EXPECTATIONS: tuple[str, ...] = ExpectName.__args__  # type: ignore[attr-defined]
 
@@ -80,8 +81,9 @@ def _expect_item(value: Any) -> Any:
     if isinstance(value, dict):
         unknown = [k for k in value if k not in EXPECTATIONS]
         if unknown:
+            hint = did_you_mean(unknown[0], EXPECTATIONS)
             raise ValueError(
-                f"unknown expectation {unknown[0]!r}; expected one of {', '.join(EXPECTATIONS)}"
+                f"unknown expectation {cut(unknown[0])!r}{hint} (one of {', '.join(EXPECTATIONS)})"
             )
         return {k: ({} if v is None else v) for k, v in value.items()}
     return value
@@ -100,6 +102,12 @@ class Expect(BaseModel):
     cancels_upstream: NoOptions | None = None
     shows_typing: NoOptions | None = None
     stable_layout: StableLayoutOptions | None = None
+    resilient: NoOptions | None = Field(
+        None,
+        description="The battery's rule (what `check` judges): completes or surfaces the "
+        "error, never truncated text as complete, no retry storm, never sooner than "
+        "Retry-After.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Expect:
@@ -188,7 +196,8 @@ def _node(root: yaml.Node | None, *path: str | int) -> yaml.Node | None:
     node = root
     for part in path:
         if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == part), None)
+            # The last entry wins, as in the data (explicit keys follow merged ones).
+            node = next((v for k, v in reversed(node.value) if k.value == part), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             node = node.value[part] if part < len(node.value) else None
         else:
@@ -235,7 +244,7 @@ def load_scenarios(path: str | Path) -> Suite:
             node = _node(root, "scenarios", i, "name")
             raise InputError(
                 f"{source}:{_line(node)}: scenarios[{i}].name: "
-                f"duplicate scenario name {scenario.name!r}"
+                f"duplicate scenario name {cut(scenario.name)!r}"
             )
         names.add(scenario.name)
     base = Path(path).parent
