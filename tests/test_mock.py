@@ -354,7 +354,7 @@ async def test_healthz_and_request_history(mock: MockServer, http: aiohttp.Clien
     """/healthz answers ok and every request lands in the history."""
     async with http.get(mock.url + "/healthz?x=1", headers={"X-Probe": "yes"}) as resp:
         assert await resp.json() == {"ok": True}
-    method, path, headers, body = mock.requests[-1]
+    method, path, headers, body, _ = mock.requests[-1]
     assert (method, path, body) == ("GET", "/healthz?x=1", b"")
     assert headers["x-probe"] == "yes"
 

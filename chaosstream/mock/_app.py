@@ -9,7 +9,7 @@ from aiohttp.typedefs import Handler
 
 from chaosstream.mock import _anthropic, _generic, _openai
 from chaosstream.mock._settings import DEFAULT_SETTINGS, SETTINGS, MockSettings
-from chaosstream.mock._stats import STATS, MockStats, RecordedRequest
+from chaosstream.mock._stats import STATS, MockStats
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -19,14 +19,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
     # read() caches the body, so handlers can read it again.
     body = await request.read()
-    request.app[STATS].history.append(
-        RecordedRequest(
-            method=request.method,
-            path=request.raw_path,
-            headers={name.lower(): value for name, value in request.headers.items()},
-            body=body,
-        )
-    )
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    request.app[STATS].history.record(request.method, request.raw_path, headers, body)
     try:
         return await handler(request)
     except ConnectionResetError:
