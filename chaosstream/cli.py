@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -11,16 +10,14 @@ from typing import Any
 import click
 
 from chaosstream._version import __version__
+from chaosstream.cli_args import (
+    BadInput,
+    ca_file_option,
+    hostport_option,
+    upstream_option,
+    writable_file_option,
+)
 from chaosstream.yamlfile import InputError
-
-
-class BadInput(click.ClickException):
-    """Bad input from the user: message on stderr, exit code 2."""
-
-    exit_code = 2
-
-    def format_message(self) -> str:
-        return self.message
 
 
 class ChaosGroup(click.Group):
@@ -31,40 +28,6 @@ class ChaosGroup(click.Group):
             return super().invoke(ctx)
         except InputError as e:
             raise BadInput(str(e)) from None
-
-
-def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``HOST:PORT``, ``[::1]:PORT``, ``:PORT`` or ``PORT``."""
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]") or default_host
-    try:
-        number = int(port)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT") from None
-    if not 0 <= number <= 65535:
-        raise click.BadParameter(f"port {number} is out of range 0-65535")
-    return host, number
-
-
-def hostport_option(
-    ctx: click.Context, param: click.Parameter, value: str | None
-) -> tuple[str, int] | None:
-    """Click callback: parse a ``HOST:PORT`` option value."""
-    if value is None:
-        return None
-    try:
-        return parse_hostport(value)
-    except click.BadParameter as e:
-        raise click.BadParameter(e.message, ctx=ctx, param=param) from None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @click.group(cls=ChaosGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,6 +113,7 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
 @click.option(
     "--upstream",
     metavar="URL",
+    callback=upstream_option,
     help="Model server to forward to (http:// or https://). Default: start the embedded mock.",
 )
 @click.option(
@@ -185,13 +149,18 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
 )
 @click.option("--seed", type=int, default=None, help="Override the profile's seed.")
 @click.option(
-    "--record", metavar="FILE", default=None, help="Append every exchange to FILE as JSON lines."
+    "--record",
+    metavar="FILE",
+    default=None,
+    callback=writable_file_option,
+    help="Append every exchange to FILE as JSON lines.",
 )
 @click.option("--insecure", is_flag=True, help="Do not verify the upstream's TLS certificate.")
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
+    callback=ca_file_option,
     help="Extra CA bundle to verify the upstream's TLS certificate with.",
 )
 @click.option(
@@ -221,10 +190,6 @@ def proxy(
 
     configure_logging(log_format)  # type: ignore[arg-type]
     profile = load_profile(profile_name)
-    if upstream is not None and not upstream.startswith(("http://", "https://")):
-        raise click.BadParameter(
-            f"{upstream!r} is not an http:// or https:// URL", param_hint="--upstream"
-        )
     if control is not None:
         try:
             check_bind(control[0], control_token)

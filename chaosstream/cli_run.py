@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from chaosstream.cli_args import upstream_option, writable_file_option
+
 if TYPE_CHECKING:
     from chaosstream.mock import MockSettings
     from chaosstream.profile import Profile
@@ -109,14 +111,6 @@ class _Finished:
     def end(self, result: ScenarioResult) -> None:
         self.results.append(result)
         self.inner.end(result)
-
-
-def _url(value: str | None) -> str | None:
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise click.BadParameter(
-            f"{value!r} is not an http:// or https:// URL", param_hint="--upstream"
-        )
-    return value
 
 
 async def collect(
@@ -246,16 +240,32 @@ def execute(
     return 0 if report.passed else 1
 
 
+# Output paths are checked before the run: a missing folder is not found after the scenarios.
 _REPORT_OPTIONS = [
-    click.option("--json", "json_path", metavar="FILE", help="Write the JSON report here."),
-    click.option("--junit", "junit_path", metavar="FILE", help="Write a JUnit XML report here."),
     click.option(
-        "--record", metavar="FILE", help="Append every exchange to this file as JSON lines."
+        "--json",
+        "json_path",
+        metavar="FILE",
+        callback=writable_file_option,
+        help="Write the JSON report here.",
+    ),
+    click.option(
+        "--junit",
+        "junit_path",
+        metavar="FILE",
+        callback=writable_file_option,
+        help="Write a JUnit XML report here.",
+    ),
+    click.option(
+        "--record",
+        metavar="FILE",
+        callback=writable_file_option,
+        help="Append every exchange to this file as JSON lines.",
     ),
     click.option(
         "--upstream",
         metavar="URL",
-        callback=lambda _c, _p, v: _url(v),
+        callback=upstream_option,
         help="Model server to use (http:// or https://). Default: the embedded mock.",
     ),
     click.option(
@@ -355,7 +365,9 @@ def _describe(profile: Profile) -> str:
     return re.split(r"(?<=[.!?]) ", text, maxsplit=1)[0] or f"profile {profile.name}"
 
 
-@click.command(cls=_RunnerCommand, context_settings={"ignore_unknown_options": True})
+# No ignore_unknown_options: a mistyped option before `--` is a usage error, not the client
+# command; the client's own options come after `--`, where click takes every word as is.
+@click.command(cls=_RunnerCommand)
 @click.argument("scenario_file", metavar="SCENARIO.yaml", type=click.Path(dir_okay=False))
 @_report_options
 @click.option(
@@ -414,7 +426,7 @@ def run(
     )
 
 
-@click.command(cls=_CheckCommand, context_settings={"ignore_unknown_options": True})
+@click.command(cls=_CheckCommand)
 @_report_options
 @click.option(
     "--timeout-s",

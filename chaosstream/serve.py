@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from chaosstream.cli_args import BadInput, cut
 from chaosstream.mock import MockServer, start_mock
 from chaosstream.profile import Profile
 from chaosstream.proxy import ChaosProxy
@@ -27,6 +28,12 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:
+        fast = False
+    else:
+        fast = True
+    # Run outside the `except`: an error while serving must not be chained to
+    # (and reported as) the missing uvloop.
+    if not fast:
         return asyncio.run(main)
     return uvloop.run(main)
 
@@ -66,7 +73,10 @@ async def serve_proxy(
         mock = await start_mock()
         upstream = mock.url
     recorder = Recorder()
-    sink = JsonlSink(record) if record is not None else None
+    try:
+        sink = JsonlSink(record) if record is not None else None
+    except OSError as e:  # checked by the command line already; a race or a /proc path
+        raise BadInput(f"--record {cut(record or '')}: {e.strerror or e}") from None
     if sink is not None:
         recorder.listeners.append(sink)
     proxy = ChaosProxy(
@@ -82,9 +92,7 @@ async def serve_proxy(
         try:
             url = await proxy.start(*listen)
         except OSError as e:
-            raise click.ClickException(
-                f"cannot listen on {listen[0]}:{listen[1]}: {e.strerror or e}"
-            ) from None
+            raise BadInput(f"cannot listen on {listen[0]}:{listen[1]}: {e.strerror or e}") from None
         click.echo(f"chaosstream proxy listening on {url}", err=True)
         click.echo(f"  upstream: {upstream}{' (embedded mock)' if mock else ''}", err=True)
         click.echo(f"  profile:  {profile.name}   seed: {proxy.seed}", err=True)
@@ -109,7 +117,7 @@ async def serve_proxy(
             try:
                 control_url = await panel.start(*control)
             except OSError as e:
-                raise click.ClickException(
+                raise BadInput(
                     f"cannot listen on {control[0]}:{control[1]}: {e.strerror or e}"
                 ) from None
             click.echo(f"  control:  {control_url}  (metrics: {control_url}/metrics)", err=True)

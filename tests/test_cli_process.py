@@ -155,3 +155,118 @@ def test_printing_into_a_closed_pipe_exits_by_itself_without_a_traceback(args: l
         os.close(write_end)
     assert done.returncode == 1, done.returncode
     assert done.stderr == b"", done.stderr.decode(errors="replace")[-2000:]
+
+
+@contextmanager
+def busy_port() -> Iterator[int]:
+    """A loopback port held by a listening socket for the block."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def bad_input_cases(tmp: Path, busy: int) -> dict[str, tuple[list[str], str]]:
+    """Name -> (argv, regex the one `Error:` line must match)."""
+    not_a_cert = tmp / "not-a-cert.pem"
+    missing = str(tmp / "no-such-folder" / "x.jsonl")
+    scen = str(tmp / "s.yaml")
+    long_url = "http://" + "x" * 5000 + ":1"
+    return {
+        "proxy-upstream-no-host": (
+            ["proxy", "--upstream", "http://", *LISTEN_ANY],
+            r"--upstream.*'http://'",
+        ),
+        "proxy-upstream-bad-ipv6": (
+            ["proxy", "--upstream", "http://[::1", *LISTEN_ANY],
+            r"--upstream.*\[::1",
+        ),
+        "proxy-upstream-bad-port": (
+            ["proxy", "--upstream", "http://127.0.0.1:99999", *LISTEN_ANY],
+            r"--upstream.*99999",
+        ),
+        "proxy-upstream-long": (
+            ["proxy", "--upstream", long_url, *LISTEN_ANY],
+            r"--upstream.*x{20}.*…",
+        ),
+        "proxy-ca-file-not-a-cert": (
+            ["proxy", "--ca-file", str(not_a_cert), *LISTEN_ANY],
+            r"--ca-file.*not-a-cert\.pem.*certificate",
+        ),
+        "proxy-record-missing-folder": (
+            ["proxy", "--record", missing, *LISTEN_ANY],
+            r"--record.*no-such-folder.*(does not exist|no such)",
+        ),
+        "proxy-listen-unassignable": (
+            ["proxy", "--listen", "192.0.2.1:0"],
+            r"cannot listen on 192\.0\.2\.1:0",
+        ),
+        "proxy-listen-busy": (
+            ["proxy", "--listen", f"127.0.0.1:{busy}"],
+            rf"cannot listen on 127\.0\.0\.1:{busy}",
+        ),
+        "mock-port-busy": (["mock", "--port", str(busy)], rf"cannot listen on 127\.0\.0\.1:{busy}"),
+        "check-upstream-no-host": (
+            ["check", "--upstream", "http://", "--", "true"],
+            r"--upstream.*'http://'",
+        ),
+        "check-upstream-bad-ipv6": (
+            ["check", "--upstream", "http://[::1", "--", "true"],
+            r"--upstream.*\[::1",
+        ),
+        "check-record-missing-folder": (
+            ["check", "--record", missing, "--", "true"],
+            r"--record.*no-such-folder",
+        ),
+        "check-unknown-option": (
+            ["check", "--htm", "r.html", "--", "true"],
+            r"No such option.*--htm",
+        ),
+        "run-upstream-bad-port": (
+            ["run", scen, "--upstream", "http://127.0.0.1:99999", "--", "true"],
+            r"--upstream.*99999",
+        ),
+        "run-unknown-option": (["run", scen, "--jsn", "r.json", "--", "true"], r"--jsn"),
+    }
+
+
+LISTEN_ANY = ["--listen", "127.0.0.1:0"]  # should validation let one through: never port 8080
+CASE_NAMES = sorted(bad_input_cases(Path("/nonexistent"), 1))
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_bad_input_on_the_command_line_is_one_error_line_and_exit_2(
+    case: str, tmp_path: Path
+) -> None:
+    """Bad URLs, files, folders, addresses and options: exit 2, one `Error:` line, no traceback."""
+    (tmp_path / "not-a-cert.pem").write_text("hello, I am not a certificate\n")
+    with busy_port() as busy:
+        args, expected = bad_input_cases(tmp_path, busy)[case]
+        done = subprocess.run(
+            [*CLI, *args], capture_output=True, text=True, env=ENV, timeout=30, cwd=tmp_path
+        )
+    err = done.stderr
+    assert done.returncode == 2, (done.returncode, err[-3000:])
+    assert "Traceback" not in err and "uvloop" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, err[-3000:]
+    assert re.search(expected, errors[0]), errors[0]
+    assert len(err) < 800, f"{len(err)} chars: {err[:300]}"
+
+
+def test_an_error_while_serving_is_not_chained_to_a_missing_uvloop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run_loop runs the loop outside `except ImportError`: a failure never blames uvloop."""
+    from chaosstream.serve import run_loop
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as without the `speed` extra
+
+    async def fails() -> None:
+        raise RuntimeError("failed while serving")
+
+    with pytest.raises(RuntimeError) as info:
+        run_loop(fails())
+    assert info.value.__context__ is None, repr(info.value.__context__)
