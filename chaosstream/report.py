@@ -14,9 +14,18 @@ from rich.table import Table
 from rich.text import Text
 
 from chaosstream._version import __version__
+from chaosstream.faults.base import FaultEvent
 from chaosstream.run import RunReport, ScenarioResult
 
-__all__ = ["TerminalProgress", "print_report", "to_json", "to_junit", "write_json", "write_junit"]
+__all__ = [
+    "TerminalProgress",
+    "fault_label",
+    "print_report",
+    "to_json",
+    "to_junit",
+    "write_json",
+    "write_junit",
+]
 
 
 def to_json(report: RunReport) -> dict[str, Any]:
@@ -114,6 +123,51 @@ def _clip(text: str, limit: int = 20_000) -> str:
     return text if len(text) <= limit else text[:limit] + "\n... (cut)"
 
 
+def _kbps(detail: str) -> str:
+    # Throttle details read "50000 B/s"; a link's speed reads better in kbit/s.
+    number = detail.removesuffix(" B/s")
+    try:
+        return f"{float(number) * 8 / 1000:g} kbit/s"
+    except ValueError:
+        return detail
+
+
+def _whole_ms(detail: str) -> str:
+    # Latency details read "3000.0 ms"; whole milliseconds are enough to read.
+    try:
+        return f"{float(detail.removesuffix(' ms')):.0f} ms"
+    except ValueError:
+        return detail
+
+
+def fault_label(f: FaultEvent) -> str:
+    """A fault as a person says it: ``429 refused``, ``cut after 12 events (RST)``."""
+    n, kind, detail = f.events, f.type, f.detail
+    if f.action == "refuse":
+        return f"{detail.removeprefix('status ')} refused"
+    if kind == "disconnect":
+        how = {"reset": "(RST)", "close": "(FIN, no end event)", "stall": "then silence"}
+        return f"cut after {n} events {how.get(f.action, f'({f.action})')}"
+    if kind == "stream_error":
+        return f"{f.action.replace('_', ' ')} error event after {n} events"
+    if kind == "corrupt":
+        return f"{f.action.replace('_', ' ').replace('json', 'JSON')} after {n} events"
+    if kind == "buffer":
+        return "held back until the end"
+    if kind == "latency":
+        what = "first byte" if f.action == "delay_first_byte" else "events"
+        return f"{what} delayed {_whole_ms(detail)}"
+    if kind == "link_delay":
+        return f"{'upload ' if f.action == 'delay_upload' else ''}latency {detail}"
+    if kind in ("link_down", "link_up"):
+        return f"{_kbps(detail)} {'down' if kind == 'link_down' else 'up'}"
+    if kind in ("loss", "link_loss"):
+        return f"packet loss: {'reset' if f.action == 'reset' else 'stalls'}"
+    if kind == "throttle":
+        return f"throttled to {detail}"
+    return f"{kind} {f.action.replace('_', ' ')}"
+
+
 def _behaviour(r: ScenarioResult) -> str:
     o = r.observed
     if o.completed:
@@ -141,7 +195,7 @@ def print_report(report: RunReport, console: Console, title: str = "chaosstream"
     for column in ("scenario", "profile", "faults fired", "observed", "TTFT ms", "verdict"):
         table.add_column(column)
     for r in report.results:
-        fired = sorted({f"{f.type}:{f.action}" for e in r.exchanges for f in e.faults})
+        fired = sorted({fault_label(f) for e in r.exchanges for f in e.faults})
         ttft = r.observed.ttft_ms
         table.add_row(
             r.name,
