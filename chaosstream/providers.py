@@ -283,21 +283,29 @@ class StreamSummary:
     last_event_id: str  #: the spec's last event ID string ("" if none)
 
 
+_SUMMARY_SLICE = 64 * 1024
+
+
 def stream_summary(body: bytes, provider: Provider) -> StreamSummary:
     """Summarise an SSE body; an unterminated last block is discarded, as clients do."""
     decoder = EventDecoder()
-    events = decoder.feed(body)
-    decoder.flush()
     pieces: list[str] = []
     terminated = errored = False
-    for ev in events:
-        text = token_text(ev, provider)
-        if text is not None:
-            pieces.append(text)
-        terminated = terminated or is_terminal(ev, provider)
-        errored = errored or is_error(ev, provider)
+    count = 0
+    # Fed in slices so only one slice's events exist at a time: a body of a
+    # million tiny events must not become a million objects at once.
+    view = memoryview(body)
+    for at in range(0, len(body), _SUMMARY_SLICE):
+        for ev in decoder.feed(bytes(view[at : at + _SUMMARY_SLICE])):
+            count += 1
+            text = token_text(ev, provider)
+            if text is not None:
+                pieces.append(text)
+            terminated = terminated or is_terminal(ev, provider)
+            errored = errored or is_error(ev, provider)
+    decoder.flush()
     return StreamSummary(
-        events=len(events),
+        events=count,
         tokens=len(pieces),
         text="".join(pieces),
         terminated=terminated,

@@ -29,14 +29,26 @@ from chaosstream.faults import Chunk, Clock, FaultEvent, RequestInfo, StreamEnd,
 from chaosstream.faults.trigger import Armed, Injector
 from chaosstream.headers import end_to_end
 from chaosstream.profile import Profile
-from chaosstream.providers import provider_for
+from chaosstream.providers import error_body, provider_for
 from chaosstream.record import Exchange, Recorder
 from chaosstream.sse import EventSplitter
 
 log = structlog.get_logger("chaosstream.proxy")
 
-# Text bodies up to this size are kept so the recorder can rebuild the answer.
-RECORD_LIMIT = 8 * 1024 * 1024
+# Defaults of ChaosProxy's limits (its keyword arguments of the same names; the
+# CLI flags and docs/limits.md list them too).
+#: One SSE event may hold this many bytes while a fault that needs events is
+#: armed; past it the rest of the body passes on unframed (see frame_events).
+MAX_EVENT_BYTES = 1024 * 1024
+#: A client connection without a complete request head for this long -- since
+#: it opened or since its last response ended -- is closed (idle keep-alive and
+#: slowloris alike). aiohttp's keepalive timer does exactly this from 3.10 on:
+#: it starts at connection_made and fires while the handler awaits a message.
+IDLE_TIMEOUT_S = 60.0
+#: Upstream must send its response head within this time, else the client gets
+#: a 504 in the provider's error shape. Generous: a model may think before its
+#: first byte. None turns it off.
+UPSTREAM_HEAD_TIMEOUT_S: float | None = 300.0
 # After the last delivered byte leaves, a RST waits this long so the client can
 # read what was delivered: on a real link the data arrives before the reset.
 RESET_GRACE_S = 0.05
@@ -74,10 +86,16 @@ class ChaosProxy:
         insecure: bool = False,
         ca_file: str | None = None,
         clock: Clock | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        upstream_head_timeout_s: float | None = UPSTREAM_HEAD_TIMEOUT_S,
     ) -> None:
         self.upstream = URL(upstream.rstrip("/"))
         if self.upstream.scheme not in ("http", "https") or not self.upstream.host:
             raise ValueError(f"upstream must be an http:// or https:// URL, got {upstream!r}")
+        self.max_event_bytes = max_event_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.upstream_head_timeout_s = upstream_head_timeout_s
         self.clock = clock or SystemClock()
         self.recorder = recorder or Recorder()
         self.fault_log: list[FaultEvent] = []
@@ -119,6 +137,9 @@ class ChaosProxy:
             access_log=None,
             # Open streams (a stall never ends by itself) are cancelled this soon on close.
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            # Closes connections that never complete a request head; a handler
+            # busy with a response (a stall fault's silence too) is never cut.
+            keepalive_timeout=self.idle_timeout_s,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -172,6 +193,13 @@ class ChaosProxy:
     # -- the exchange ----------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not request.raw_path.startswith("/"):
+            # RFC 9112 3.2.2: absolute-form is for forward proxies; this is a
+            # reverse proxy, so the target must be origin-form (/path).
+            return _client_error(
+                "absolute-form request target: chaosstream is a reverse proxy, "
+                f"send origin-form (/path), not {request.raw_path[:80]!r}"
+            )
         if request.headers.get("Upgrade", "").lower() == "websocket":
             from chaosstream.wsproxy import proxy_websocket
 
@@ -240,16 +268,26 @@ class ChaosProxy:
                 headers["Content-Length"] = str(len(info.body))
         url = URL(str(self.upstream) + request.raw_path, encoded=True)
         try:
-            upstream = await self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=data if (info.body or uploads) else None,
-                allow_redirects=False,
-                skip_auto_headers=SKIP_AUTO,
-                compress=None,
+            # session.request returns once the response head is in: the timeout
+            # bounds the wait for it, never the body (a stream may be long).
+            upstream = await asyncio.wait_for(
+                self._session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=data if (info.body or uploads) else None,
+                    allow_redirects=False,
+                    skip_auto_headers=SKIP_AUTO,
+                    compress=None,
+                ),
+                self.upstream_head_timeout_s,
             )
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except aiohttp.ClientError as e:
+            # First: aiohttp's connect timeout is a ClientError (and a TimeoutError).
+            return self._bad_gateway(ex, f"cannot reach upstream {self.upstream}: {_describe(e)}")
+        except asyncio.TimeoutError:  # before OSError: TimeoutError is one
+            return self._gateway_timeout(ex, info)
+        except OSError as e:
             return self._bad_gateway(ex, f"cannot reach upstream {self.upstream}: {_describe(e)}")
 
         try:
@@ -277,6 +315,15 @@ class ChaosProxy:
         body = json.dumps({"error": {"type": "bad_gateway", "message": message}}).encode()
         ex.bytes_out = len(body)
         return web.Response(status=502, body=body, content_type="application/json")
+
+    def _gateway_timeout(self, ex: Exchange, info: RequestInfo) -> web.Response:
+        message = f"upstream sent no response head within {self.upstream_head_timeout_s} s"
+        ex.outcome = "upstream_error"
+        ex.status = 504
+        ex.error = message
+        body = error_body(info.provider, 504, f"chaosstream: {message}")
+        ex.bytes_out = len(body)
+        return web.Response(status=504, body=body, content_type="application/json")
 
     async def _respond(
         self,
@@ -333,13 +380,16 @@ class ChaosProxy:
         if data:
             ex.first_byte = self.clock.now()
         total = 0
-        while data:
-            total += len(data)
-            if keep and total <= RECORD_LIMIT:
-                kept.append(data)
-            await write(data)
-            data = await read()
-        ex.bytes_out = total
+        try:
+            while data:
+                if keep:
+                    kept.append(data)
+                await write(data)
+                total += len(data)
+                data = await read()
+        finally:
+            # Also when the client leaves mid-stream: what was written counts.
+            ex.bytes_out = total
 
     async def _pump_faults(
         self,
@@ -351,8 +401,7 @@ class ChaosProxy:
     ) -> None:
         clock = self.clock
         kept = ex.upstream_chunks
-        sent: list[bytes] = []
-        ex.client_chunks = sent
+        sent = ex.client_chunks = self.recorder.body()
 
         # When no fault in the chain waits, everything it yields between two
         # upstream reads is held and written at once, just before the next read
@@ -366,10 +415,10 @@ class ChaosProxy:
                 data = b"".join(held)
                 held.clear()
                 await write(data)
+                ex.bytes_out += len(data)
 
         async def source() -> AsyncIterator[Chunk]:
             read = upstream.content.readany
-            total = 0
             while True:
                 # The chain is prompt, so nothing it made from the last read is
                 # still inside it: send it all before waiting for more.
@@ -377,14 +426,15 @@ class ChaosProxy:
                 data = await read()
                 if not data:
                     return
-                total += len(data)
-                if keep and total <= RECORD_LIMIT:
+                if keep:
                     kept.append(data)
                 yield Chunk(data, clock.now())
 
-        stream: AsyncIterator[Chunk] = source()
+        raw = source()
+        stream: AsyncIterator[Chunk] = raw
+        framing = Framing()
         if any(a.fault.needs_events for a in chain):
-            stream = frame_events(stream)
+            stream = frame_events(stream, self.max_event_bytes, framing)
         for a in chain:
             stream = a.apply(stream)
         try:
@@ -394,19 +444,50 @@ class ChaosProxy:
                     continue
                 if ex.first_byte is None:
                     ex.first_byte = clock.now()
-                ex.bytes_out += len(data)
-                if keep and ex.bytes_out <= RECORD_LIMIT:
+                if keep:
                     sent.append(data)
                 if batch:
                     held.append(data)
                 else:
                     await write(data)
+                    ex.bytes_out += len(data)
             await flush()
         except StreamEnd:
             await flush()  # what the fault let through reaches the client before the cut
             raise
         finally:
             await _aclose(stream)
+            await _aclose(raw)
+        if framing.overflow is not None:
+            await self._pass_unframed(upstream, resp, ex, framing.overflow, keep)
+
+    async def _pass_unframed(
+        self,
+        upstream: aiohttp.ClientResponse,
+        resp: web.StreamResponse,
+        ex: Exchange,
+        data: bytes,
+        keep: bool,
+    ) -> None:
+        """An event overran max_event_bytes: the rest of the body goes on as read, no faults."""
+        ex.error = (
+            f"an SSE event passed {self.max_event_bytes} bytes: the rest of the body was "
+            "passed on unframed and faults stopped acting on it"
+        )
+        log.warning("event_too_large", exchange=ex.id, max_event_bytes=self.max_event_bytes)
+        sent = ex.client_chunks
+        read = upstream.content.readany
+        first = True
+        while data:
+            if keep:
+                if not first:
+                    ex.upstream_chunks.append(data)
+                if sent is not None:
+                    sent.append(data)
+            first = False
+            await resp.write(data)
+            ex.bytes_out += len(data)
+            data = await read()
 
     async def _end(self, request: web.Request, resp: web.StreamResponse, end: StreamEnd) -> None:
         if end.mode == "close":
@@ -424,11 +505,32 @@ class ChaosProxy:
             await asyncio.Event().wait()
 
 
-def frame_events(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+class Framing:
+    """What :func:`frame_events` tells its caller once it gave up framing."""
+
+    __slots__ = ("overflow",)
+
+    def __init__(self) -> None:
+        #: The held bytes of an event that overran the cap; None while framing.
+        self.overflow: bytes | None = None
+
+
+def frame_events(
+    chunks: AsyncIterator[Chunk], max_event_bytes: int | None = None, state: Framing | None = None
+) -> AsyncIterator[Chunk]:
     """Re-cut a byte stream so each chunk holds exactly one raw SSE event.
 
     Bytes after the last complete event are passed on at the end, so nothing
     read is lost.
+
+    When an unfinished event holds more than ``max_event_bytes``, framing stops:
+    the framed stream ends there (the faults see an end of input and let out
+    what they hold), the held bytes go to ``state.overflow``, and the caller
+    passes them and the rest of the body on as read. We pick that over ending
+    the exchange as ``upstream_error`` because it keeps the tool honest both
+    ways: the client gets upstream's bytes intact (no failure the profile did
+    not ask for), and a fault that could no longer act is not reported as fired.
+    Memory never grows past the cap plus one read.
     """
 
     async def framed() -> AsyncIterator[Chunk]:
@@ -436,6 +538,11 @@ def frame_events(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         async for chunk in chunks:
             for block in splitter.feed(chunk.data):
                 yield Chunk(block, chunk.received)
+            if max_event_bytes is not None and splitter.pending > max_event_bytes:
+                if state is None:
+                    raise ValueError(f"an SSE event passed {max_event_bytes} bytes")
+                state.overflow = splitter.flush()
+                return
         rest = splitter.flush()
         if rest:
             yield Chunk(rest, chunk.received)
@@ -480,7 +587,8 @@ def _request_info(request: web.Request, body: bytes) -> RequestInfo:
     if body[:1] in (b"{", b"["):
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # Too deep or not JSON: forwarded untouched all the same, stream unknown.
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get("stream"), bool):
             stream = stream or parsed["stream"]
@@ -494,6 +602,11 @@ def _request_info(request: web.Request, body: bytes) -> RequestInfo:
         stream=stream,
         json=parsed,
     )
+
+
+def _client_error(message: str) -> web.Response:
+    body = json.dumps({"error": {"type": "invalid_request", "message": message}}).encode()
+    return web.Response(status=400, body=body, content_type="application/json")
 
 
 def _is_text(content_type: str | None) -> bool:

@@ -1,14 +1,26 @@
 """The recorder: one record per exchange, with timings and the faults that fired.
 
 The proxy's hot path only appends the bytes it read (and, when faults changed
-the stream, the bytes it sent). Everything derived from them -- the full answer
-text, events delivered, the last event id, tokens/s -- is computed lazily, once,
-when someone asks after the exchange ended: the seed article's "streaming
-collector", without a parse per chunk.
+the stream, the bytes it sent) to one capped buffer per direction. Everything
+derived from them -- the full answer text, events delivered, the last event id,
+tokens/s -- is computed lazily, once, when someone asks after the exchange
+ended: the seed article's "streaming collector", without a parse per chunk.
+
+Memory is bounded as a whole, not only by a count of exchanges:
+
+- each body keeps at most ``body_limit`` bytes (:data:`BODY_LIMIT`, 8 MiB);
+  past it the exchange is marked ``truncated``;
+- the recorder keeps the bodies of recent exchanges within ``budget_bytes``
+  (:data:`RECORD_BUDGET`, 64 MiB). Older exchanges are *compacted* first: their
+  derived facts (counts, ids, completeness, fingerprint) are computed, their
+  texts cut to :data:`COMPACT_TEXT_LIMIT` characters (``truncated``), their
+  bodies dropped. If compacted records alone still exceed the budget, the
+  oldest are forgotten. The newest exchange always keeps its (capped) bodies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -22,7 +34,24 @@ from typing import IO, Any, Literal
 from chaosstream.faults.base import FaultEvent
 from chaosstream.providers import Provider, StreamSummary, response_text, stream_summary
 
-__all__ = ["Exchange", "JsonlSink", "Outcome", "Recorder", "fingerprint"]
+__all__ = [
+    "BODY_LIMIT",
+    "COMPACT_TEXT_LIMIT",
+    "RECORD_BUDGET",
+    "Body",
+    "Exchange",
+    "JsonlSink",
+    "Outcome",
+    "Recorder",
+    "fingerprint",
+]
+
+#: Bytes kept of one body (upstream's, or what the client was sent).
+BODY_LIMIT = 8 * 1024 * 1024
+#: Bytes of bodies and texts the recorder retains across all finished exchanges.
+RECORD_BUDGET = 64 * 1024 * 1024
+#: Characters of each text a compacted exchange keeps (also its request body's bytes).
+COMPACT_TEXT_LIMIT = 64 * 1024
 
 Outcome = Literal["pending", "complete", "fault", "client_gone", "upstream_error", "refused"]
 
@@ -44,7 +73,7 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
     if body[:1] == b"{":
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a body nested too deep
             parsed = None
         if isinstance(parsed, dict):
             for name in _DELIVERY_FIELDS:
@@ -54,6 +83,38 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
         material = body.decode("utf-8", errors="replace")
     digest = hashlib.sha256(f"{method} {path}?{query}\n{material}".encode()).hexdigest()
     return digest[:16]
+
+
+class Body:
+    """Bytes appended up to a cap, in one growing buffer (never one object per chunk)."""
+
+    __slots__ = ("_buf", "limit", "truncated")
+
+    def __init__(self, limit: int = BODY_LIMIT) -> None:
+        self._buf = bytearray()
+        self.limit = limit
+        #: True once bytes past ``limit`` were left out.
+        self.truncated = False
+
+    def append(self, data: bytes) -> None:
+        """Keep ``data``, or as much of it as the cap leaves room for."""
+        room = self.limit - len(self._buf)
+        if len(data) > room:
+            self.truncated = True
+            if room <= 0:
+                return
+            data = data[:room]
+        self._buf += data
+
+    def drop(self) -> None:
+        """Release the bytes (the ``truncated`` flag stays)."""
+        self._buf = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._buf)
 
 
 @dataclass(slots=True)
@@ -84,11 +145,63 @@ class Exchange:
     outcome: Outcome = "pending"
     error: str = ""
     faults: list[FaultEvent] = field(default_factory=list)
-    upstream_chunks: list[bytes] = field(default_factory=list)
-    """What upstream sent, as read (for reconstructing the full answer)."""
-    client_chunks: list[bytes] | None = None
+    upstream_chunks: Body = field(default_factory=Body, repr=False)
+    """What upstream sent, as read (for reconstructing the full answer), capped."""
+    client_chunks: Body | None = field(default=None, repr=False)
     """What the client was sent when faults changed the stream; None means the same as upstream."""
+    compacted: bool = False
+    """The bodies were dropped for the recorder's budget; derived facts were kept."""
+    text_cut: bool = False
+    """A compacted text was cut to :data:`COMPACT_TEXT_LIMIT`."""
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def truncated(self) -> bool:
+        """Some of this exchange's recorded bytes or text were left out (caps, budget)."""
+        client = self.client_chunks
+        return (
+            self.upstream_chunks.truncated
+            or (client is not None and client.truncated)
+            or self.text_cut
+        )
+
+    def retained_bytes(self) -> int:
+        """About how many bytes this record holds (bodies, request, cached texts)."""
+        client = self.client_chunks
+        texts = sum(len(v) for v in self._cache.values() if isinstance(v, str))
+        return (
+            len(self.upstream_chunks)
+            + (len(client) if client is not None else 0)
+            + len(self.request_body)
+            + texts
+        )
+
+    def compact(self, text_limit: int = COMPACT_TEXT_LIMIT) -> None:
+        """Drop the bodies; keep counts, ids, flags, fingerprint and texts cut to ``text_limit``.
+
+        Everything the verifier reads keeps its value, except texts longer than
+        ``text_limit``, which are cut (and :attr:`truncated` says so).
+        """
+        if self.compacted:
+            return
+        _ = self.fingerprint, self.upstream_complete, self.client_complete
+        for client in (False, True):
+            self._summary(client)
+            self._text(client)
+        for key, value in list(self._cache.items()):
+            if isinstance(value, str) and len(value) > text_limit:
+                self._cache[key] = value[:text_limit]
+                self.text_cut = True
+            elif isinstance(value, StreamSummary) and len(value.text) > text_limit:
+                self._cache[key] = dataclasses.replace(value, text=value.text[:text_limit])
+                self.text_cut = True
+        if len(self.request_body) > text_limit:
+            self.request_body = self.request_body[:text_limit]
+            self.text_cut = True
+        self.upstream_chunks.drop()
+        if self.client_chunks is not None:
+            self.client_chunks.drop()
+        self.compacted = True
 
     @property
     def ttft_ms(self) -> float | None:
@@ -119,7 +232,7 @@ class Exchange:
 
     def _body(self, client: bool) -> bytes:
         chunks = self.client_chunks if client and self.client_chunks is not None else None
-        return b"".join(chunks if chunks is not None else self.upstream_chunks)
+        return bytes(chunks if chunks is not None else self.upstream_chunks)
 
     def _summary(self, client: bool) -> StreamSummary | None:
         if not self.is_event_stream:
@@ -245,6 +358,7 @@ class Exchange:
             "upstream_complete": self.upstream_complete,
             "response_text": self.response_text,
             "client_text": self.client_text,
+            "truncated": self.truncated,
         }
 
 
@@ -253,27 +367,75 @@ def _ms(value: float | None) -> float | None:
 
 
 class Recorder:
-    """Keeps the most recent exchanges and tells listeners when one ends."""
+    """Keeps the most recent exchanges within a count and a byte budget; tells listeners.
 
-    def __init__(self, keep: int = 1000) -> None:
+    ``keep`` caps how many finished exchanges are kept; ``budget_bytes``
+    (:data:`RECORD_BUDGET`) caps the bytes they hold together, by compacting
+    the oldest, then forgetting them (see the module docstring);
+    ``body_limit`` (:data:`BODY_LIMIT`) caps each body as it is recorded.
+    """
+
+    def __init__(
+        self, keep: int = 1000, budget_bytes: int = RECORD_BUDGET, body_limit: int = BODY_LIMIT
+    ) -> None:
         self.exchanges: deque[Exchange] = deque(maxlen=keep)
         self.listeners: list[Callable[[Exchange], None]] = []
         self.open: dict[int, Exchange] = {}
+        self.budget_bytes = budget_bytes
+        self.body_limit = body_limit
+        #: Bytes the finished exchanges hold (bodies, requests, cached texts).
+        self.retained_bytes = 0
+        # Kept exchanges whose bodies are still whole, oldest first.
+        self._whole: deque[Exchange] = deque()
+        self._sizes: dict[int, int] = {}  # id(exchange) -> its share of retained_bytes
+
+    def body(self) -> Body:
+        """An empty body buffer with this recorder's cap, for the proxy to fill."""
+        return Body(self.body_limit)
 
     def begin(self, exchange: Exchange) -> None:
         """An exchange started; faults that fire on it are attached while open."""
+        exchange.upstream_chunks.limit = self.body_limit
         self.open[exchange.id] = exchange
 
     def finish(self, exchange: Exchange) -> None:
-        """An exchange ended: keep it and tell the listeners."""
+        """An exchange ended: keep it within the budget and tell the listeners."""
         self.open.pop(exchange.id, None)
+        if len(self.exchanges) == self.exchanges.maxlen:
+            self._forget_oldest()
         self.exchanges.append(exchange)
+        self._whole.append(exchange)
+        self._account(exchange)
+        self._fit()
         for listener in self.listeners:
             listener(exchange)
+
+    def _account(self, exchange: Exchange) -> None:
+        size = exchange.retained_bytes()
+        self.retained_bytes += size - self._sizes.get(id(exchange), 0)
+        self._sizes[id(exchange)] = size
+
+    def _forget_oldest(self) -> None:
+        old = self.exchanges.popleft()
+        self.retained_bytes -= self._sizes.pop(id(old), 0)
+        if self._whole and self._whole[0] is old:
+            self._whole.popleft()
+
+    def _fit(self) -> None:
+        # Compact oldest first, never the newest; then forget the oldest records.
+        while self.retained_bytes > self.budget_bytes and len(self._whole) > 1:
+            old = self._whole.popleft()
+            old.compact()
+            self._account(old)
+        while self.retained_bytes > self.budget_bytes and len(self.exchanges) > 1:
+            self._forget_oldest()
 
     def clear(self) -> None:
         """Forget the finished exchanges."""
         self.exchanges.clear()
+        self._whole.clear()
+        self._sizes.clear()
+        self.retained_bytes = 0
 
 
 class JsonlSink:

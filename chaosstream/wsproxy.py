@@ -21,6 +21,7 @@ from chaosstream.headers import end_to_end
 from chaosstream.record import Exchange
 
 if TYPE_CHECKING:
+    from chaosstream.faults.trigger import Armed
     from chaosstream.proxy import ChaosProxy
 
 # Headers the WebSocket handshake regenerates on each side.
@@ -44,7 +45,21 @@ class Message(Chunk):
 async def proxy_websocket(
     proxy: ChaosProxy, session: aiohttp.ClientSession, request: web.Request
 ) -> web.StreamResponse:
-    """Connect upstream first, then accept the client, then pump both ways."""
+    """Check the client's handshake, connect upstream, accept the client, pump both ways.
+
+    The client side is validated before anything is dialled (a bad handshake
+    costs no upstream connection), and the upstream WebSocket is closed and
+    the exchange finished on every path out, cancellation included.
+    """
+    protocols = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
+    client = web.WebSocketResponse(protocols=protocols, autoping=True)
+    if not client.can_prepare(request).ok:
+        return web.json_response(
+            {"error": {"type": "invalid_request", "message": "bad WebSocket handshake"}},
+            status=400,
+        )
     injector = proxy.state.injector
     from chaosstream.proxy import _request_info
 
@@ -63,29 +78,58 @@ async def proxy_websocket(
     )
     proxy.recorder.begin(ex)
     armed = [a for a in injector.arm(exchange_id, info, ex.started) if a.fault.acts_on_stream]
-    protocols = [
-        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
-    ]
-    url = URL(str(proxy.upstream) + request.raw_path, encoded=True)
-    url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+    upstream: aiohttp.ClientWebSocketResponse[bool] | None = None
     try:
-        upstream = await session.ws_connect(
-            url,
-            headers=end_to_end(request.headers, drop=HANDSHAKE),
-            protocols=protocols,
-            autoping=True,
-        )
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        url = URL(str(proxy.upstream) + request.raw_path, encoded=True)
+        url = url.with_scheme("wss" if url.scheme == "https" else "ws")
+        try:
+            upstream = await session.ws_connect(
+                url,
+                headers=end_to_end(request.headers, drop=HANDSHAKE),
+                protocols=protocols,
+                autoping=True,
+            )
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            ex.outcome = "upstream_error"
+            message = f"cannot open upstream WebSocket: {str(e)[:300]}"
+            ex.error = message
+            return web.json_response(
+                {"error": {"type": "bad_gateway", "message": message}}, status=502
+            )
+        await client.prepare(request)
+        ex.status = 101
+        await _pump_ws(proxy, request, client, upstream, ex, armed)
+    except asyncio.CancelledError:
+        if ex.outcome == "pending":
+            ex.outcome = "client_gone"
+        raise
+    except (ConnectionError, aiohttp.ClientError):
+        if ex.outcome == "pending":
+            ex.outcome = "client_gone"
+    finally:
+        if upstream is not None:
+            await upstream.close()
+        if client.prepared and not client.closed:
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                await client.close()
         ex.ended = clock.now()
-        ex.outcome = "upstream_error"
+        if ex.outcome == "pending":
+            ex.outcome = "complete"
+        for a in armed:
+            a.release()
         proxy.recorder.finish(ex)
-        return web.json_response(
-            {"error": {"type": "bad_gateway", "message": f"cannot open upstream WebSocket: {e}"}},
-            status=502,
-        )
-    client = web.WebSocketResponse(protocols=protocols, autoping=True)
-    await client.prepare(request)
-    ex.status = 101
+    return client
+
+
+async def _pump_ws(
+    proxy: ChaosProxy,
+    request: web.Request,
+    client: web.WebSocketResponse,
+    upstream: aiohttp.ClientWebSocketResponse[bool],
+    ex: Exchange,
+    armed: list[Armed],
+) -> None:
+    clock = proxy.clock
 
     async def from_upstream() -> AsyncIterator[Chunk]:
         async for msg in upstream:
@@ -103,11 +147,11 @@ async def proxy_websocket(
         async for chunk in stream:
             if ex.first_byte is None:
                 ex.first_byte = clock.now()
-            ex.bytes_out += len(chunk.data)
             if isinstance(chunk, Message) and not chunk.text:
                 await client.send_bytes(chunk.data)
             else:
                 await client.send_str(chunk.data.decode("utf-8", "replace"))
+            ex.bytes_out += len(chunk.data)
 
     async def upstream_bound() -> None:
         async for msg in client:
@@ -128,26 +172,12 @@ async def proxy_websocket(
                 await _end_ws(request, client, exc)
             elif exc is not None and not isinstance(exc, (ConnectionError, aiohttp.ClientError)):
                 raise exc
-    except asyncio.CancelledError:
-        if ex.outcome == "pending":
-            ex.outcome = "client_gone"
-        raise
     finally:
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        await upstream.close()
-        if not client.closed:
-            await client.close()
-        ex.ended = clock.now()
-        if ex.outcome == "pending":
-            ex.outcome = "complete"
-        for a in armed:
-            a.release()
-        proxy.recorder.finish(ex)
-    return client
 
 
 async def _end_ws(request: web.Request, client: web.WebSocketResponse, end: StreamEnd) -> None:

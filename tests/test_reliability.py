@@ -233,7 +233,11 @@ async def test_profile_swap_through_control_api_during_live_streams(
             for i in range(n):
                 if i % 10 == 0:
                     body = json.dumps(cut if (i // 10) % 2 else clean)
-                    async with s.put(control.url + "/chaos/profile", data=body) as r:
+                    async with s.put(
+                        control.url + "/chaos/profile",
+                        data=body,
+                        headers={"Content-Type": "application/json"},
+                    ) as r:
                         assert r.status == 200, await r.text()
                 tasks.append(asyncio.ensure_future(stream(s, i)))
                 await asyncio.sleep(0.01)
