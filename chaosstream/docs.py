@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chaosstream.battery import BATTERY
 from chaosstream.faults import FAULT_TYPES, Fault
 from chaosstream.faults.loss import Loss
 from chaosstream.profile import PROFILE_DIR, builtin_names, load_profile, profile_schema
@@ -54,6 +55,41 @@ faults:
     requests: [2]
 ```
 """
+
+
+_RESILIENT = """\
+Every scenario of the battery is judged by one expectation, `resilient` (also
+usable in scenario files): the client **completes** (prints or shows the whole
+answer and ends well) **or surfaces the error** (a non-zero exit code, an error
+on the page) — and never presents truncated text as complete (a *silent
+truncation*), never makes more than 5 equivalent attempts (a retry storm), and
+never retries sooner than a `Retry-After` it was sent.
+
+A verdict needs evidence: a scenario passes only when the client sent at least
+one request through the proxy and, when its profile has faults (a `network:`
+block counts), at least one of them fired on the client's traffic. The report's
+`observed` block says so with `fault_met` (`true`, `false`, or `null` for a
+profile without faults); a client that never started, never used the proxy or
+never met the fault fails with evidence saying which. A failed scenario prints
+the one command that replays its faults, `chaosstream proxy --profile NAME
+--seed N` (the JSON report's `repro`).
+"""
+
+
+def _battery() -> list[str]:
+    rows = [
+        "## The `check` battery",
+        "",
+        "`chaosstream check -- CMD` runs the client once under each of these built-in",
+        "profiles, in this order.",
+        "",
+        "| scenario | profile | what the client meets |",
+        "| --- | --- | --- |",
+    ]
+    for scenario, ref in BATTERY:
+        first = " ".join(load_profile(ref).description.split()).split(". ")[0].rstrip(".")
+        rows.append(f"| `{scenario}` | `{ref}` | {_cell(first)}. |")
+    return [*rows, "", _RESILIENT]
 
 
 def _type_of(prop: dict[str, Any]) -> str:
@@ -208,6 +244,7 @@ def render() -> str:
             "```",
             "",
         ]
+    out += _battery()
     out += [_GUIDE]
     return "\n".join(out).rstrip() + "\n"
 
