@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,12 +16,14 @@ from rich.text import Text
 
 from chaosstream._version import __version__
 from chaosstream.faults.base import FaultEvent
+from chaosstream.profile import builtin_names
 from chaosstream.run import RunReport, ScenarioResult
 
 __all__ = [
     "TerminalProgress",
     "fault_label",
     "print_report",
+    "repro",
     "to_json",
     "to_junit",
     "write_json",
@@ -47,11 +50,27 @@ def to_json(report: RunReport) -> dict[str, Any]:
                 "profile": r.profile,
                 "passed": r.passed,
                 "observed": r.observed.as_dict(),
+                "repro": repro(r, report.upstream),
                 "expectations": [v.as_dict() for v in r.verdicts],
             }
             for r in report.results
         ],
     }
+
+
+def repro(result: ScenarioResult, upstream: str) -> str | None:
+    """The one command that replays a scenario's faults: the proxy with its profile and seed.
+
+    Same seed + same request sequence = same faults (DESIGN.md, profiles), so pointing
+    the client at this proxy meets what it met here. None for a profile that is not a
+    built-in (a scenario file's own): there is no name to give.
+    """
+    if result.profile not in builtin_names():
+        return None
+    command = ["chaosstream", "proxy"]
+    if upstream.startswith(("http://", "https://")):  # not the embedded mock
+        command += ["--upstream", upstream]
+    return shlex.join([*command, "--profile", result.profile, "--seed", str(result.seed)])
 
 
 def write_json(report: RunReport, path: str | Path) -> None:
@@ -189,27 +208,38 @@ def _behaviour(r: ScenarioResult) -> str:
     return ", ".join([what, *extras, f"{o.attempts} req", code])
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def print_report(report: RunReport, console: Console, title: str = "chaosstream") -> None:
     """The summary table, then the evidence of every failure."""
     table = Table(title=f"{title}  (seed {report.seed}, upstream: {report.upstream})")
-    for column in ("scenario", "profile", "faults fired", "observed", "TTFT ms", "verdict"):
+    # TTFT: the proxy's first byte to the client; shown: the first answer text on the
+    # client's stdout or page (DESIGN.md, "Verdict words").
+    columns = ("scenario", "profile", "faults fired", "observed", "TTFT ms", "shown ms", "verdict")
+    for column in columns:
         table.add_column(column)
     for r in report.results:
         fired = sorted({fault_label(f) for e in r.exchanges for f in e.faults})
-        ttft = r.observed.ttft_ms
         table.add_row(
             r.name,
             r.profile,
             ", ".join(fired) or "-",
             _behaviour(r),
-            "-" if ttft is None else f"{ttft:.0f}",
+            _ms(r.observed.ttft_ms),
+            _ms(r.observed.ttft_shown_ms),
             Text("PASS", style="bold green") if r.passed else Text("FAIL", style="bold red"),
         )
     console.print(table)
-    failed = [(r, v) for r in report.results for v in r.verdicts if v.verdict == "fail"]
-    for r, v in failed:
-        console.print(Text(f"FAIL {r.name} / {v.name}: ", style="bold red"), end="")
-        console.print(v.evidence, markup=False, highlight=False)
+    for r in report.results:
+        failed = [v for v in r.verdicts if v.verdict == "fail"]
+        for v in failed:
+            console.print(Text(f"FAIL {r.name} / {v.name}: ", style="bold red"), end="")
+            console.print(v.evidence, markup=False, highlight=False)
+        command = repro(r, report.upstream) if failed else None
+        if command is not None:
+            console.print(f"  reproduce: {command}", markup=False, highlight=False)
     passed = sum(1 for r in report.results if r.passed)
     style = "bold green" if report.passed else "bold red"
     console.print(Text(f"{passed}/{len(report.results)} scenarios passed", style=style))

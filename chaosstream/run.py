@@ -9,6 +9,7 @@ recorded exchanges and the client's signals go to the verifier.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import random
@@ -50,6 +51,9 @@ DUMMY_KEY = "chaosstream-mock-key"
 SETTLE_S = 2.0
 # Output kept per stream of the client; more is cut from the middle.
 OUTPUT_LIMIT = 4 * 1024 * 1024
+# Arrival times kept for the client's stdout (one per pipe read): enough for any
+# answer's first text; a client printing a byte at a time stops being stamped there.
+STDOUT_STAMPS = 100_000
 
 
 @dataclass(slots=True)
@@ -145,12 +149,23 @@ def client_env(proxy_url: str, scenario: str, mock: bool) -> dict[str, str]:
     return env
 
 
-async def _read_all(stream: asyncio.StreamReader | None, into: bytearray) -> None:
+async def _read_all(
+    stream: asyncio.StreamReader | None,
+    into: bytearray,
+    stamps: list[tuple[float, int]] | None = None,
+) -> None:
     if stream is None:
         return
+    # With ``stamps``: when each piece arrived and how many characters the output
+    # had then, so the verifier can tell when the answer's first text appeared.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    chars = 0
     while chunk := await stream.read(65536):
         if len(into) < OUTPUT_LIMIT:
             into.extend(chunk)
+            if stamps is not None and len(stamps) < STDOUT_STAMPS:
+                chars += len(decoder.decode(chunk))
+                stamps.append((time.monotonic(), chars))
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -176,7 +191,8 @@ async def run_client(command: Sequence[str], env: dict[str, str], timeout_s: flo
     except (FileNotFoundError, PermissionError, NotADirectoryError) as e:
         raise InputError(f"cannot start client command {command[0]!r}: {e.strerror or e}") from None
     out, err = bytearray(), bytearray()
-    readers = asyncio.gather(_read_all(proc.stdout, out), _read_all(proc.stderr, err))
+    stamps: list[tuple[float, int]] = []
+    readers = asyncio.gather(_read_all(proc.stdout, out, stamps), _read_all(proc.stderr, err))
     timed_out = False
     try:
         await asyncio.wait_for(proc.wait(), timeout_s)
@@ -203,6 +219,7 @@ async def run_client(command: Sequence[str], env: dict[str, str], timeout_s: flo
         stdout=out.decode("utf-8", errors="replace"),
         stderr=err.decode("utf-8", errors="replace"),
         duration_s=time.monotonic() - started,
+        stdout_times=stamps,
     )
 
 
@@ -354,6 +371,7 @@ async def _run_one(
         mock_closed_early=(mock.closed_early - closed_before) if mock is not None else None,
         error_signal=scenario.error_signal,
         page=page,
+        profile=profile,
     )
     observed, verdicts = evaluate(evidence, scenario.expect, resilient=options.resilient)
     if page is not None and any(v.verdict == "fail" for v in verdicts):

@@ -9,11 +9,14 @@ Rules: DESIGN.md, "Verdict words".
 
 from __future__ import annotations
 
+import bisect
+import difflib
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from chaosstream.profile import Profile
 from chaosstream.record import Exchange
 from chaosstream.scenario import ErrorSignal, Expect, RetriesOptions
 
@@ -21,12 +24,16 @@ if TYPE_CHECKING:
     from chaosstream.browser import PageObservation
 
 __all__ = [
+    "ALIGN_LIMIT_CHARS",
     "RESILIENT",
     "RETRY_AFTER_TOLERANCE_S",
     "ClientRun",
     "Evidence",
+    "Gap",
     "Observed",
+    "Shown",
     "Verdict",
+    "align",
     "evaluate",
     "observe",
     "shown_fraction",
@@ -35,6 +42,13 @@ __all__ = [
 RETRY_AFTER_TOLERANCE_S = 0.05
 """A retry this much sooner than Retry-After still counts as waiting (clock granularity)."""
 DEFAULT_MAX_ATTEMPTS = 5
+ALIGN_LIMIT_CHARS = 50_000
+"""Output characters (whitespace aside) aligned with the answer. difflib's cost grows with
+output x answer, so a client printing megabytes is judged on this many characters from where
+the answer's beginning first shows (or its last ones when it never does)."""
+MIN_BLOCK = 4
+"""Shortest run of characters that counts as shown: a lone letter of an error message
+lining up with the answer is chance, not the answer."""
 RESILIENT = "resilient"
 """The `check` battery's rule: completes or surfaces the error, never truncates
 silently, never storms, never retries before Retry-After."""
@@ -51,6 +65,8 @@ class ClientRun:
     stdout: str
     stderr: str
     duration_s: float
+    stdout_times: list[tuple[float, int]] = field(default_factory=list)
+    """(monotonic time, characters of stdout received by then), one per read of the pipe."""
 
 
 @dataclass(slots=True)
@@ -66,6 +82,8 @@ class Evidence:
     error_signal: ErrorSignal | None = None
     page: PageObservation | None = None
     """A browser client's run: the page's signals replace the exit code's."""
+    profile: Profile | None = None
+    """The scenario's profile: whether it has faults the client had to meet (None: unknown)."""
 
 
 @dataclass(slots=True)
@@ -95,6 +113,10 @@ class Observed:
     respected_retry_after: bool
     exit_code: int | None
     ttft_ms: float | None
+    ttft_shown_ms: float | None = None
+    """When the first answer text reached the user (stdout or page), since the first request."""
+    fault_met: bool | None = None
+    """A fault of the profile fired on the client's traffic; None when the profile has none."""
     faults: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
     """Evidence sentences behind each flag, for verdicts (not in the JSON block)."""
@@ -116,6 +138,8 @@ class Observed:
             "respected_retry_after": self.respected_retry_after,
             "exit_code": self.exit_code,
             "ttft_ms": self.ttft_ms,
+            "ttft_shown_ms": self.ttft_shown_ms,
+            "fault_met": self.fault_met,
             "faults": self.faults,
             **({"page": self.page} if self.page is not None else {}),
             **({"artifacts": self.artifacts} if self.artifacts else {}),
@@ -125,30 +149,99 @@ class Observed:
 _SPACE = re.compile(r"\s+")
 
 
-def _squash(text: str) -> str:
-    # Whitespace is layout (wrapping, indentation, a newline per token), not content.
-    return _SPACE.sub("", text)
+def _squash(text: str) -> tuple[str, list[int]]:
+    # Whitespace is layout (wrapping, indentation, a newline per token), not content;
+    # keep where each remaining character stood so evidence can point into the original.
+    keep = [i for i, ch in enumerate(text) if not ch.isspace()]
+    return "".join(text[i] for i in keep), keep
+
+
+class Gap(NamedTuple):
+    """A piece of the answer the output does not show."""
+
+    at: int
+    """1-based character position in the answer."""
+    text: str
+    to_end: bool
+    """Nothing of the answer after it is shown: the output stops here."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """How much of the answer an output shows, by alignment (whitespace ignored)."""
+
+    shown: int
+    """Answer characters found in the output, in order."""
+    total: int
+    """Answer characters (whitespace aside)."""
+    gaps: list[Gap]
+    """What of the answer is missing, in answer order."""
+    first_at: int | None
+    """Index in the output where the answer text begins, or None when none is shown."""
+
+    @property
+    def complete(self) -> bool:
+        """Every answer character is shown."""
+        return self.total > 0 and self.shown == self.total
+
+    def describe(self, limit: int = 3) -> str:
+        """E.g. "180 of 183 characters shown; ' and' missing at character 57"."""
+        head = f"{self.shown} of {self.total} characters shown"
+        if self.shown == 0 or not self.gaps:
+            return head
+        parts = [
+            f"{_quote(gap.text)} missing "
+            + (f"from character {gap.at} to the end" if gap.to_end else f"at character {gap.at}")
+            for gap in self.gaps[:limit]
+        ]
+        more = len(self.gaps) - limit
+        return "; ".join([head, *parts]) + (f"; and {more} more gap(s)" if more > 0 else "")
+
+
+def _quote(text: str, limit: int = 40) -> str:
+    text = text.replace("\n", " ")
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def align(answer: str, output: str) -> Shown:
+    """Line ``output`` up with ``answer`` (difflib) and say what of the answer it shows.
+
+    Labels, prefixes and decorations around the text do not count against it,
+    nor does whitespace; a missing word is found wherever it is.
+    """
+    want, want_pos = _squash(answer)
+    have, have_pos = _squash(output)
+    if not want:
+        return Shown(0, 0, [], None)
+    head = want[: min(len(want), 8)]
+    begin = have.find(head)
+    start = begin if begin >= 0 else max(0, len(have) - ALIGN_LIMIT_CHARS)
+    window = have[start : start + ALIGN_LIMIT_CHARS]
+    if want in window:  # the usual case, without difflib's quadratic work
+        at = window.index(want)
+        blocks = [(at, 0, len(want))]
+    else:
+        matcher = difflib.SequenceMatcher(None, window, want, autojunk=False)
+        least = min(MIN_BLOCK, len(want))
+        blocks = [(a, b, n) for a, b, n in matcher.get_matching_blocks() if n >= least]
+    shown = sum(n for _, _, n in blocks)
+    gaps: list[Gap] = []
+    covered = 0
+    for _, b, n in [*blocks, (0, len(want), 0)]:
+        if b > covered:
+            lo, hi = want_pos[covered], want_pos[b - 1] + 1
+            while lo > 0 and answer[lo - 1].isspace():
+                lo -= 1  # " and": the word with the space before it, as it reads
+            gaps.append(Gap(lo + 1, answer[lo:hi], b == len(want)))
+        covered = max(covered, b + n)
+    first = begin if begin >= 0 else (start + blocks[0][0] if blocks else None)
+    return Shown(shown, len(want), gaps, None if first is None else have_pos[first])
 
 
 def shown_fraction(answer: str, stdout: str) -> tuple[int, int]:
-    """How much of ``answer`` the output shows: (characters of its longest prefix
-    found anywhere in ``stdout``, characters of the answer), whitespace ignored.
-
-    Prefixes, labels and decorations around the text do not matter; a missing
-    piece does, because only a prefix found whole counts.
-    """
-    want, have = _squash(answer), _squash(stdout)
-    if want in have:
-        return len(want), len(want)
-    # "prefix of length k occurs" is monotone in k: binary search the longest.
-    lo, hi = 0, len(want)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if want[:mid] in have:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo, len(want)
+    """(answer characters ``stdout`` shows, answer characters), by :func:`align`."""
+    result = align(answer, stdout)
+    return result.shown, result.total
 
 
 def _fmt_s(seconds: float) -> str:
@@ -222,6 +315,26 @@ def _ttft_ms(exchanges: list[Exchange]) -> float | None:
     return None
 
 
+def _ttft_shown_ms(ev: Evidence, shown: Shown | None) -> float | None:
+    # What the user waited for the first answer text: from the first request to
+    # the pipe read that brought it (the page measures its own, from Send).
+    if ev.page is not None:
+        first_text = ev.page.first_text_ms
+        return None if first_text is None else round(first_text, 1)
+    if not ev.exchanges or shown is None or shown.first_at is None:
+        return None
+    times = ev.client.stdout_times
+    i = bisect.bisect_right(times, shown.first_at, key=lambda stamp: stamp[1])
+    if i >= len(times):
+        return None
+    return round((times[i][0] - ev.exchanges[0].started) * 1000.0, 1)
+
+
+def _has_faults(profile: Profile | None) -> bool:
+    # Network conditions count: they act on every exchange and say so when they do.
+    return profile is not None and bool(profile.all_faults())
+
+
 def observe(ev: Evidence) -> Observed:
     """Compute the ``observed`` block and the notes behind it."""
     client = ev.client
@@ -287,24 +400,24 @@ def observe(ev: Evidence) -> Observed:
     notes["surfaced_error"] = why
 
     succeeded = not client.timed_out and client.exit_code == 0
+    shown: Shown | None = None
     if ev.answer is None:
-        shown, total = 0, 0
         completed = False
         notes["completed"] = "the full answer is unknown: no complete upstream response was seen"
     else:
-        shown, total = shown_fraction(ev.answer, client.stdout)
-        completed = succeeded and total > 0 and shown == total
-        notes["completed"] = (
-            f"exit code {client.exit_code}; stdout shows {shown} of {total} answer characters "
-            "(whitespace ignored)"
-        )
+        shown = align(ev.answer, client.stdout)
+        completed = succeeded and shown.complete
         if client.timed_out:
-            notes["completed"] = f"client hung (killed after {_fmt_s(client.duration_s)})"
-    silent = succeeded and not surfaced and ev.answer is not None and not completed
+            # The hang itself is the surfaced_error note; say only what was on screen.
+            notes["completed"] = f"before the kill stdout had {shown.describe()}"
+        else:
+            notes["completed"] = (
+                f"exit code {client.exit_code}; stdout has {shown.describe()} (whitespace ignored)"
+            )
+    silent = succeeded and not surfaced and shown is not None and not completed
     notes["silent_truncation"] = (
-        f"exit 0 while stdout shows only {shown} of {total} answer characters: "
-        f"{_tail(client.stdout, 80)!r}"
-        if silent
+        f"exit 0 while stdout has only {shown.describe()}: {_tail(client.stdout, 80)!r}"
+        if silent and shown is not None
         else "no"
     )
 
@@ -328,6 +441,8 @@ def observe(ev: Evidence) -> Observed:
         respected_retry_after=respected,
         exit_code=None if client.timed_out else client.exit_code,
         ttft_ms=_ttft_ms(ev.exchanges),
+        ttft_shown_ms=_ttft_shown_ms(ev, shown),
+        fault_met=True if faults else (False if _has_faults(ev.profile) else None),
         faults=faults,
         notes=notes,
     )
@@ -406,6 +521,33 @@ def _resilient(obs: Observed) -> Verdict:
     )
 
 
+def _unmet(ev: Evidence, obs: Observed) -> str | None:
+    """Why this run cannot count as evidence (DESIGN.md, "Verdict words"), or None.
+
+    A verdict on a client that never met the profile's fault is about nothing:
+    a client that cannot even start "surfaces an error" on every scenario.
+    """
+    faults = _has_faults(ev.profile)
+    if obs.attempts == 0:
+        where = (
+            "does the page send its requests to the proxy's URL?"
+            if ev.page is not None
+            else "is it pointed at $OPENAI_BASE_URL?"
+        )
+        met = ": it never met the fault" if faults else ""
+        return (
+            f"the client sent no request through the proxy{met}; {where} "
+            f"({obs.notes['surfaced_error']})"
+        )
+    if obs.fault_met is False:
+        return (
+            f"none of the profile's faults fired on the client's traffic "
+            f"({obs.notes['attempts']}): it never met the fault, so this run shows nothing "
+            "about how it copes with it"
+        )
+    return None
+
+
 def evaluate(
     ev: Evidence, expect: list[Expect], *, resilient: bool = False
 ) -> tuple[Observed, list[Verdict]]:
@@ -421,6 +563,11 @@ def evaluate(
             notes[flag] = why
         obs.exit_code = None
         obs.page = page_observed(ev.page)
+    if obs.attempts == 0:
+        # Nothing went through the proxy: whatever the client printed or the page
+        # shows, it was not judged against the answer, so it is neither complete
+        # nor a silent truncation.
+        obs.completed = obs.silent_truncation = False
     verdicts: list[Verdict] = []
     for item in expect:
         name = item.name
@@ -441,6 +588,14 @@ def evaluate(
             verdicts.append(_verdict(name, obs.completed, notes["completed"]))
         elif name == "cancels_upstream":
             verdicts.append(_cancels(ev))
+        elif name == RESILIENT and not resilient:  # a scenario file may name the battery rule
+            verdicts.append(_resilient(obs))
     if resilient:
         verdicts.append(_resilient(obs))
+    unmet = _unmet(ev, obs)
+    if unmet is not None:
+        verdicts = [
+            _verdict(v.name, False, unmet if obs.attempts == 0 else f"{unmet}; {v.evidence}")
+            for v in verdicts
+        ] or [_verdict("fault_met", False, unmet)]
     return obs, verdicts

@@ -92,11 +92,18 @@ def test_swallowing_client_fails_the_scorecard(tmp_path: Path) -> None:
         "respected_retry_after",
         "exit_code",
         "ttft_ms",
+        "ttft_shown_ms",
+        "fault_met",
         "faults",
     }
+    assert close["observed"]["fault_met"] is True
+    assert close["repro"] == "chaosstream proxy --profile midstream-close --seed 5"
+    assert "chaosstream proxy --profile midstream-close --seed 5" in result.output
+    assert set(close) == {"name", "profile", "passed", "observed", "repro", "expectations"}
     assert close["observed"]["faults"][0]["type"] == "disconnect"
     assert set(close["observed"]["faults"][0]) == {"type", "request", "at_ms"}
     assert close["expectations"][0]["evidence"].startswith("silent truncation: exit 0")
+    assert "characters shown" in close["expectations"][0]["evidence"]
     assert "FAIL midstream-close / resilient: silent truncation" in result.output
     cases = ET.parse(junit).getroot().findall(".//testcase")
     assert len(cases) == 11
@@ -110,3 +117,23 @@ def test_check_needs_a_command() -> None:
     result = CliRunner().invoke(cli, ["check", "--", "/nonexistent/client"])
     assert result.exit_code == 2
     assert "client command not found" in result.output
+
+
+def test_false_fails_every_scenario(tmp_path: Path) -> None:
+    """`check -- false` sends nothing through the proxy: 0/11, attempts 0, fault_met false."""
+    report = tmp_path / "c.json"
+    result = CliRunner().invoke(
+        cli, ["check", "--seed", "5", "--timeout-s", "5", "--json", str(report), "--", "false"]
+    )
+    assert result.exit_code == 1, result.output
+    data = json.loads(report.read_text())
+    assert data["passed"] is False
+    assert [s["passed"] for s in data["scenarios"]] == [False] * 11
+    for s in data["scenarios"]:
+        assert s["observed"]["attempts"] == 0
+        assert s["observed"]["fault_met"] is (None if s["name"] == "clean" else False)
+        evidence = s["expectations"][0]["evidence"]
+        assert evidence.startswith("the client sent no request through the proxy"), evidence
+        assert "silent truncation" not in evidence
+        assert s["repro"] == f"chaosstream proxy --profile {s['profile']} --seed 5"
+    assert "0/11 scenarios passed" in result.output

@@ -37,6 +37,7 @@ BASE = {
     "silent_truncation": False,
     "respected_retry_after": True,
     "exit_code": 0,
+    "fault_met": True,
 }
 
 
@@ -73,7 +74,9 @@ def scenario(data: dict[str, Any], name: str) -> dict[str, Any]:
 def observed(data: dict[str, Any], name: str) -> dict[str, Any]:
     """The observed block without its timing numbers (which vary run to run)."""
     obs = dict(scenario(data, name)["observed"])
-    assert obs.pop("ttft_ms") is None or isinstance(obs.get("ttft_ms", 0.0), float)
+    for key in ("ttft_ms", "ttft_shown_ms"):
+        value = obs.pop(key)
+        assert value is None or isinstance(value, float), (key, value)
     obs["faults"] = [(f["type"], f["request"]) for f in obs["faults"]]
     return obs
 
@@ -106,8 +109,8 @@ def test_well_behaved_client_under_several_profiles(tmp_path: Path) -> None:
     assert data["tool"] == "chaosstream" and data["seed"] == 3 and data["passed"] is True
     assert set(data) == {"tool", "version", "seed", "passed", "scenarios"}
     first = data["scenarios"][0]
-    assert set(first) == {"name", "profile", "passed", "observed", "expectations"}
-    assert observed(data, "clean") == {**BASE, "faults": []}
+    assert set(first) == {"name", "profile", "passed", "observed", "repro", "expectations"}
+    assert observed(data, "clean") == {**BASE, "fault_met": None, "faults": []}
     assert observed(data, "reset") == {
         **BASE,
         "attempts": 2,
@@ -314,6 +317,7 @@ def test_cancels_upstream_when_client_hangs_up(tmp_path: Path) -> None:
         "completed": False,
         "surfaced_error": True,
         "exit_code": 2,
+        "fault_met": None,
         "faults": [],
     }
     assert (
@@ -354,7 +358,8 @@ def test_junit_and_record_files(tmp_path: Path) -> None:
         ("chaosstream.clean", "completes"),
     ]
     failure = cases[0].find("failure")
-    assert failure is not None and "answer characters" in (failure.get("message") or "")
+    message = failure.get("message") if failure is not None else ""
+    assert message and "characters shown" in message and "to the end" in message, message
     assert cases[2].find("failure") is None
     lines = record.read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in lines]
@@ -403,3 +408,63 @@ def test_missing_client_command_is_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", str(path)])
     assert result.exit_code == 2
     assert "no client command" in result.output
+
+
+def test_client_that_sends_nothing_fails_every_scenario(tmp_path: Path) -> None:
+    """A missing script or a client dying before its first request fails, with attempts 0."""
+    scenarios = """
+  - {name: clean, profile: clean, expect: [surfaces_error]}
+  - {name: reset, profile: midstream-reset, expect: [surfaces_error]}
+"""
+    missing = str(tmp_path / "my_client.py")
+    for client in (missing, str(CLIENTS / "no_request.py")):
+        path = tmp_path / "scenarios.yaml"
+        path.write_text("version: 1\nscenarios:\n" + scenarios, encoding="utf-8")
+        report = tmp_path / "report.json"
+        result = CliRunner().invoke(
+            cli, ["run", str(path), "--json", str(report), "--", sys.executable, client]
+        )
+        assert result.exit_code == 1, result.output
+        data = json.loads(report.read_text())
+        assert data["passed"] is False
+        for name, met in (("clean", None), ("reset", False)):
+            obs = scenario(data, name)["observed"]
+            assert (obs["attempts"], obs["fault_met"], obs["faults"]) == (0, met, [])
+            assert obs["silent_truncation"] is False and obs["completed"] is False
+            evidence = scenario(data, name)["expectations"][0]["evidence"]
+            assert evidence.startswith("the client sent no request through the proxy"), evidence
+            assert "$OPENAI_BASE_URL" in evidence and "exit code" in evidence
+        assert "it never met the fault" in scenario(data, "reset")["expectations"][0]["evidence"]
+
+
+def test_fault_never_met_is_no_pass(tmp_path: Path) -> None:
+    """A non-streaming client never meets a stream-only cut: the scenario fails, fault_met false."""
+    code, data, out = run(
+        tmp_path,
+        """
+  - {name: reset, profile: midstream-reset, expect: [completes]}
+  - {name: clean, profile: clean, expect: [completes]}
+""",
+        "non_stream.py",
+    )
+    assert code == 1, out
+    assert observed(data, "reset") == {**BASE, "fault_met": False, "faults": []}
+    assert observed(data, "clean") == {**BASE, "fault_met": None, "faults": []}
+    assert verdicts(data, "reset") == {"completes": "fail"}
+    assert verdicts(data, "clean") == {"completes": "pass"}
+    evidence = scenario(data, "reset")["expectations"][0]["evidence"]
+    assert "none of the profile's faults fired" in evidence and "#1 non-stream 200" in evidence
+    assert "chaosstream proxy --profile midstream-reset --seed 3" in out
+
+
+def test_ttft_shown_is_when_text_reaches_stdout(tmp_path: Path) -> None:
+    """A client that prints 0.6 s after the stream: ttft_shown_ms trails ttft_ms by >= 0.6 s."""
+    code, data, out = run(
+        tmp_path, "  - {name: clean, profile: clean, expect: [completes]}\n", "slow_print.py"
+    )
+    assert code == 0, out
+    obs = scenario(data, "clean")["observed"]
+    wire, shown = obs["ttft_ms"], obs["ttft_shown_ms"]
+    assert isinstance(wire, float) and isinstance(shown, float)
+    assert 550.0 <= shown - wire <= 5000.0, (wire, shown)
+    assert "shown ms" in out and f"{shown:.0f}" in out

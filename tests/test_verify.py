@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from chaosstream.mock import answer_text
 from chaosstream.record import Exchange
 from chaosstream.scenario import load_scenarios
 from chaosstream.verify import ClientRun, Evidence, evaluate, shown_fraction
@@ -63,8 +64,25 @@ def test_shown_fraction_ignores_whitespace_and_decorations() -> None:
     """Prefixes, labels and line wrapping do not matter; a missing piece does."""
     assert shown_fraction(ANSWER, f"Assistant> {ANSWER.replace(' ', chr(10))}\n[done]") == (37, 37)
     assert shown_fraction(ANSWER, "The quick brown fox") == (16, 37)
-    assert shown_fraction(ANSWER, "The quick fox, jumps over the lazy dog.") == (8, 37)
+    assert shown_fraction(ANSWER, "The quick fox, jumps over the lazy dog.") == (32, 37)
     assert shown_fraction(ANSWER, "") == (0, 37)
+
+
+def test_evidence_says_what_is_missing_where() -> None:
+    """One word left out of a long answer: counted by alignment, the word and place named."""
+    answer = answer_text("Tell me about rivers.", 40)
+    words = answer.split(" ")
+    shown = " ".join(words[:9] + words[10:])
+    missing = " " + words[9]
+    at = len(" ".join(words[:9])) + 1
+    total = len(answer.replace(" ", ""))
+    ex = _ex(1, 0.0, text="|".join(answer.split(" ")).replace("|", " |"))
+    obs, verdicts = evaluate(Evidence(_client(0, shown), [ex], answer), [], resilient=True)
+    assert obs.silent_truncation and not obs.completed
+    want = f"{total - len(words[9])} of {total} characters shown; {missing!r} missing at "
+    want += f"character {at}"
+    assert want in verdicts[0].evidence, verdicts[0].evidence
+    assert shown_fraction(answer, shown) == (total - len(words[9]), total)
 
 
 def test_silent_truncation_and_completion() -> None:
@@ -72,7 +90,7 @@ def test_silent_truncation_and_completion() -> None:
     cut = _ex(1, 0.0, done=False, text="The quick")
     obs, verdicts = evaluate(Evidence(_client(0, "The quick"), [cut], ANSWER), [], resilient=True)
     assert obs.silent_truncation and not obs.completed and not obs.surfaced_error
-    assert verdicts[0].verdict == "fail" and "8 of 37" in verdicts[0].evidence
+    assert verdicts[0].verdict == "fail" and "8 of 37 characters shown" in verdicts[0].evidence
     obs, verdicts = evaluate(
         Evidence(_client(0, ANSWER), [cut, _ex(2, 1.0)], ANSWER), [], resilient=True
     )
@@ -97,7 +115,8 @@ def test_hang_is_not_surfacing() -> None:
         resilient=True,
     )
     assert obs.exit_code is None and not obs.surfaced_error and not obs.silent_truncation
-    assert "hung" in verdicts[0].evidence
+    assert verdicts[0].evidence.count("hung") == 1, verdicts[0].evidence
+    assert "killed after" in verdicts[0].evidence
 
 
 def test_fallback_needs_a_failed_stream_first() -> None:
@@ -132,7 +151,7 @@ def test_scenario_file_loads_with_defaults(tmp_path: Path) -> None:
     [
         (
             "version: 1\nscenarios:\n  - {name: a, profile: clean, expect: [waits]}\n",
-            ":3: scenarios[0].expect[0]: Value error, unknown expectation 'waits'",
+            ":3: scenarios[0].expect[0]: unknown expectation 'waits'",
         ),
         (
             "version: 1\nscenarios:\n  - name: a\n    profile: nope-nope\n",
