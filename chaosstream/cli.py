@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -28,6 +29,32 @@ class ChaosGroup(click.Group):
             return super().invoke(ctx)
         except InputError as e:
             raise BadInput(str(e)) from None
+
+
+def builtin_profile_rows() -> list[tuple[str, str]]:
+    """(name, first sentence of the description) for every built-in profile."""
+    from chaosstream.profile import builtin_names, load_profile
+
+    rows = []
+    for name in builtin_names():
+        text = " ".join(load_profile(name).description.split())
+        rows.append((name, re.split(r"(?<=[.!?]) ", text, maxsplit=1)[0].rstrip(".")))
+    return rows
+
+
+class ProxyCommand(click.Command):
+    """`proxy --help` ends with the built-in profiles: what `--profile NAME` can name."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        rows = builtin_profile_rows()
+        pad = max(len(name) for name, _ in rows) + 2
+        with formatter.section("Built-in profiles (chaosstream profiles show NAME)"):
+            room = max(formatter.width - formatter.current_indent - pad, 20)
+            for name, first in rows:
+                # One line each: the first sentence, cut to the terminal's width.
+                text = first if len(first) <= room else first[: room - 1].rstrip() + "…"
+                formatter.write(f"{'':>{formatter.current_indent}}{name:<{pad}}{text}\n")
 
 
 @click.group(cls=ChaosGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,7 +136,7 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
         raise BadInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
-@cli.command()
+@cli.command(cls=ProxyCommand)
 @click.option(
     "--upstream",
     metavar="URL",
@@ -218,10 +245,7 @@ def profiles() -> None:
 @profiles.command("list")
 def profiles_list() -> None:
     """Built-in profiles with their descriptions."""
-    from chaosstream.profile import builtin_names, load_profile
-
-    for name in builtin_names():
-        first = load_profile(name).description.strip().split(". ")[0].rstrip(".")
+    for name, first in builtin_profile_rows():
         click.echo(f"{name:<20} {first}")
 
 

@@ -209,3 +209,18 @@ async def test_proxy_command_cuts_with_a_real_rst(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         await asyncio.wait_for(proc.wait(), 10)
     assert proc.returncode == 0
+
+
+def test_proxy_help_lists_every_builtin_profile_with_one_line() -> None:
+    """`proxy --help` names each built-in profile with the first sentence of its description."""
+    from chaosstream.profile import builtin_names, load_profile
+
+    result = CliRunner().invoke(cli, ["proxy", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Built-in profiles" in result.output
+    for name in builtin_names():
+        first = " ".join(load_profile(name).description.split())[:12]
+        assert re.search(rf"^\s+{re.escape(name)}\s+{re.escape(first)}", result.output, re.M), (
+            name,
+            result.output,
+        )
