@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import socket
+import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from chaosstream.cli import cli
@@ -468,3 +474,56 @@ def test_ttft_shown_is_when_text_reaches_stdout(tmp_path: Path) -> None:
     assert isinstance(wire, float) and isinstance(shown, float)
     assert 550.0 <= shown - wire <= 5000.0, (wire, shown)
     assert "shown ms" in out and f"{shown:.0f}" in out
+
+
+def test_dropped_word_is_named_with_its_place(tmp_path: Path) -> None:
+    """A client that prints the answer less one word: evidence counts by alignment, names it."""
+    code, data, out = run(
+        tmp_path, "  - {name: clean, profile: clean, expect: [completes]}\n", "drop_word.py"
+    )
+    assert code == 1, out
+    obs = scenario(data, "clean")["observed"]
+    assert obs["silent_truncation"] is True and obs["completed"] is False
+    evidence = scenario(data, "clean")["expectations"][0]["evidence"]
+    shown, total = (int(n) for n in evidence.split(" characters shown")[0].split()[-3::2])
+    assert 0 < total - shown <= 20, evidence
+    assert re.search(r"; ' \S+' missing at character \d+", evidence), evidence
+
+
+@pytest.mark.browser
+def test_page_that_bypasses_the_proxy_fails(tmp_path: Path) -> None:
+    """A page talking to the model directly sends nothing through the proxy: fail, no truncation."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mock = subprocess.Popen(
+        [sys.executable, "-m", "chaosstream", "mock", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.1)
+        code, data, out = run(
+            tmp_path,
+            f"""
+  - name: bypass
+    profile: midstream-reset
+    expect: [completes, surfaces_error]
+    timeout_s: 20
+    client: {{browser: {{url: "http://127.0.0.1:{port}/"}}}}
+""",
+            "well_behaved.py",
+        )
+    finally:
+        mock.terminate()
+        mock.wait(10)
+    assert code == 1, out
+    obs = scenario(data, "bypass")["observed"]
+    assert (obs["attempts"], obs["fault_met"], obs["silent_truncation"]) == (0, False, False)
+    for item in scenario(data, "bypass")["expectations"]:
+        assert item["evidence"].startswith("the client sent no request through the proxy: it"), item
+        assert "does the page send its requests to the proxy" in item["evidence"]
