@@ -30,6 +30,10 @@ MAX_INPUT_ENV = "CHAOSSTREAM_MAX_INPUT_BYTES"
 _QUOTE_CHARS = 80
 """Bad input is quoted up to this many characters, never whole."""
 
+MAX_ERRORS = 50
+"""A validation error lists at most this many problems, then counts the rest: a 1 MiB
+file can hold tens of thousands, and nobody reads past the first screen."""
+
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -186,7 +190,7 @@ def _message(e: Any, model: type[BaseModel]) -> str:
 def _format_errors(
     err: ValidationError, source: str, root: yaml.Node | None, model: type[BaseModel]
 ) -> str:
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str, Any]] = []
     for e in err.errors(include_url=False):
         loc = list(e["loc"])
         if e["type"] == "union_tag_invalid":
@@ -195,11 +199,17 @@ def _format_errors(
         line = node.start_mark.line + 1 if node is not None else 1
         if e["type"] == "missing" and loc:
             # The field is absent, so the walk stopped at its parent: name it anyway.
-            path.append(str(loc[-1]))
-        field = ".".join(path) or "(top level)"
-        found.append((line, f"{source}:{line}: {field}: {_message(e, model)}"))
-    # Sorted by line (stable, so errors on one line keep pydantic's order).
-    return "\n".join(text for _, text in sorted(found, key=lambda item: item[0]))
+            path.append(cut(loc[-1]))
+        found.append((line, ".".join(path) or "(top level)", e))
+    # Sorted by line (stable, so errors on one line keep pydantic's order); only the
+    # messages shown are worded, since suggestions cost a search each.
+    found.sort(key=lambda item: item[0])
+    lines = [
+        f"{source}:{line}: {field}: {_message(e, model)}" for line, field, e in found[:MAX_ERRORS]
+    ]
+    if len(found) > MAX_ERRORS:
+        lines.append(f"... and {len(found) - MAX_ERRORS} more problems")
+    return "\n".join(lines)
 
 
 def _mappings(root: yaml.Node) -> Iterator[yaml.MappingNode]:

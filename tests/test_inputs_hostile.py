@@ -26,7 +26,7 @@ from chaosstream.mock import MockServer
 from chaosstream.profile import Profile, load_profile, profile_from_text
 from chaosstream.scenario import load_scenarios
 from chaosstream.testing import make_request
-from chaosstream.yamlfile import MAX_INPUT_BYTES, InputError, load_file
+from chaosstream.yamlfile import MAX_ERRORS, MAX_INPUT_BYTES, InputError, load_file
 from tests.conftest import ProxyFactory, make_profile
 
 EVIL = "(a+)+$"
@@ -245,6 +245,16 @@ def test_errors_sorted_by_line(tmp_path: Path) -> None:
     )
     lines = [int(line.split(":")[1]) for line in msg.splitlines()]
     assert lines == sorted(lines) and len(lines) == 3, msg
+
+
+def test_error_list_is_capped(tmp_path: Path) -> None:
+    """A file with thousands of problems lists the first MAX_ERRORS and counts the rest."""
+    faults = "".join(f"  - {{type: noop, bad{i}: 1}}\n" for i in range(MAX_ERRORS + 500))
+    msg = bad_profile(tmp_path, "version: 1\nname: many\nfaults:\n" + faults)
+    lines = msg.splitlines()
+    assert len(lines) == MAX_ERRORS + 1, len(lines)
+    assert ":4: faults[0].bad0: unknown field" in lines[0]
+    assert lines[-1] == "... and 500 more problems"
 
 
 def test_unknown_field_suggests_the_known_one(tmp_path: Path) -> None:
