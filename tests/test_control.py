@@ -19,6 +19,7 @@ from chaosstream.toxiproxy import ToxiproxyServer
 from chaosstream.yamlfile import InputError
 from tests.conftest import ProxyFactory
 
+YAML = {"Content-Type": "application/yaml"}
 CHAT = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
 BAD_PROFILE = """\
 version: 1
@@ -76,7 +77,7 @@ async def test_put_bad_profile_is_400_with_line_and_field(
     control: ControlServer, proxy: ChaosProxy, http: aiohttp.ClientSession
 ) -> None:
     """A bad profile gets 400 naming line and field, as the CLI does, and changes nothing."""
-    async with http.put(f"{control.url}/chaos/profile", data=BAD_PROFILE) as resp:
+    async with http.put(f"{control.url}/chaos/profile", data=BAD_PROFILE, headers=YAML) as resp:
         assert resp.status == 400
         error = (await resp.json())["error"]
     assert error.startswith("request body:5: faults[0].after_events: ")
@@ -95,7 +96,7 @@ async def test_put_json_profile_applies_to_next_request(
         "faults": [{"type": "disconnect", "after_events": 3, "mode": "close"}],
     }
     url = f"{control.url}/chaos/profile?seed=11"
-    async with http.put(url, data=json.dumps(doc)) as resp:
+    async with http.put(url, data=json.dumps(doc), headers=YAML) as resp:
         assert resp.status == 200
         data = await resp.json()
     assert data["name"] == "close-early" and data["seed"] == 11 and proxy.seed == 11
@@ -107,11 +108,11 @@ async def test_put_builtin_name_and_unknown_name(
     control: ControlServer, proxy: ChaosProxy, http: aiohttp.ClientSession
 ) -> None:
     """A bare built-in name switches profile; an unknown name or a file path is a 400."""
-    async with http.put(f"{control.url}/chaos/profile", data="clean") as resp:
+    async with http.put(f"{control.url}/chaos/profile", data="clean", headers=YAML) as resp:
         assert resp.status == 200
     assert proxy.profile.name == "clean"
     for name in ("no-such-profile", "/etc/passwd"):
-        async with http.put(f"{control.url}/chaos/profile", data=name) as resp:
+        async with http.put(f"{control.url}/chaos/profile", data=name, headers=YAML) as resp:
             assert resp.status == 400
             assert "unknown built-in profile" in (await resp.json())["error"]
     assert proxy.profile.name == "clean"
@@ -145,7 +146,7 @@ async def test_patch_rejects_bad_index_and_body(
         assert resp.status == 404
         assert "has 1" in (await resp.json())["error"]
     for body in ('{"enabled": "no"}', "[1]", "{", '{"enabled": true, "x": 1}'):
-        async with http.patch(f"{control.url}/chaos/faults/0", data=body) as resp:
+        async with http.patch(f"{control.url}/chaos/faults/0", data=body, headers=YAML) as resp:
             assert resp.status == 400, body
 
 

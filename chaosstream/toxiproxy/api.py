@@ -32,6 +32,8 @@ async def _body(request: web.Request) -> Any:
     raw = await request.read()
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise bad_body("nested too deeply") from None
     except ValueError as exc:
         raise bad_body(str(exc) if raw.strip() else "EOF") from None
 
