@@ -20,6 +20,18 @@ from chaosstream.cli_args import (
 )
 from chaosstream.yamlfile import InputError
 
+MIB = 1024 * 1024
+# Defaults of the proxy's limits, written out so `--help` and `profiles list` do not
+# import aiohttp (0.6 s); tests/test_cli.py keeps them equal to chaosstream.proxy's
+# and chaosstream.record's constants of the same names.
+MAX_EVENT_BYTES = 1024 * 1024
+IDLE_TIMEOUT_S = 60.0
+UPSTREAM_HEAD_TIMEOUT_S = 300.0
+RECORD_BUDGET = 64 * MIB
+BODY_LIMIT = 8 * MIB
+# A day: a timeout is a bound, not a way to switch one off (0 does that where allowed).
+MAX_TIMEOUT_S = 86_400.0
+
 
 class ChaosGroup(click.Group):
     """Turns every :class:`InputError` into exit code 2 with its message, never a traceback."""
@@ -191,6 +203,45 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
     help="Extra CA bundle to verify the upstream's TLS certificate with.",
 )
 @click.option(
+    "--max-event-bytes",
+    type=click.IntRange(min=1),
+    default=MAX_EVENT_BYTES,
+    show_default=True,
+    help="Largest SSE event framed while a fault that counts events is armed; past it the rest "
+    "of the body passes on unframed, faults no longer acting on it.",
+)
+@click.option(
+    "--idle-timeout-s",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_TIMEOUT_S),
+    default=IDLE_TIMEOUT_S,
+    show_default=True,
+    help="Close a client connection with no complete request head for this long since it "
+    "opened or since its last response ended (idle keep-alive and slowloris alike).",
+)
+@click.option(
+    "--upstream-timeout-s",
+    type=click.FloatRange(min=0, max=MAX_TIMEOUT_S),
+    default=UPSTREAM_HEAD_TIMEOUT_S,
+    show_default=True,
+    help="Answer 504 (in the provider's error shape) when the upstream sends no response head "
+    "within this long; 0 waits forever.",
+)
+@click.option(
+    "--record-budget-mib",
+    type=click.IntRange(min=1),
+    default=RECORD_BUDGET // MIB,
+    show_default=True,
+    help="Memory for recorded bodies across exchanges; past it the oldest are compacted "
+    "(texts cut, bodies dropped), then forgotten.",
+)
+@click.option(
+    "--record-body-limit-mib",
+    type=click.IntRange(min=1),
+    default=BODY_LIMIT // MIB,
+    show_default=True,
+    help="Recorded bytes of one body; past it the exchange is marked truncated.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["auto", "console", "json"]),
     default="auto",
@@ -207,13 +258,18 @@ def proxy(
     record: str | None,
     insecure: bool,
     ca_file: str | None,
+    max_event_bytes: int,
+    idle_timeout_s: float,
+    upstream_timeout_s: float,
+    record_budget_mib: int,
+    record_body_limit_mib: int,
     log_format: str,
 ) -> None:
     """Run the chaos proxy in front of a model server."""
     from chaosstream.control import ControlError, check_bind
     from chaosstream.logs import configure_logging
     from chaosstream.profile import load_profile
-    from chaosstream.serve import run_loop, serve_proxy
+    from chaosstream.serve import ProxyLimits, run_loop, serve_proxy
 
     configure_logging(log_format)  # type: ignore[arg-type]
     profile = load_profile(profile_name)
@@ -233,6 +289,13 @@ def proxy(
             control=control,
             control_token=control_token,
             record=record,
+            limits=ProxyLimits(
+                max_event_bytes=max_event_bytes,
+                idle_timeout_s=idle_timeout_s,
+                upstream_head_timeout_s=upstream_timeout_s or None,
+                record_budget_bytes=record_budget_mib * MIB,
+                record_body_limit=record_body_limit_mib * MIB,
+            ),
         )
     )
 

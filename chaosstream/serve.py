@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -13,10 +14,29 @@ import click
 from chaosstream.cli_args import BadInput, cut
 from chaosstream.mock import MockServer, start_mock
 from chaosstream.profile import Profile
-from chaosstream.proxy import ChaosProxy
-from chaosstream.record import JsonlSink, Recorder
+from chaosstream.proxy import (
+    IDLE_TIMEOUT_S,
+    MAX_EVENT_BYTES,
+    UPSTREAM_HEAD_TIMEOUT_S,
+    ChaosProxy,
+)
+from chaosstream.record import BODY_LIMIT, RECORD_BUDGET, JsonlSink, Recorder
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ProxyLimits:
+    """The caps and timeouts of ``chaosstream proxy`` (defaults: ChaosProxy's and Recorder's).
+
+    ``upstream_head_timeout_s`` None waits for the upstream's response head forever.
+    """
+
+    max_event_bytes: int = MAX_EVENT_BYTES
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    upstream_head_timeout_s: float | None = UPSTREAM_HEAD_TIMEOUT_S
+    record_budget_bytes: int = RECORD_BUDGET
+    record_body_limit: int = BODY_LIMIT
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -49,10 +69,12 @@ async def serve_proxy(
     control: tuple[str, int] | None = None,
     control_token: str | None = None,
     record: str | None = None,
+    limits: ProxyLimits = ProxyLimits(),
 ) -> None:
     """Serve until SIGINT/SIGTERM; with no upstream, start the embedded mock first.
 
     ``record`` appends every finished exchange to that file as one JSON line.
+    ``limits`` sets the proxy's caps and timeouts and the recorder's memory budget.
 
     ``control`` also serves the control API there (with the Toxiproxy API); a
     profile's ``toxiproxy:`` section is applied at start and removed at exit.
@@ -72,7 +94,9 @@ async def serve_proxy(
     if upstream is None:
         mock = await start_mock()
         upstream = mock.url
-    recorder = Recorder()
+    recorder = Recorder(
+        budget_bytes=limits.record_budget_bytes, body_limit=limits.record_body_limit
+    )
     try:
         sink = JsonlSink(record) if record is not None else None
     except OSError as e:  # checked by the command line already; a race or a /proc path
@@ -80,7 +104,15 @@ async def serve_proxy(
     if sink is not None:
         recorder.listeners.append(sink)
     proxy = ChaosProxy(
-        upstream, profile, seed=seed, recorder=recorder, insecure=insecure, ca_file=ca_file
+        upstream,
+        profile,
+        seed=seed,
+        recorder=recorder,
+        insecure=insecure,
+        ca_file=ca_file,
+        max_event_bytes=limits.max_event_bytes,
+        idle_timeout_s=limits.idle_timeout_s,
+        upstream_head_timeout_s=limits.upstream_head_timeout_s,
     )
     try:
         # Handlers first: a SIGTERM during start-up still runs the clean-up below.

@@ -224,3 +224,35 @@ def test_proxy_help_lists_every_builtin_profile_with_one_line() -> None:
             name,
             result.output,
         )
+
+
+def test_proxy_limit_flags_default_to_the_library_defaults() -> None:
+    """The limit flags' defaults (written out in cli.py) equal proxy.py's and record.py's."""
+    from chaosstream import cli as cli_module
+    from chaosstream import proxy, record
+
+    assert cli_module.MAX_EVENT_BYTES == proxy.MAX_EVENT_BYTES
+    assert cli_module.IDLE_TIMEOUT_S == proxy.IDLE_TIMEOUT_S
+    assert cli_module.UPSTREAM_HEAD_TIMEOUT_S == proxy.UPSTREAM_HEAD_TIMEOUT_S
+    assert cli_module.RECORD_BUDGET == record.RECORD_BUDGET
+    assert cli_module.BODY_LIMIT == record.BODY_LIMIT
+    shown = CliRunner().invoke(cli, ["proxy", "--help"], terminal_width=200).output
+    for flag, default in [
+        ("--max-event-bytes", proxy.MAX_EVENT_BYTES),
+        ("--idle-timeout-s", proxy.IDLE_TIMEOUT_S),
+        ("--upstream-timeout-s", proxy.UPSTREAM_HEAD_TIMEOUT_S),
+        ("--record-budget-mib", record.RECORD_BUDGET // 2**20),
+        ("--record-body-limit-mib", record.BODY_LIMIT // 2**20),
+    ]:
+        entry = shown.split(f"  {flag} ", 1)[1].split("\n  --", 1)[0]
+        assert re.search(rf"\[default: {default}[;\]]", " ".join(entry.split())), (flag, entry)
+
+
+@pytest.mark.parametrize(
+    "args", [["--idle-timeout-s", "0"], ["--max-event-bytes", "0"], ["--upstream-timeout-s", "-1"]]
+)
+def test_proxy_limit_flags_reject_values_out_of_range(args: list[str]) -> None:
+    """A limit of 0 (or below) is a usage error naming the flag, exit 2."""
+    result = CliRunner().invoke(cli, ["proxy", *args])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{args[0]}'" in result.output, result.output

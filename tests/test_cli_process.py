@@ -16,6 +16,7 @@ from typing import IO
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 CLI = [sys.executable, "-m", "chaosstream"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -308,3 +309,106 @@ def test_console_exchange_lines_lead_with_method_path_status_timings_size_faults
     )
     assert clean["faults"] == "" and cut["faults"] == "disconnect:reset", lines
     assert "outcome=complete" in lines[0] and "outcome=fault" in lines[1], lines
+
+
+ARMED_NEVER_FIRES = (
+    "version: 1\nname: framed\nfaults:\n"
+    "  - type: disconnect\n    after_events: 100000\n    mode: reset\n"
+)
+BIG_EVENT = b"data: " + b"x" * 65536 + b"\n\n" + b"data: [DONE]\n\n"
+
+
+async def _upstream() -> tuple[web.AppRunner, str]:
+    """A loopback upstream: /big streams one 64 KiB SSE event in 4 KiB pieces, /silent never
+    answers."""
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for start in range(0, len(BIG_EVENT), 4096):  # in pieces: the event stays unfinished
+            await resp.write(BIG_EVENT[start : start + 4096])
+            await asyncio.sleep(0.005)
+        await resp.write_eof()
+        return resp
+
+    async def silent(request: web.Request) -> web.Response:
+        await asyncio.sleep(3600)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/big", big)
+    app.router.add_post("/silent", silent)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def _text(log: Path) -> str:
+    return log.read_text(errors="replace")  # a small local file: no need to leave the loop
+
+
+async def _wait_url(log: Path, proc: asyncio.subprocess.Process) -> str:
+    for _ in range(600):
+        match = re.search(r"listening on (http://\S+)", _text(log))
+        if match:
+            return match.group(1)
+        assert proc.returncode is None, _text(log)
+        await asyncio.sleep(0.05)
+    raise AssertionError(_text(log))
+
+
+async def _silent_client_lasts(url: str) -> float:
+    """Seconds until the proxy closes a connection that never sends a request head."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    started = time.monotonic()
+    try:
+        assert await asyncio.wait_for(reader.read(1024), 20) == b""
+    finally:
+        writer.close()
+    return time.monotonic() - started
+
+
+async def _limits_scenario(tmp_path: Path) -> None:
+    runner, upstream = await _upstream()
+    log = tmp_path / "proxy.log"
+    profile = write_profile(tmp_path / "framed.yaml", ARMED_NEVER_FIRES)
+    args = ["proxy", "--upstream", upstream, "--profile", profile, "--listen", "127.0.0.1:0"]
+    args += ["--log-format", "json", "--max-event-bytes", "4096"]
+    args += ["--idle-timeout-s", "0.5", "--upstream-timeout-s", "0.5"]
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(*CLI, *args, stderr=err, env=ENV)
+    try:
+        url = await _wait_url(log, proc)
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            async with session.post(url + "/silent", json={}) as r:
+                assert r.status == 504, await r.text()
+            waited = time.monotonic() - started
+            assert 0.4 < waited < 10, waited
+            async with session.post(url + "/big", json={"stream": True}) as r:
+                body = await r.read()
+        # Past the cap the body passes on unframed (docs/limits.md), whole and in order.
+        assert body == BIG_EVENT
+        assert (
+            '"event_too_large"' in log.read_text() and '"max_event_bytes": 4096' in log.read_text()
+        )
+        lasted = await _silent_client_lasts(url)
+        assert 0.3 < lasted < 10, lasted
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            await asyncio.wait_for(proc.wait(), 15)
+        await runner.cleanup()
+    assert proc.returncode == 0, _text(log)[-2000:]
+
+
+@pytest.mark.timeout(90)
+def test_proxy_flags_set_event_cap_upstream_head_timeout_and_idle_timeout(tmp_path: Path) -> None:
+    """`--max-event-bytes`, `--upstream-timeout-s` and `--idle-timeout-s` reach the proxy: a 64 KiB
+    event passes unframed past a 4 KiB cap, a silent upstream gets a 504 after 0.5 s, and a silent
+    client is closed after 0.5 s (defaults: 1 MiB, 300 s, 60 s)."""
+    asyncio.run(_limits_scenario(tmp_path))
