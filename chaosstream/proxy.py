@@ -42,7 +42,7 @@ log = structlog.get_logger("chaosstream.proxy")
 MAX_EVENT_BYTES = 1024 * 1024
 #: A client connection without a complete request head for this long -- since
 #: it opened or since its last response ended -- is closed (idle keep-alive and
-#: slowloris alike). aiohttp's keepalive timer does exactly this from 3.10 on:
+#: slowloris alike). aiohttp's keepalive timer does exactly this from 3.14.4 on:
 #: it starts at connection_made and fires while the handler awaits a message.
 IDLE_TIMEOUT_S = 60.0
 #: Upstream must send its response head within this time, else the client gets
