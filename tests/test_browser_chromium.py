@@ -115,3 +115,99 @@ def test_check_env_var_missing_path_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "no-chrome" in proc.stderr and CHROMIUM_ENV in proc.stderr
+
+
+# --------------------------------------------------------------------------- scripts/test.sh
+
+TEST_SH = Path(__file__).parent.parent / "scripts" / "test.sh"
+FAKE_APT = """#!/bin/sh
+# Records each call; `update` says the lists lock is busy until $LOCKED_FOR calls have failed.
+echo "$*" >> "$LOG"
+case " $* " in *" update "*)
+    n=$(cat "$COUNT" 2>/dev/null || echo 0); echo $((n + 1)) > "$COUNT"
+    if [ "$n" -lt "$LOCKED_FOR" ]; then
+        echo "E: Could not get lock $LOCK. It is held by process 1 (apt-get)" >&2; exit 100
+    fi;;
+esac
+"""
+
+
+def fake_apt(tmp_path: Path, locked_for: int = 0) -> dict[str, str]:
+    """A PATH whose apt-get and sudo only record their arguments; python3 fails loudly."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(FAKE_APT, encoding="utf-8")
+    (bin_dir / "sudo").write_text('#!/bin/sh\nexec "$@"\n', encoding="utf-8")
+    # A script that reached pip or pytest here would be doing far more than installing Chromium.
+    (bin_dir / "python3").write_text("#!/bin/sh\necho python3 called >&2\nexit 99\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "LOG": str(tmp_path / "apt.log"),
+        "COUNT": str(tmp_path / "count"),
+        "LOCK": "/var/lib/apt/lists/lock",
+        "LOCKED_FOR": str(locked_for),
+    }
+
+
+def source_and_run(env: dict[str, str], call: str) -> subprocess.CompletedProcess[str]:
+    """Source scripts/test.sh (which must run nothing then) and call one of its functions."""
+    return subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; source "{TEST_SH}"; {call}'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_script_installs_chromium_without_recommends_waiting_for_the_apt_lock(
+    tmp_path: Path,
+) -> None:
+    """test.sh's apt calls wait for the dpkg lock and skip Recommends (no avahi, samba, perl)."""
+    env = fake_apt(tmp_path)
+    proc = source_and_run({**env, "APT_LOCK_TIMEOUT_S": "42"}, "install_chromium")
+    assert proc.returncode == 0, proc.stderr
+    calls = (tmp_path / "apt.log").read_text().splitlines()
+    assert [c.split()[-1] for c in calls] == ["update", "fonts-liberation"], calls
+    assert all("-o DPkg::Lock::Timeout=42" in c for c in calls), calls
+    assert "install -y --no-install-recommends chromium fonts-liberation" in calls[1]
+
+
+def test_script_waits_for_the_apt_lists_lock(tmp_path: Path) -> None:
+    """`apt-get update` refused by a held lists lock is retried until the lock is free."""
+    env = fake_apt(tmp_path, locked_for=2)
+    proc = source_and_run(env, "install_chromium")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "count").read_text().strip() == "3"
+
+
+def test_script_gives_up_on_the_apt_lock_after_its_timeout(tmp_path: Path) -> None:
+    """A lists lock held past APT_LOCK_TIMEOUT_S fails with apt's own message, not a hang."""
+    env = fake_apt(tmp_path, locked_for=1000)
+    proc = source_and_run({**env, "APT_LOCK_TIMEOUT_S": "1"}, "install_chromium")
+    assert proc.returncode != 0
+    assert "Could not get lock" in proc.stderr
+    assert int((tmp_path / "count").read_text()) <= 3
+
+
+@pytest.mark.skipif(
+    not Path("/usr/bin/python3").exists()
+    or not list(Path("/usr/lib").glob("python3*/EXTERNALLY-MANAGED")),
+    reason="no externally-managed system Python here",
+)
+def test_script_explains_an_externally_managed_python(tmp_path: Path) -> None:
+    """With the system's PEP 668 Python active, test.sh says how to proceed (exit 2), no pip."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to("/usr/bin/python3")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("PIP_BREAK_SYSTEM_PACKAGES", None)
+    proc = subprocess.run(
+        ["bash", str(TEST_SH), "--co", "-q"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "PEP 668" in proc.stderr and "python3 -m venv" in proc.stderr, proc.stderr[-2000:]
