@@ -7,19 +7,26 @@ an HTTP client would refuse to send what an attacker can.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import http.client
 import json
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
 import toxiproxy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chaosstream.control import ControlServer
-from chaosstream.mock import MockServer
+from chaosstream.mock import MockServer, start_mock
+from chaosstream.profile import load_profile
 from chaosstream.proxy import ChaosProxy
 from chaosstream.toxiproxy import ToxiproxyServer
-from tests.conftest import ProxyFactory
+from tests.conftest import FAST, ProxyFactory
 
 JSON = {"Content-Type": "application/json"}
 
@@ -361,3 +368,119 @@ async def test_long_bad_input_is_cut_in_messages(control: ControlServer) -> None
     status, answer = await request(control, "PUT", "/chaos/profile", headers=JSON, body=name)
     assert status == 400
     assert len(_error(answer)) < 1000
+
+
+# -- fuzz: whatever arrives, a 4xx or 2xx, never a 500 -------------------------
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[int]:
+    """Mock, proxy and control server on their own loop in a thread; yields the control port."""
+    loop = asyncio.new_event_loop()
+    ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        async with await start_mock(settings=FAST) as upstream:
+            proxy = ChaosProxy(upstream.url, load_profile("midstream-reset"), seed=7)
+            await proxy.start()
+            server = ControlServer(proxy, toxiproxy=ToxiproxyServer(seed=1))
+            await server.start()
+            ready.set_result(_port(server))
+            await stop.wait()
+            await server.close()
+            await proxy.close()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    yield ready.result(30)
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(30)
+    loop.close()
+
+
+_ROUTES = [
+    ("GET", "/chaos/profile"),
+    ("PUT", "/chaos/profile"),
+    ("GET", "/chaos/faults"),
+    ("PATCH", "/chaos/faults/0"),
+    ("PATCH", "/chaos/faults/"),
+    ("POST", "/chaos/reset"),
+    ("GET", "/chaos/exchanges"),
+    ("GET", "/chaos/fault-log"),
+    ("GET", "/metrics"),
+    ("GET", "/proxies"),
+    ("POST", "/proxies"),
+    ("GET", "/proxies/x"),
+    ("POST", "/proxies/x"),
+    ("DELETE", "/proxies/x"),
+    ("GET", "/proxies/x/toxics"),
+    ("POST", "/proxies/x/toxics"),
+    ("POST", "/proxies/x/toxics/y"),
+    ("DELETE", "/proxies/x/toxics/y"),
+    ("POST", "/populate"),
+    ("POST", "/reset"),
+    ("GET", "/version"),
+]
+_TYPES = [
+    None,
+    "application/json",
+    "application/yaml",
+    "application/json; charset=utf-8",
+    "application/json; charset=latin-1",
+    "application/json; charset=",
+    'application/json; charset="\\"',
+    "*/*",
+    ";",
+]
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    route=st.sampled_from(_ROUTES),
+    suffix=st.one_of(st.just(""), st.just(""), st.text(max_size=12)),
+    query=st.dictionaries(st.sampled_from(["limit", "seed", "x"]), st.text(max_size=30)),
+    ctype=st.sampled_from(_TYPES),
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(["enabled", "seed", "exchanges", "version", "name"]),
+                    inner,
+                    max_size=4,
+                )
+            ),
+            max_leaves=12,
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+)
+def test_fuzzed_requests_never_get_a_500(
+    served: int,
+    route: tuple[str, str],
+    suffix: str,
+    query: dict[str, str],
+    ctype: str | None,
+    body: bytes,
+) -> None:
+    """Any route, path suffix, query, content type and body gets a status below 500."""
+    method, path = route
+    if method == "POST" and path in ("/proxies", "/populate") and body.lstrip()[:1] in b"[{":
+        body = b"{}"  # never a real listener from a fuzzed body (loopback only, no leaks)
+    target = quote(path + suffix, safe="/") + ("?" + urlencode(query) if query else "")
+    conn = http.client.HTTPConnection("127.0.0.1", served, timeout=10)
+    try:
+        headers = {"Content-Type": ctype} if ctype is not None else {}
+        conn.request(method, target, body=body or None, headers=headers)
+        resp = conn.getresponse()
+        answer = resp.read()
+    finally:
+        conn.close()
+    assert resp.status < 500, (method, target, ctype, body[:100], answer[:300])
+    assert b"Traceback" not in answer
