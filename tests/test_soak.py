@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import tracemalloc
@@ -229,3 +230,19 @@ async def test_soak_every_fault_family_leaves_nothing_behind() -> None:
     assert grown < 1 * 2**20, f"{grown / 2**20:.2f} MiB still allocated:\n{top}"
     assert open_fds() <= fds0 + 2, (fds0, open_fds())
     await mock.close()
+
+
+CLI_STREAMS = int(os.environ.get("CHAOSSTREAM_CLI_SOAK_STREAMS", "10000"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_cli_soak_proxy_and_mock_processes_survive_every_fault_family(tmp_path: Any) -> None:
+    """10,000 mixed faulted streams through `chaosstream proxy` to `chaosstream mock` (both
+    subprocesses): both alive and exiting 0, every family fired, fds/RSS/threads bounded."""
+    from bench.soak import soak
+
+    report = soak(CLI_STREAMS, tmp_path)
+    print(json.dumps(report))  # the numbers, for the log (pytest -s or -rP)
+    assert report["problems"] == [], report
+    assert sum(report["client_saw"].values()) == CLI_STREAMS, report["client_saw"]
