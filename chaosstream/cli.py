@@ -186,6 +186,23 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
     help="Bearer token the control API requires; needed when --control is not loopback. "
     "[env: CHAOSSTREAM_CONTROL_TOKEN]",
 )
+@click.option(
+    "--control-allow-host",
+    "control_allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Another Host name the control API answers to (repeatable; loopback names and the "
+    "bound address always work; others are refused against DNS rebinding). "
+    "[env: CHAOSSTREAM_CONTROL_ALLOW_HOST, space-separated]",
+)
+@click.option(
+    "--toxiproxy",
+    "toxiproxy_url",
+    metavar="URL",
+    default=None,
+    help="Toxiproxy API for profiles' toxiproxy: sections (default: the start profile's url, "
+    "else http://127.0.0.1:8474); profiles pushed over the control API may not name another.",
+)
 @click.option("--seed", type=int, default=None, help="Override the profile's seed.")
 @click.option(
     "--record",
@@ -254,6 +271,8 @@ def proxy(
     listen: tuple[str, int],
     control: tuple[str, int] | None,
     control_token: str | None,
+    control_allow_hosts: tuple[str, ...],
+    toxiproxy_url: str | None,
     seed: int | None,
     record: str | None,
     insecure: bool,
@@ -296,6 +315,8 @@ def proxy(
                 record_budget_bytes=record_budget_mib * MIB,
                 record_body_limit=record_body_limit_mib * MIB,
             ),
+            toxiproxy_url=toxiproxy_url,
+            control_allow_hosts=control_allow_hosts,
         )
     )
 

@@ -70,6 +70,8 @@ async def serve_proxy(
     control_token: str | None = None,
     record: str | None = None,
     limits: ProxyLimits = ProxyLimits(),
+    toxiproxy_url: str | None = None,
+    control_allow_hosts: tuple[str, ...] = (),
 ) -> None:
     """Serve until SIGINT/SIGTERM; with no upstream, start the embedded mock first.
 
@@ -78,15 +80,38 @@ async def serve_proxy(
 
     ``control`` also serves the control API there (with the Toxiproxy API); a
     profile's ``toxiproxy:`` section is applied at start and removed at exit.
+    Its Toxiproxy is ``toxiproxy_url``, else the start profile's ``url``, else
+    Toxiproxy's default: profiles pushed over the API may only use that one.
+    ``control_allow_hosts`` are extra ``Host`` names the control API answers to.
     """
     from chaosstream.control import ControlServer
     from chaosstream.toxiproxy import ToxiproxyServer
     from chaosstream.toxiproxy_profile import (
+        DEFAULT_URL,
         AppliedToxics,
         ToxiproxyError,
         apply_toxiproxy,
+        check_url,
         remove_toxiproxy,
+        timeout_from_env,
     )
+    from chaosstream.yamlfile import InputError
+
+    if toxiproxy_url is not None:
+        try:
+            check_url(toxiproxy_url)
+        except ValueError as e:
+            raise InputError(f"--toxiproxy: {e}") from None
+    section = profile.toxiproxy
+    # The command line (or the profile file it names) decides where Toxiproxy is;
+    # a profile pushed over the control API later may not (SSRF).
+    toxiproxy_url = toxiproxy_url or (section.url if section is not None else DEFAULT_URL)
+    if section is not None:
+        section = section.model_copy(update={"url": toxiproxy_url})
+    try:
+        toxiproxy_timeout_s = timeout_from_env()
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
     mock: MockServer | None = None
     panel: ControlServer | None = None
@@ -129,14 +154,14 @@ async def serve_proxy(
         click.echo(f"  upstream: {upstream}{' (embedded mock)' if mock else ''}", err=True)
         click.echo(f"  profile:  {profile.name}   seed: {proxy.seed}", err=True)
         click.echo(f"  clients:  OPENAI_BASE_URL={url}/v1  ANTHROPIC_BASE_URL={url}", err=True)
-        if profile.toxiproxy is not None:
+        if section is not None:
             try:
-                external = await apply_toxiproxy(profile.toxiproxy)
+                external = await apply_toxiproxy(section, toxiproxy_timeout_s)
             except ToxiproxyError as e:
                 raise click.ClickException(str(e)) from None
             click.echo(
-                f"  toxiproxy: {len(external.added)} toxic(s) on {profile.toxiproxy.proxy!r} "
-                f"at {profile.toxiproxy.url}",
+                f"  toxiproxy: {len(external.added)} toxic(s) on {section.proxy!r} "
+                f"at {section.url}",
                 err=True,
             )
         if control is not None:
@@ -145,6 +170,9 @@ async def serve_proxy(
                 token=control_token,
                 toxiproxy=ToxiproxyServer(seed=proxy.seed),
                 external=external,
+                toxiproxy_url=toxiproxy_url,
+                toxiproxy_timeout_s=toxiproxy_timeout_s,
+                allow_hosts=control_allow_hosts,
             )
             try:
                 control_url = await panel.start(*control)
@@ -156,9 +184,10 @@ async def serve_proxy(
         await stop.wait()
     finally:
         if panel is not None:
-            external = panel.external  # a profile switched over the API brings its own
+            # It owns the toxics now (a profile switched over the API brings its own)
+            # and removes them once no swap is running.
             await panel.close()
-        if external is not None:
+        elif external is not None:
             with contextlib.suppress(ToxiproxyError):
                 await remove_toxiproxy(external)
         await proxy.close()
