@@ -7,6 +7,7 @@ prompt is deterministic, so a test can compare what a client shows with
 """
 
 from chaosstream.mock._app import WEB_DIR, create_app
+from chaosstream.mock._limits import MockLimits
 from chaosstream.mock._server import MockServer, run_mock, start_mock
 from chaosstream.mock._settings import (
     HEADER_TOKENS,
@@ -27,6 +28,7 @@ __all__ = [
     "STATS",
     "WEB_DIR",
     "BadOverride",
+    "MockLimits",
     "MockServer",
     "MockSettings",
     "MockStats",

@@ -8,6 +8,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from chaosstream.mock import _anthropic, _generic, _openai
+from chaosstream.mock._guard import GUARDS, watch
+from chaosstream.mock._limits import LIMITS, MockLimits
 from chaosstream.mock._settings import DEFAULT_SETTINGS, SETTINGS, MockSettings
 from chaosstream.mock._stats import STATS, MockStats
 
@@ -30,15 +32,21 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(
-    settings: MockSettings = DEFAULT_SETTINGS, *, web_dir: Path | None = WEB_DIR
+    settings: MockSettings = DEFAULT_SETTINGS,
+    *,
+    web_dir: Path | None = WEB_DIR,
+    limits: MockLimits | None = None,
 ) -> web.Application:
     """Build the mock app: OpenAI, Anthropic, ``/sse``, ``/ws`` and test endpoints.
 
     ``web_dir`` (default: the package's ``web/`` folder) is served at ``/`` when it
-    exists; pass None to serve no page.
+    exists; pass None to serve no page. ``limits`` (default: ``MockLimits()``) caps
+    the /ws socket's messages and queue.
     """
-    app = web.Application(middlewares=[_record], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[watch, _record], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
+    app[LIMITS] = limits or MockLimits()
+    app[GUARDS] = {}
     app[STATS] = MockStats()
     app.router.add_post("/v1/chat/completions", _openai.chat_completions)
     app.router.add_get("/v1/models", _openai.list_models)

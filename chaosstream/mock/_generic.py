@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from chaosstream.mock._json import JsonTooDeep, loads_bounded
+from chaosstream.mock._limits import LIMITS
 from chaosstream.mock._settings import SETTINGS, BadOverride, MockSettings, with_overrides
 from chaosstream.mock._stats import STATS, ClientGone
 from chaosstream.mock._stream import Pacer, client_gone, open_event_stream, sse_event
@@ -80,21 +81,29 @@ async def ws(request: web.Request) -> web.StreamResponse:
         base = with_overrides(request.app[SETTINGS], request.headers, request.query)
     except BadOverride as exc:
         return generic_error(400, str(exc))
-    socket = web.WebSocketResponse()
+    limits = request.app[LIMITS]
+    # A message over the cap is refused by aiohttp with close code 1009 (RFC 6455
+    # 7.4.1, "message too big") before it is buffered whole.
+    socket = web.WebSocketResponse(max_msg_size=limits.ws_max_msg_bytes)
     await socket.prepare(request)
     # Reading and answering run apart, so a close frame or a drop that arrives while
-    # an answer streams ends that answer at once (and counts it as abandoned).
-    queue: asyncio.Queue[_WsJob] = asyncio.Queue()
+    # an answer streams ends that answer at once (and counts it as abandoned). The
+    # queue is bounded: when it is full the reader waits, aiohttp stops reading the
+    # socket and TCP pushes back on the client. Every prompt is still answered, as a
+    # real server's would be; closing with 1008 instead would invent a refusal no
+    # provider sends. Held per socket: ws_queue + 2 messages of ws_max_msg_bytes.
+    queue: asyncio.Queue[_WsJob] = asyncio.Queue(maxsize=limits.ws_queue)
     writer = asyncio.create_task(_ws_writer(request, socket, queue))
     try:
         async for msg in socket:
             if msg.type != WSMsgType.TEXT:
-                queue.put_nowait("send JSON text messages")
+                await queue.put("send JSON text messages")
                 continue
             try:
-                queue.put_nowait(_parse_ws_prompt(msg.data, base))
+                job: _WsJob = _parse_ws_prompt(msg.data, base)
             except ValueError as exc:
-                queue.put_nowait(str(exc))
+                job = str(exc)
+            await queue.put(job)
     finally:
         writer.cancel()
         await asyncio.wait([writer])

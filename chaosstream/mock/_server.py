@@ -11,6 +11,8 @@ from types import TracebackType
 from aiohttp import web
 
 from chaosstream.mock._app import create_app
+from chaosstream.mock._guard import GUARDS, ConnectionGuard
+from chaosstream.mock._limits import MockLimits
 from chaosstream.mock._settings import DEFAULT_SETTINGS, MockSettings
 from chaosstream.mock._stats import STATS, MockStats, RecordedRequest
 
@@ -21,8 +23,11 @@ _SHUTDOWN_TIMEOUT_S = 0.5
 class MockServer:
     """A running mock: its ``url`` and what it has seen. Close it, or use ``async with``."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, listener: asyncio.Server | None = None
+    ) -> None:
         self._runner = runner
+        self._listener = listener
         self.host = host
         self.port = port
         bracketed = f"[{host}]" if ":" in host else host
@@ -50,11 +55,13 @@ class MockServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """The last (up to 1000) requests, oldest first."""
+        """The last requests, oldest first (at most 1000 and 16 MiB in all)."""
         return self.stats.requests
 
     async def close(self) -> None:
         """Stop listening and end open streams."""
+        if self._listener is not None:
+            self._listener.close()
         await self._runner.cleanup()
 
     async def __aenter__(self) -> MockServer:
@@ -70,25 +77,43 @@ class MockServer:
 
 
 async def start_mock(
-    host: str = "127.0.0.1", port: int = 0, settings: MockSettings = DEFAULT_SETTINGS
+    host: str = "127.0.0.1",
+    port: int = 0,
+    settings: MockSettings = DEFAULT_SETTINGS,
+    *,
+    limits: MockLimits | None = None,
 ) -> MockServer:
-    """Start the mock on ``host:port`` (0 = a free port) in the running loop."""
+    """Start the mock on ``host:port`` (0 = a free port) in the running loop.
+
+    ``limits`` (default ``MockLimits()``) sets the head and idle timeouts and the
+    /ws caps.
+    """
+    limits = limits or MockLimits()
+    app = create_app(settings, limits=limits)
     # handler_cancellation: a client that leaves is noticed at once, not at the next write.
+    # keepalive_timeout: aiohttp's own idle timer agrees with the guard's.
     runner = web.AppRunner(
-        create_app(settings),
+        app,
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+        keepalive_timeout=limits.idle_timeout_s,
     )
     await runner.setup()
+    protocol_factory = runner.server
+    assert protocol_factory is not None
+    guards = app[GUARDS]
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        # Our own listener instead of a TCPSite, so each connection's protocol is
+        # wrapped in a ConnectionGuard; runner.cleanup() still ends the connections.
+        listener = await asyncio.get_running_loop().create_server(
+            lambda: ConnectionGuard(protocol_factory(), limits, guards), host, port
+        )
     except BaseException:
         await runner.cleanup()
         raise
-    bound_port = int(runner.addresses[0][1])
-    return MockServer(runner, host, bound_port)
+    bound_port = int(listener.sockets[0].getsockname()[1])
+    return MockServer(runner, host, bound_port, listener)
 
 
 def run_mock(
@@ -96,11 +121,17 @@ def run_mock(
     port: int = 0,
     settings: MockSettings = DEFAULT_SETTINGS,
     on_ready: Callable[[str], None] | None = None,
+    limits: MockLimits | None = None,
 ) -> None:
-    """Serve the mock until Ctrl-C or SIGTERM; ``on_ready(url)`` is called once it listens."""
+    """Serve the mock until Ctrl-C or SIGTERM; ``on_ready(url)`` is called once it listens.
+
+    Without ``limits``, they come from ``CHAOSSTREAM_MOCK_*`` variables (see
+    :meth:`MockLimits.from_env`); a bad one raises ValueError before listening.
+    """
+    limits = limits or MockLimits.from_env()
 
     async def main() -> None:
-        async with await start_mock(host, port, settings) as server:
+        async with await start_mock(host, port, settings, limits=limits) as server:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             # SIGTERM (from a process manager or CI) ends as cleanly as Ctrl-C; there is
