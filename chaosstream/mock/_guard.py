@@ -12,7 +12,6 @@ stream, a WebSocket) is never cut.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 
 from aiohttp import web
@@ -103,8 +102,14 @@ class ConnectionGuard(asyncio.Protocol):
 
     def _expire(self) -> None:
         self._timer = None
-        if self._state is not _State.BUSY and self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if self._state is _State.BUSY or transport is None:
+            return
+        if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+            # The last answer is still draining to a slow reader: not idle yet.
+            self._arm(self._state, self._limits.idle_timeout_s)
+            return
+        transport.close()
 
 
 GUARDS: web.AppKey[dict[asyncio.BaseTransport, ConnectionGuard]] = web.AppKey(
@@ -121,15 +126,8 @@ async def watch(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     guard.request_started()
     try:
-        resp = await handler(request)
-        if not resp.prepared and guard.is_open:
-            # Send it here rather than after the middleware returns, so the idle
-            # timer starts when the last byte is written: a large static file to a
-            # throttled client is an answer in progress, not an idle connection.
-            # A client gone meanwhile is aiohttp's to drop quietly, as before.
-            with contextlib.suppress(ConnectionError):
-                await resp.prepare(request)
-                await resp.write_eof()
-        return resp
+        # A response not yet sent (json_response, a static file) is written by
+        # aiohttp after this returns; _expire waits while bytes are still queued.
+        return await handler(request)
     finally:
         guard.request_finished()
