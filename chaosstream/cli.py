@@ -133,9 +133,13 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
 
     Answers are deterministic per prompt, so a verifier knows the full text.
     """
-    from chaosstream.mock import MockSettings, run_mock
+    from chaosstream.mock import MockLimits, MockSettings, run_mock
 
-    settings = MockSettings(ttft_ms=ttft_ms, tokens_per_s=tokens_per_s, tokens=tokens)
+    try:
+        settings = MockSettings(ttft_ms=ttft_ms, tokens_per_s=tokens_per_s, tokens=tokens)
+        limits = MockLimits.from_env()
+    except ValueError as e:
+        raise BadInput(str(e)) from None
 
     def ready(url: str) -> None:
         click.echo(f"chaosstream mock listening on {url}", err=True)
@@ -143,7 +147,7 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
         click.echo(f"  Anthropic: ANTHROPIC_BASE_URL={url}", err=True)
 
     try:
-        run_mock(host, port, settings, on_ready=ready)
+        run_mock(host, port, settings, on_ready=ready, limits=limits)
     except OSError as e:
         raise BadInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 

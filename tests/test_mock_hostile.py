@@ -412,3 +412,27 @@ async def test_cli_mock_survives_clients_that_reset_mid_stream() -> None:
         if proc.returncode is None:
             proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+@pytest.mark.parametrize(
+    "args, env, needle",
+    [
+        (["--tokens-per-s", "1e-320"], {}, "tokens_per_s"),
+        (["--ttft-ms", "1e308"], {}, "ttft_ms"),
+        ([], {"CHAOSSTREAM_MOCK_HEAD_TIMEOUT_S": "nan"}, "CHAOSSTREAM_MOCK_HEAD_TIMEOUT_S"),
+    ],
+    ids=["tokens-per-s", "ttft-ms", "env-head-timeout"],
+)
+async def test_cli_mock_refuses_out_of_range_settings_with_exit_2(
+    args: list[str], env: dict[str, str], needle: str
+) -> None:
+    """`chaosstream mock` with a setting out of range exits 2 with one line naming it."""
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "chaosstream", "mock", "--port", "0", *args],
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2, err.decode()[-300:]
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in lines[0]
