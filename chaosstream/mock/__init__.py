@@ -4,6 +4,11 @@ OpenAI ``/v1/chat/completions`` and Anthropic ``/v1/messages`` (streaming and no
 a generic ``/sse`` and ``/ws``, plus byte-exactness helpers. The answer for a
 prompt is deterministic, so a test can compare what a client shows with
 :func:`answer_text`.
+
+Limits against hostile clients (:class:`MockLimits`, ``CHAOSSTREAM_MOCK_*``):
+a request head within 30 s, idle keep-alive 75 s, /ws messages up to 1 MiB and
+8 queued prompts per socket; the request history keeps 1,000 requests and
+16 MiB at most; JSON nests at most 128 levels.
 """
 
 from chaosstream.mock._app import WEB_DIR, create_app
