@@ -128,16 +128,45 @@ def demo(profiles: tuple[str, ...], seed: int) -> None:
 @click.option(
     "--tokens", default=40, show_default=True, type=click.IntRange(min=1), help="Tokens per answer."
 )
-def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int) -> None:
+@click.option(
+    "--head-timeout-s",
+    type=click.FloatRange(min=0, min_open=True, max=86_400),
+    default=None,
+    metavar="SECONDS",
+    help="Close a connection whose request head is not complete this long after it opened "
+    "(slowloris). [default: 30; env: CHAOSSTREAM_MOCK_HEAD_TIMEOUT_S]",
+)
+@click.option(
+    "--idle-timeout-s",
+    type=click.FloatRange(min=0, min_open=True, max=86_400),
+    default=None,
+    metavar="SECONDS",
+    help="Close a kept-alive connection idle this long; a streaming answer is never cut. "
+    "[default: 75; env: CHAOSSTREAM_MOCK_IDLE_TIMEOUT_S]",
+)
+def mock(
+    host: str,
+    port: int,
+    ttft_ms: float,
+    tokens_per_s: float,
+    tokens: int,
+    head_timeout_s: float | None,
+    idle_timeout_s: float | None,
+) -> None:
     """Serve the embedded mock model (OpenAI, Anthropic, /sse, /ws).
 
     Answers are deterministic per prompt, so a verifier knows the full text.
+    Limits and timeouts: docs/limits.md.
     """
+    import dataclasses
+
     from chaosstream.mock import MockLimits, MockSettings, run_mock
 
     try:
         settings = MockSettings(ttft_ms=ttft_ms, tokens_per_s=tokens_per_s, tokens=tokens)
         limits = MockLimits.from_env()
+        flags = {"head_timeout_s": head_timeout_s, "idle_timeout_s": idle_timeout_s}
+        limits = dataclasses.replace(limits, **{k: v for k, v in flags.items() if v is not None})
     except ValueError as e:
         raise BadInput(str(e)) from None
 
@@ -221,7 +250,8 @@ def mock(host: str, port: int, ttft_ms: float, tokens_per_s: float, tokens: int)
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     callback=ca_file_option,
-    help="Extra CA bundle to verify the upstream's TLS certificate with.",
+    help="CA bundle (PEM) to verify the upstream's TLS certificate with, instead of the "
+    "system's trust store (like curl --cacert).",
 )
 @click.option(
     "--max-event-bytes",

@@ -10,6 +10,7 @@ import math
 import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -436,3 +437,38 @@ async def test_cli_mock_refuses_out_of_range_settings_with_exit_2(
     assert proc.returncode == 2, err.decode()[-300:]
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize("flag", ["--head-timeout-s", "--idle-timeout-s"])
+def test_cli_mock_timeout_flags_refuse_nonsense_with_exit_2(flag: str) -> None:
+    """`chaosstream mock` names a bad timeout flag in one line and exits 2."""
+    done = subprocess.run(
+        [sys.executable, "-m", "chaosstream", "mock", "--port", "0", flag, "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert flag in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_mock_head_timeout_flag_cuts_a_silent_connection() -> None:
+    """`chaosstream mock --head-timeout-s 0.5` closes a connection that never sends a head."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chaosstream", "mock", "--port", "0", "--head-timeout-s", "0.5"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        port = int(line.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            started = time.monotonic()
+            assert sock.recv(1) == b""  # closed by the mock, not by our 10 s timeout
+            assert time.monotonic() - started < 8
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        if proc.stderr is not None:
+            proc.stderr.close()
