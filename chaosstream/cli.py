@@ -165,8 +165,10 @@ def mock(
     try:
         settings = MockSettings(ttft_ms=ttft_ms, tokens_per_s=tokens_per_s, tokens=tokens)
         limits = MockLimits.from_env()
-        flags = {"head_timeout_s": head_timeout_s, "idle_timeout_s": idle_timeout_s}
-        limits = dataclasses.replace(limits, **{k: v for k, v in flags.items() if v is not None})
+        if head_timeout_s is not None:
+            limits = dataclasses.replace(limits, head_timeout_s=head_timeout_s)
+        if idle_timeout_s is not None:
+            limits = dataclasses.replace(limits, idle_timeout_s=idle_timeout_s)
     except ValueError as e:
         raise BadInput(str(e)) from None
 
