@@ -1,7 +1,7 @@
 """Run chaosstream's proxy with an inline profile, as a process the bench can measure.
 
 ``python -m bench.chaos_proxy --upstream URL --port N --profile '{"faults": [...]}'``
-builds the profile with :func:`chaosstream.profile.profile_from_data`, so a
+builds the profile with :func:`chaosstream.faults.profile.profile_from_data`, so a
 benchmark can inject any fault without writing files.
 """
 
@@ -12,9 +12,9 @@ import asyncio
 import json
 
 from bench._loop import run
-from chaosstream.logs import configure_logging
-from chaosstream.profile import profile_from_data
-from chaosstream.proxy import ChaosProxy
+from chaosstream.cli.logs import configure_logging
+from chaosstream.faults.profile import profile_from_data
+from chaosstream.proxy.server import ChaosProxy
 
 
 async def serve(upstream: str, port: int, profile_json: str, seed: int) -> None:

@@ -35,7 +35,7 @@ from chaosstream.faults.base import (
     StreamEnd,
 )
 from chaosstream.faults.trigger import Injector
-from chaosstream.providers import provider_for
+from chaosstream.streams.providers import provider_for
 
 __all__ = ["FakeClock", "FaultResult", "make_request", "run_fault"]
 
@@ -219,7 +219,7 @@ async def _stream(
     if framed is None:
         framed = not request.websocket and any(a.fault.needs_events for a in chain)
     if framed:
-        from chaosstream.proxy import frame_events
+        from chaosstream.proxy.server import frame_events
 
         stream = frame_events(stream)
     for a in chain:

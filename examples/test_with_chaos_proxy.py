@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from chaosstream.pytest_plugin import assert_verdicts
+from chaosstream.integrations.pytest_plugin import assert_verdicts
 
 MESSAGES = [{"role": "user", "content": "Tell me about streaming."}]
 

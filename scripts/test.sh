@@ -84,7 +84,7 @@ import asyncio
 
 import sys
 
-from chaosstream.browser import PageDriver
+from chaosstream.clients.browser import PageDriver
 from chaosstream.yamlfile import InputError
 
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from chaosstream.faults.profile import Profile, load_profile, profile_from_data
 from chaosstream.mock import MockServer, MockSettings, start_mock
-from chaosstream.profile import Profile, load_profile, profile_from_data
-from chaosstream.proxy import ChaosProxy
+from chaosstream.proxy.server import ChaosProxy
 from chaosstream.toxiproxy import RunningServer, start_toxiproxy_server
 
 FAST = MockSettings(ttft_ms=20, tokens_per_s=500, tokens=30)

@@ -21,13 +21,14 @@ import pytest_asyncio
 from aiohttp import web
 
 import chaosstream
-from chaosstream.battery import battery
-from chaosstream.browser import BrowserClient, PageDriver, page_battery, resolve_url
+from chaosstream.clients.browser import PageDriver, page_battery, resolve_url
+from chaosstream.clients.runner import RunOptions, run_scenarios
+from chaosstream.faults.profile import load_profile, profile_from_data
 from chaosstream.mock import MockSettings, create_app
-from chaosstream.profile import load_profile, profile_from_data
-from chaosstream.report import to_json, to_junit
-from chaosstream.run import RunOptions, RunReport, ScenarioResult, run_scenarios
-from chaosstream.scenario import Scenario, load_scenarios
+from chaosstream.verify.battery import battery
+from chaosstream.verify.report import to_json, to_junit
+from chaosstream.verify.results import RunReport, ScenarioResult
+from chaosstream.verify.scenario import BrowserClient, Scenario, load_scenarios
 from chaosstream.yamlfile import InputError
 
 pytestmark = pytest.mark.browser

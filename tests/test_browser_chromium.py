@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chaosstream.browser import CHROMIUM_ENV, CHROMIUM_NAMES, PageDriver
+from chaosstream.clients.browser import CHROMIUM_ENV, CHROMIUM_NAMES, PageDriver
 from chaosstream.yamlfile import InputError
 
 pytestmark = pytest.mark.browser

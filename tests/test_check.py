@@ -9,8 +9,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from chaosstream.battery import BATTERY, battery
-from chaosstream.cli import cli
+from chaosstream.cli.commands import cli
+from chaosstream.verify.battery import BATTERY, battery
 
 CLIENTS = Path(__file__).parent / "clients"
 

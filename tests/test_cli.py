@@ -16,7 +16,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from chaosstream.cli import cli
+from chaosstream.cli.commands import cli
 
 BAD_PROFILES = {
     "wrong-type.yaml": (
@@ -213,7 +213,7 @@ async def test_proxy_command_cuts_with_a_real_rst(tmp_path: Path) -> None:
 
 def test_proxy_help_lists_every_builtin_profile_with_one_line() -> None:
     """`proxy --help` names each built-in profile with the first sentence of its description."""
-    from chaosstream.profile import builtin_names, load_profile
+    from chaosstream.faults.profile import builtin_names, load_profile
 
     result = CliRunner().invoke(cli, ["proxy", "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
@@ -228,8 +228,9 @@ def test_proxy_help_lists_every_builtin_profile_with_one_line() -> None:
 
 def test_proxy_limit_flags_default_to_the_library_defaults() -> None:
     """The limit flags' defaults (written out in cli.py) equal proxy.py's and record.py's."""
-    from chaosstream import cli as cli_module
-    from chaosstream import proxy, record
+    from chaosstream.cli import commands as cli_module
+    from chaosstream.proxy import record
+    from chaosstream.proxy import server as proxy
 
     assert cli_module.MAX_EVENT_BYTES == proxy.MAX_EVENT_BYTES
     assert cli_module.IDLE_TIMEOUT_S == proxy.IDLE_TIMEOUT_S

@@ -261,7 +261,7 @@ def test_an_error_while_serving_is_not_chained_to_a_missing_uvloop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """run_loop runs the loop outside `except ImportError`: a failure never blames uvloop."""
-    from chaosstream.serve import run_loop
+    from chaosstream.cli.serve import run_loop
 
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as without the `speed` extra
 

@@ -11,10 +11,10 @@ import pytest
 import toxiproxy
 from click.testing import CliRunner
 
-from chaosstream.cli import cli
-from chaosstream.control import ControlError, ControlServer, check_bind, parse_profile
+from chaosstream.cli.commands import cli
+from chaosstream.integrations.control import ControlError, ControlServer, check_bind, parse_profile
 from chaosstream.mock import MockServer
-from chaosstream.proxy import ChaosProxy
+from chaosstream.proxy.server import ChaosProxy
 from chaosstream.toxiproxy import ToxiproxyServer
 from chaosstream.yamlfile import InputError
 from tests.conftest import ProxyFactory

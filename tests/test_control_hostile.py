@@ -21,10 +21,10 @@ import toxiproxy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chaosstream.control import ControlServer
+from chaosstream.faults.profile import load_profile
+from chaosstream.integrations.control import ControlServer
 from chaosstream.mock import MockServer, start_mock
-from chaosstream.profile import load_profile
-from chaosstream.proxy import ChaosProxy
+from chaosstream.proxy.server import ChaosProxy
 from chaosstream.toxiproxy import ToxiproxyServer
 from tests.conftest import FAST, ProxyFactory
 

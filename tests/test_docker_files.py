@@ -17,10 +17,10 @@ import click
 import pytest
 import yaml
 
-from chaosstream.cli import cli
-from chaosstream.control import check_bind
+from chaosstream.cli.commands import cli
+from chaosstream.faults.profile import load_profile
+from chaosstream.integrations.control import check_bind
 from chaosstream.mock import create_app
-from chaosstream.profile import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

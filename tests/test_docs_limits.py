@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from chaosstream import proxy, record, yamlfile
+from chaosstream import yamlfile
 from chaosstream.faults import base, trigger
 from chaosstream.faults._regex import MAX_HEADER_VALUE_CHARS
 from chaosstream.mock import _json, _limits, _settings, _stats
+from chaosstream.proxy import record
+from chaosstream.proxy import server as proxy
 
 PAGE = (Path(__file__).resolve().parents[1] / "docs" / "limits.md").read_text()
 MIB = 1024 * 1024

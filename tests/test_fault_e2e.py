@@ -13,11 +13,11 @@ import aiohttp
 import openai
 import pytest
 
+from chaosstream.faults.profile import profile_from_data
 from chaosstream.mock import MockServer, MockSettings, answer_text, answer_tokens, start_mock
-from chaosstream.profile import profile_from_data
-from chaosstream.providers import stream_summary
-from chaosstream.proxy import ChaosProxy
-from chaosstream.sse import EventDecoder
+from chaosstream.proxy.server import ChaosProxy
+from chaosstream.streams.providers import stream_summary
+from chaosstream.streams.sse import EventDecoder
 
 FAST = MockSettings(ttft_ms=5, tokens_per_s=0, tokens=20)
 PROMPT = "tell me"

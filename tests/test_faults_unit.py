@@ -20,7 +20,7 @@ from chaosstream.faults import (
     Throttle,
 )
 from chaosstream.faults.network import LinkDelay, LinkLoss, LinkUp
-from chaosstream.sse import EventDecoder
+from chaosstream.streams.sse import EventDecoder
 from chaosstream.testing import FakeClock, make_request, run_fault
 
 

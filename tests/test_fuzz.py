@@ -26,11 +26,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chaosstream.cli import cli
+from chaosstream.cli.commands import cli
 from chaosstream.faults import Chunk
-from chaosstream.profile import Profile, load_profile, profile_from_data
-from chaosstream.proxy import ChaosProxy, frame_events
-from chaosstream.sse import EventDecoder, EventSplitter, parse_event
+from chaosstream.faults.profile import Profile, load_profile, profile_from_data
+from chaosstream.proxy.server import ChaosProxy, frame_events
+from chaosstream.streams.sse import EventDecoder, EventSplitter, parse_event
 from chaosstream.yamlfile import InputError, load_text
 
 # Pieces that make SSE framing interesting: every line ending, field names,

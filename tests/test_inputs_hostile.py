@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from chaosstream.cli import cli
+from chaosstream.cli.commands import cli
 from chaosstream.faults import Buffer, Chunk, Match, SystemClock, Window
+from chaosstream.faults.profile import Profile, load_profile, profile_from_text
 from chaosstream.faults.trigger import (
     MAX_HEADER_VALUE_CHARS,
     MIN_GATE_STEP_S,
@@ -23,9 +24,8 @@ from chaosstream.faults.trigger import (
     matches,
 )
 from chaosstream.mock import MockServer
-from chaosstream.profile import Profile, load_profile, profile_from_text
-from chaosstream.scenario import load_scenarios
 from chaosstream.testing import make_request
+from chaosstream.verify.scenario import load_scenarios
 from chaosstream.yamlfile import MAX_ERRORS, MAX_INPUT_BYTES, InputError, load_file
 from tests.conftest import ProxyFactory, make_profile
 

@@ -10,9 +10,9 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chaosstream.metrics import ProxyMetrics
+from chaosstream.integrations.metrics import ProxyMetrics
 from chaosstream.mock import HEADER_TOKENS_PER_S, MockServer
-from chaosstream.proxy import ChaosProxy
+from chaosstream.proxy.server import ChaosProxy
 from tests.conftest import ProxyFactory
 
 CHAT = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello"}]}

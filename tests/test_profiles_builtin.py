@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from chaosstream import docs
-from chaosstream.battery import BATTERY, battery
-from chaosstream.cli import cli
+from chaosstream.cli import docs
+from chaosstream.cli.commands import cli
 from chaosstream.faults import FAULT_TYPES, REGISTRY, HttpError
-from chaosstream.profile import builtin_names, load_profile, profile_schema
+from chaosstream.faults.profile import builtin_names, load_profile, profile_schema
+from chaosstream.verify.battery import BATTERY, battery
 
 REQUIRED = [
     "clean", "mobile-3g", "mobile-4g-slow", "mobile-lossy", "edge-2g", "subway-tunnel",
@@ -58,9 +58,9 @@ def test_registry_matches_schema() -> None:
 
 
 def test_docs_page_is_fresh() -> None:
-    """docs/profiles.md equals what `python -m chaosstream.docs` generates."""
+    """docs/profiles.md equals what `python -m chaosstream.cli.docs` generates."""
     assert docs.DOCS_PATH.read_text(encoding="utf-8") == docs.render(), (
-        "docs/profiles.md is stale: run python -m chaosstream.docs"
+        "docs/profiles.md is stale: run python -m chaosstream.cli.docs"
     )
 
 

@@ -1,4 +1,4 @@
-"""Tests for chaosstream.providers: stream shapes, and errors the real SDKs raise on."""
+"""Tests for chaosstream.streams.providers: stream shapes, and errors the real SDKs raise on."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from chaosstream.providers import (
+from chaosstream.streams.providers import (
     Provider,
     error_body,
     error_event,
@@ -24,7 +24,7 @@ from chaosstream.providers import (
     terminal_event,
     token_text,
 )
-from chaosstream.sse import format_event, parse_event
+from chaosstream.streams.sse import format_event, parse_event
 
 
 def openai_chunk(content: str | None, *, finish: str | None = None) -> bytes:

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from chaosstream.mock import MockServer, answer_text
-from chaosstream.providers import token_text
-from chaosstream.proxy import ChaosProxy
-from chaosstream.sse import EventDecoder
+from chaosstream.proxy.server import ChaosProxy
+from chaosstream.streams.providers import token_text
+from chaosstream.streams.sse import EventDecoder
 from tests.conftest import ProxyFactory, make_profile
 
 # An SSE stream with every awkward trait at once: CRLF and LF endings, a

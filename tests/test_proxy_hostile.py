@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from chaosstream.mock import MockServer
-from chaosstream.proxy import ChaosProxy
-from chaosstream.record import Recorder
+from chaosstream.proxy.record import Recorder
+from chaosstream.proxy.server import ChaosProxy
 from tests.conftest import ProxyFactory, make_profile
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -29,7 +29,7 @@ def test_sync_openai_sdk_sees_midstream_reset(tester: pytest.Pytester) -> None:
         """
         import openai
         import pytest
-        from chaosstream.pytest_plugin import assert_verdicts
+        from chaosstream.integrations.pytest_plugin import assert_verdicts
 
         def test_cut(chaos_proxy):
             proxy = chaos_proxy("midstream-reset")
@@ -87,7 +87,7 @@ def test_async_test_retries_after_cut(tester: pytest.Pytester) -> None:
     tester.makepyfile(
         """
         import aiohttp
-        from chaosstream.pytest_plugin import assert_verdicts
+        from chaosstream.integrations.pytest_plugin import assert_verdicts
 
         BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from chaosstream.faults.profile import load_profile, profile_from_data
 from chaosstream.mock import MockServer, MockSettings, answer_text, start_mock
-from chaosstream.profile import load_profile, profile_from_data
-from chaosstream.proxy import ChaosProxy
-from chaosstream.record import Exchange, JsonlSink, Recorder, fingerprint
+from chaosstream.proxy.record import Exchange, JsonlSink, Recorder, fingerprint
+from chaosstream.proxy.server import ChaosProxy
 
 FAST = MockSettings(ttft_ms=5, tokens_per_s=0, tokens=20)
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "Why is the sea salty?"}]}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from chaosstream.cli import cli
-from chaosstream.verify import RESILIENT
+from chaosstream.cli.commands import cli
+from chaosstream.verify.expectations import RESILIENT
 
 CLIENT = [sys.executable, "-m", "chaosstream.examples.resilient_client", "--idle-timeout", "4"]
 

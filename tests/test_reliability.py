@@ -20,11 +20,11 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import pytest
 
-from chaosstream.control import ControlServer
+from chaosstream.faults.profile import Profile, profile_from_data
+from chaosstream.integrations.control import ControlServer
 from chaosstream.mock import MockSettings, start_mock
-from chaosstream.profile import Profile, profile_from_data
-from chaosstream.proxy import ChaosProxy
-from chaosstream.record import Exchange
+from chaosstream.proxy.record import Exchange
+from chaosstream.proxy.server import ChaosProxy
 from tests.test_soak import _describe, collect_errors, settle
 
 SCALE = float(os.environ.get("CHAOSSTREAM_RELIABILITY_SCALE", "1"))

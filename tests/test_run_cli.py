@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from chaosstream.cli import cli
+from chaosstream.cli.commands import cli
 
 CLIENTS = Path(__file__).parent / "clients"
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from chaosstream.battery import BATTERY
-from chaosstream.cli import cli
+from chaosstream.cli.commands import cli
+from chaosstream.verify.battery import BATTERY
 
 CLIENTS = Path(__file__).parent / "clients"
 

@@ -22,9 +22,9 @@ import psutil
 import pytest
 
 from chaosstream.faults import REGISTRY
+from chaosstream.faults.profile import Profile, profile_from_data
 from chaosstream.mock import MockSettings, start_mock
-from chaosstream.profile import Profile, profile_from_data
-from chaosstream.proxy import ChaosProxy
+from chaosstream.proxy.server import ChaosProxy
 
 STREAMS = int(os.environ.get("CHAOSSTREAM_SOAK_STREAMS", "10000"))
 CONCURRENCY = 100

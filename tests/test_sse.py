@@ -1,4 +1,4 @@
-"""Tests for chaosstream.sse: framing, parsing and writing of Server-Sent Events.
+"""Tests for chaosstream.streams.sse: framing, parsing and writing of Server-Sent Events.
 
 The spec examples come from the WHATWG HTML Living Standard, 9.2.6
 "Interpreting an event stream" (html.spec.whatwg.org/multipage/server-sent-events.html).
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chaosstream.sse import Event, EventDecoder, EventSplitter, format_event, parse_event
+from chaosstream.streams.sse import Event, EventDecoder, EventSplitter, format_event, parse_event
 
 
 def reference_split(data: bytes) -> tuple[list[bytes], bytes]:

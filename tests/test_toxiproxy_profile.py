@@ -17,16 +17,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from chaosstream.control import ControlServer
-from chaosstream.mock import MockServer
-from chaosstream.profile import Profile, load_text, profile_from_data
-from chaosstream.toxiproxy import RunningServer
-from chaosstream.toxiproxy_profile import (
+from chaosstream.faults.profile import Profile, load_text, profile_from_data
+from chaosstream.faults.toxiproxy_section import (
     ToxiproxyError,
     ToxiproxySection,
     apply_toxiproxy,
     remove_toxiproxy,
 )
+from chaosstream.integrations.control import ControlServer
+from chaosstream.mock import MockServer
+from chaosstream.toxiproxy import RunningServer
 from chaosstream.yamlfile import InputError
 from tests.conftest import ProxyFactory
 

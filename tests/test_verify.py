@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from chaosstream.mock import answer_text
-from chaosstream.record import Exchange
-from chaosstream.scenario import load_scenarios
-from chaosstream.verify import ClientRun, Evidence, evaluate, shown_fraction
+from chaosstream.proxy.record import Exchange
+from chaosstream.verify.expectations import ClientRun, Evidence, evaluate, shown_fraction
+from chaosstream.verify.scenario import load_scenarios
 from chaosstream.yamlfile import InputError
 
 ANSWER = "The quick brown fox, jumps over the lazy dog."

@@ -19,7 +19,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 import chaosstream
-from chaosstream.browser import launch_chromium
+from chaosstream.clients.browser import launch_chromium
 from chaosstream.mock import MockSettings, answer_text, start_mock
 
 pytestmark = pytest.mark.browser

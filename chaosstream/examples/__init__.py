@@ -7,3 +7,5 @@
   streaming quickstart with the SDK's defaults, what `chaosstream demo` shows
   failing (a cut answer printed as whole, a stall that hangs).
 """
+
+__all__ = ["naive_client", "resilient_client"]

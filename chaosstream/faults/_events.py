@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 from chaosstream.faults.base import FaultContext
-from chaosstream.providers import is_terminal, token_text
-from chaosstream.sse import parse_event
+from chaosstream.streams.providers import is_terminal, token_text
+from chaosstream.streams.sse import parse_event
 
 
 def is_event(data: bytes, ctx: FaultContext) -> bool:

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from chaosstream.faults._regex import check_header_regex
-from chaosstream.providers import Provider
+from chaosstream.streams.providers import Provider
 
 EndMode = Literal["reset", "close", "stall"]
 

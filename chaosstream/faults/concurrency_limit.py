@@ -8,7 +8,7 @@ from pydantic import Field
 
 from chaosstream.faults.base import Fault, FaultContext, Refusal
 from chaosstream.faults.http_error import retry_after_headers
-from chaosstream.providers import error_body
+from chaosstream.streams.providers import error_body
 
 
 class ConcurrencyLimit(Fault):

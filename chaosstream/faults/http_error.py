@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from chaosstream.faults.base import Fault, FaultContext, Refusal
-from chaosstream.providers import error_body
+from chaosstream.streams.providers import error_body
 
 
 def retry_after_headers(retry_after_s: float | None) -> dict[str, str]:

@@ -8,17 +8,38 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from chaosstream.faults._feed import prefetched
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 from chaosstream.faults.loss import Loss, lossy
 from chaosstream.faults.throttle import Throttle
 
-if TYPE_CHECKING:
-    from chaosstream.profile import Network
+
+class Network(BaseModel):
+    """Link conditions that hold for every exchange, in both directions."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    latency_ms: float = Field(
+        0.0, ge=0, description="One-way delay added to each direction's data."
+    )
+    jitter_ms: float = Field(
+        0.0, ge=0, description="Uniform +/- jitter on that delay; never reorders bytes."
+    )
+    down_kbps: float | None = Field(
+        None, gt=0, description="Server -> client bandwidth, kilobits/s."
+    )
+    up_kbps: float | None = Field(None, gt=0, description="Client -> server bandwidth, kilobits/s.")
+    loss: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Segment loss rate, TCP-modelled: a lost segment stalls delivery by the "
+        "retransmit timeout (200 ms, doubling); bytes are never dropped.",
+    )
 
 
 class LinkDelay(Fault):

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from chaosstream.faults._events import is_event
 from chaosstream.faults.base import Chunk, Fault, FaultContext, StreamEnd
-from chaosstream.providers import ErrorKind, error_event
+from chaosstream.streams.providers import ErrorKind, error_event
 
 
 class StreamError(Fault):

@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 import pytest
 
 from chaosstream.faults import FaultEvent
+from chaosstream.faults.profile import Profile, load_profile, profile_from_data
 from chaosstream.mock import MockServer, MockSettings, start_mock
-from chaosstream.profile import Profile, load_profile, profile_from_data
-from chaosstream.proxy import ChaosProxy
-from chaosstream.record import Exchange
+from chaosstream.proxy.record import Exchange
+from chaosstream.proxy.server import ChaosProxy
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -173,7 +173,7 @@ class ChaosHandle:
 
 def _expectation(name: str, value: Any) -> tuple[Any, bool]:
     """An :class:`Expect` and whether it must pass, from one keyword of assert_verdicts."""
-    from chaosstream.scenario import Expect
+    from chaosstream.verify.scenario import Expect
 
     if isinstance(value, bool):
         return Expect.model_validate({name: {}}), value
@@ -205,11 +205,11 @@ def assert_verdicts(
     ``completes`` and ``surfaces_error`` need what the client did: ``text`` (what
     it showed) and ``error`` (the exception it raised, or True). ``answer`` is the
     full answer; with a :class:`ChaosHandle` in front of ``chaos_mock`` it is known.
-    Returns the verdicts (``chaosstream.verify.Verdict``); raises AssertionError
+    Returns the verdicts (``chaosstream.verify.expectations.Verdict``); raises AssertionError
     listing each one that came out wrong, with its evidence.
     """
-    from chaosstream.run import expected_answer
-    from chaosstream.verify import ClientRun, Evidence, evaluate
+    from chaosstream.clients.runner import expected_answer
+    from chaosstream.verify.expectations import ClientRun, Evidence, evaluate
 
     if isinstance(exchanges, ChaosHandle):
         handle: ChaosHandle | None = exchanges

@@ -1,6 +1,6 @@
 """Prometheus metrics of one proxy, in its own registry.
 
-Fed once per exchange by a :class:`~chaosstream.record.Recorder` listener, never
+Fed once per exchange by a :class:`~chaosstream.proxy.record.Recorder` listener, never
 per chunk, so the hot path pays nothing. Open streams and the interruption ratio
 are read at scrape time. Every series carries ``profile`` (the active profile's
 name when the exchange ended) and ``path`` (the request path).
@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chaosstream.record import Exchange, Recorder
+from chaosstream.proxy.record import Exchange, Recorder
 
 __all__ = ["CONTENT_TYPE", "ProxyMetrics"]
 

@@ -11,16 +11,16 @@ from typing import Any, TypeVar
 
 import click
 
-from chaosstream.cli_args import BadInput, cut
+from chaosstream.cli.args import BadInput, cut
+from chaosstream.faults.profile import Profile
 from chaosstream.mock import MockServer, start_mock
-from chaosstream.profile import Profile
-from chaosstream.proxy import (
+from chaosstream.proxy.record import BODY_LIMIT, RECORD_BUDGET, JsonlSink, Recorder
+from chaosstream.proxy.server import (
     IDLE_TIMEOUT_S,
     MAX_EVENT_BYTES,
     UPSTREAM_HEAD_TIMEOUT_S,
     ChaosProxy,
 )
-from chaosstream.record import BODY_LIMIT, RECORD_BUDGET, JsonlSink, Recorder
 
 T = TypeVar("T")
 
@@ -84,9 +84,7 @@ async def serve_proxy(
     Toxiproxy's default: profiles pushed over the API may only use that one.
     ``control_allow_hosts`` are extra ``Host`` names the control API answers to.
     """
-    from chaosstream.control import ControlServer
-    from chaosstream.toxiproxy import ToxiproxyServer
-    from chaosstream.toxiproxy_profile import (
+    from chaosstream.faults.toxiproxy_section import (
         DEFAULT_URL,
         AppliedToxics,
         ToxiproxyError,
@@ -95,6 +93,8 @@ async def serve_proxy(
         remove_toxiproxy,
         timeout_from_env,
     )
+    from chaosstream.integrations.control import ControlServer
+    from chaosstream.toxiproxy import ToxiproxyServer
     from chaosstream.yamlfile import InputError
 
     if toxiproxy_url is not None:

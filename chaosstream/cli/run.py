@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chaosstream.cli_args import upstream_option, writable_file_option
+from chaosstream.cli.args import upstream_option, writable_file_option
 
 if TYPE_CHECKING:
+    from chaosstream.clients.runner import Progress, RunOptions
+    from chaosstream.faults.profile import Profile
     from chaosstream.mock import MockSettings
-    from chaosstream.profile import Profile
-    from chaosstream.report import TerminalProgress
-    from chaosstream.run import Progress, RunOptions, RunReport, ScenarioResult
-    from chaosstream.scenario import Scenario
+    from chaosstream.verify.report import TerminalProgress
+    from chaosstream.verify.results import RunReport, ScenarioResult
+    from chaosstream.verify.scenario import Scenario
 
 __all__ = ["EXIT_CODES", "Interrupts", "check", "collect", "execute", "run", "run_options"]
 
@@ -121,7 +122,8 @@ async def collect(
     interrupts: Interrupts,
 ) -> RunReport:
     """Run the scenarios; on a signal, the report of those that finished, marked interrupted."""
-    from chaosstream.run import RunReport, run_scenarios
+    from chaosstream.clients.runner import run_scenarios
+    from chaosstream.verify.results import RunReport
 
     finished = _Finished(progress)
     task = asyncio.ensure_future(run_scenarios(scenarios, command, options, finished))
@@ -148,8 +150,8 @@ def run_options(
     report_path: str | None = None,
 ) -> RunOptions:
     """The runner's options; the seed is drawn here so an interrupted report shows it too."""
+    from chaosstream.clients.runner import RunOptions
     from chaosstream.mock import MockSettings
-    from chaosstream.run import RunOptions
 
     return RunOptions(
         upstream=upstream,
@@ -205,9 +207,9 @@ def execute(
     0, 1, or 130/143 when SIGINT/SIGTERM stopped the run (see :class:`Interrupts`)."""
     from rich.console import Console
 
-    from chaosstream.logs import quiet
-    from chaosstream.report import TerminalProgress, print_report, write_json, write_junit
-    from chaosstream.run import check_command
+    from chaosstream.cli.logs import quiet
+    from chaosstream.clients.command import check_command
+    from chaosstream.verify.report import TerminalProgress, print_report, write_json, write_junit
 
     if any(s.client is None for s, _ in scenarios):
         check_command(command)
@@ -323,7 +325,7 @@ def _only(
 
 def _env_rows() -> list[tuple[str, str]]:
     """The variables the runner sets for the client (from the code that sets them)."""
-    from chaosstream.run import client_env
+    from chaosstream.clients.command import client_env
 
     url = "http://127.0.0.1:PORT"
     ours = client_env(url, "NAME", mock=False)
@@ -352,7 +354,7 @@ class _CheckCommand(_RunnerCommand):
     """`check --help` lists the battery first."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from chaosstream.battery import battery
+        from chaosstream.verify.battery import battery
 
         with formatter.section("The battery, in order (chaosstream check --list)"):
             formatter.write_dl([(s.name, _describe(p)) for s, p in battery()])
@@ -395,7 +397,7 @@ def run(
     The command comes after `--`, or from `command:` in the file. Each scenario
     starts it once, pointed at the proxy (the variables below).
     """
-    from chaosstream.scenario import load_scenarios
+    from chaosstream.verify.scenario import load_scenarios
 
     suite = load_scenarios(Path(scenario_file))
     argv = list(command) or list(suite.command or [])
@@ -465,7 +467,7 @@ def check(
     never presents truncated text as complete, makes at most 5 attempts and
     never retries sooner than Retry-After.
     """
-    from chaosstream.battery import battery
+    from chaosstream.verify.battery import battery
 
     scenarios = _only(battery(timeout_s), only)
     if list_only:
@@ -474,7 +476,7 @@ def check(
             click.echo(f"{s.name:<{width}}  {s.timeout_s:g} s  {_describe(p)}")
         return
     if page_url is not None:
-        from chaosstream.browser import page_battery
+        from chaosstream.clients.browser import page_battery
 
         if command:
             raise click.UsageError("give either --browser URL or a command after --, not both")

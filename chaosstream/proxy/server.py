@@ -14,9 +14,7 @@ import contextlib
 import io
 import json
 import random
-import socket
 import ssl
-import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,14 +24,15 @@ from aiohttp import web
 from yarl import URL
 
 from chaosstream.faults import Chunk, Clock, FaultEvent, RequestInfo, StreamEnd, SystemClock
+from chaosstream.faults.profile import Profile
 from chaosstream.faults.trigger import Armed, Injector
-from chaosstream.headers import end_to_end
-from chaosstream.profile import Profile
-from chaosstream.providers import error_body, provider_for
-from chaosstream.record import Exchange, Recorder
-from chaosstream.sse import EventSplitter
+from chaosstream.proxy.exchange import abort, drained, request_info
+from chaosstream.proxy.headers import end_to_end
+from chaosstream.proxy.record import Exchange, Recorder
+from chaosstream.streams.providers import error_body
+from chaosstream.streams.sse import EventSplitter
 
-log = structlog.get_logger("chaosstream.proxy")
+log = structlog.get_logger("chaosstream.proxy.server")
 
 # Defaults of ChaosProxy's limits (its keyword arguments of the same names; the
 # CLI flags and docs/limits.md list them too).
@@ -201,12 +200,13 @@ class ChaosProxy:
                 f"send origin-form (/path), not {request.raw_path[:80]!r}"
             )
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            from chaosstream.wsproxy import proxy_websocket
+            from chaosstream.proxy.websocket import Relay, proxy_websocket
 
             assert self._session is not None
-            return await proxy_websocket(self, self._session, request)
+            relay = Relay(self.upstream, self.clock, self.recorder, self.state.injector)
+            return await proxy_websocket(relay, self._session, request)
         body = await request.read()
-        info = _request_info(request, body)
+        info = request_info(request, body)
         injector = self.state.injector
         exchange_id = injector.next_exchange()
         started = self.clock.now()
@@ -363,7 +363,7 @@ class ChaosProxy:
             # Upstream broke mid-body: break the client's body the same way.
             ex.outcome = "upstream_error"
             ex.error = f"upstream ended the body early: {_describe(e)}"
-            _abort(request)
+            abort(request)
             return resp
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             ex.outcome = "client_gone"
@@ -498,9 +498,9 @@ class ChaosProxy:
                 if request.transport is not None:
                     request.transport.close()
         elif end.mode == "reset":
-            await _drained(request)
+            await drained(request)
             await asyncio.sleep(RESET_GRACE_S)
-            _abort(request, rst=True)
+            abort(request, rst=True)
         else:  # stall: the socket stays open and silent until the client leaves
             await asyncio.Event().wait()
 
@@ -554,54 +554,6 @@ async def _aclose(stream: AsyncIterator[Chunk]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-async def _drained(request: web.Request, timeout: float = 2.0) -> None:
-    """Wait until what was written has left the proxy's user-space buffer."""
-    transport = request.transport
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    # Polling: asyncio offers no "buffer empty" notification short of drain(),
-    # which only waits for the low-water mark.
-    while transport is not None and transport.get_write_buffer_size():
-        if loop.time() >= deadline:
-            break
-        await asyncio.sleep(0.005)
-
-
-def _abort(request: web.Request, rst: bool = False) -> None:
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if rst and sock is not None:
-        # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
-def _request_info(request: web.Request, body: bytes) -> RequestInfo:
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    parsed: Any = None
-    stream = "text/event-stream" in headers.get("accept", "")
-    if body[:1] in (b"{", b"["):
-        try:
-            parsed = json.loads(body)
-        except (ValueError, RecursionError):
-            # Too deep or not JSON: forwarded untouched all the same, stream unknown.
-            parsed = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("stream"), bool):
-            stream = stream or parsed["stream"]
-    return RequestInfo(
-        method=request.method,
-        path=request.path,
-        query=request.query_string,
-        headers=headers,
-        body=body,
-        provider=provider_for(request.path),
-        stream=stream,
-        json=parsed,
-    )
 
 
 def _client_error(message: str) -> web.Response:

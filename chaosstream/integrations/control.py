@@ -28,11 +28,8 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from chaosstream.metrics import CONTENT_TYPE, ProxyMetrics
-from chaosstream.profile import Profile, builtin_names, load_profile
-from chaosstream.proxy import ChaosProxy
-from chaosstream.record import Exchange
-from chaosstream.toxiproxy_profile import (
+from chaosstream.faults.profile import Profile, builtin_names, load_profile
+from chaosstream.faults.toxiproxy_section import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_URL,
     AppliedToxics,
@@ -42,6 +39,9 @@ from chaosstream.toxiproxy_profile import (
     remove_toxiproxy,
     same_address,
 )
+from chaosstream.integrations.metrics import CONTENT_TYPE, ProxyMetrics
+from chaosstream.proxy.record import Exchange
+from chaosstream.proxy.server import ChaosProxy
 from chaosstream.yamlfile import InputError, load_text, max_input_bytes
 
 __all__ = [
@@ -72,7 +72,7 @@ _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 _PORT = re.compile(r"[0-9]{1,5}")
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-log = logging.getLogger("chaosstream.control")
+log = logging.getLogger("chaosstream.integrations.control")
 
 
 class ControlError(ValueError):

@@ -9,51 +9,35 @@ recorded exchanges and the client's signals go to the verifier.
 from __future__ import annotations
 
 import asyncio
-import codecs
-import contextlib
-import os
 import random
-import shutil
-import signal
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
+from chaosstream.clients.command import check_command, client_env, run_client
+from chaosstream.faults.profile import Profile
 from chaosstream.mock import MockServer, MockSettings, answer_text, start_mock
-from chaosstream.profile import Profile
-from chaosstream.proxy import ChaosProxy
-from chaosstream.record import Exchange, JsonlSink, Recorder
-from chaosstream.scenario import Scenario
-from chaosstream.verify import ClientRun, Evidence, Observed, Verdict, evaluate
-from chaosstream.yamlfile import InputError
+from chaosstream.proxy.record import Exchange, JsonlSink, Recorder
+from chaosstream.proxy.server import ChaosProxy
+from chaosstream.verify.expectations import Evidence, evaluate
+from chaosstream.verify.results import RunReport, ScenarioResult
+from chaosstream.verify.scenario import Scenario
 
 if TYPE_CHECKING:
-    from chaosstream.browser import PageDriver
+    from chaosstream.clients.browser import PageDriver
 
 __all__ = [
-    "DUMMY_KEY",
     "Progress",
     "RunOptions",
-    "RunReport",
-    "ScenarioResult",
-    "check_command",
-    "client_env",
+    "expected_answer",
     "run_scenarios",
 ]
 
-DUMMY_KEY = "chaosstream-mock-key"
-"""The API key clients get when the upstream is the embedded mock (it takes any)."""
 # After the client exits, the proxy may still be finishing its side of an
 # exchange (a cancelled stall, a RST grace period); wait this long at most.
 SETTLE_S = 2.0
-# Output kept per stream of the client; more is cut from the middle.
-OUTPUT_LIMIT = 4 * 1024 * 1024
-# Arrival times kept for the client's stdout (one per pipe read): enough for any
-# answer's first text; a client printing a byte at a time stops being stamped there.
-STDOUT_STAMPS = 100_000
 
 
 @dataclass(slots=True)
@@ -77,150 +61,12 @@ class RunOptions:
     """Where a failed page scenario's screenshot and console log go."""
 
 
-@dataclass(slots=True)
-class ScenarioResult:
-    """One scenario's outcome."""
-
-    name: str
-    profile: str
-    seed: int
-    observed: Observed
-    verdicts: list[Verdict]
-    client: ClientRun
-    exchanges: list[Exchange]
-
-    @property
-    def passed(self) -> bool:
-        """Every verdict passed."""
-        return all(v.verdict == "pass" for v in self.verdicts)
-
-
-@dataclass(slots=True)
-class RunReport:
-    """All scenarios of one run."""
-
-    seed: int
-    results: list[ScenarioResult]
-    upstream: str
-    interrupted: bool = False
-    """A signal stopped the run: ``results`` holds only the scenarios that finished."""
-
-    @property
-    def passed(self) -> bool:
-        """Every scenario ran and passed (an interrupted run proved nothing about the rest)."""
-        return not self.interrupted and all(r.passed for r in self.results)
-
-
 class Progress(Protocol):
     """Told when each scenario starts and ends (the terminal spinner, or nothing)."""
 
     def start(self, name: str, index: int, total: int, timeout_s: float) -> None: ...
 
     def end(self, result: ScenarioResult) -> None: ...
-
-
-def check_command(command: Sequence[str]) -> None:
-    """Raise :class:`InputError` unless ``command[0]`` is a program that can be run."""
-    if not command:
-        raise InputError("no client command: give one after `--` or as `command:` in the file")
-    program = command[0]
-    if os.sep in program:
-        if not Path(program).is_file():
-            raise InputError(f"client command not found: {program!r} is not a file")
-        if not os.access(program, os.X_OK):
-            raise InputError(f"client command not executable: {program!r}")
-    elif shutil.which(program) is None:
-        raise InputError(f"client command not found: {program!r} is not on PATH")
-
-
-def client_env(proxy_url: str, scenario: str, mock: bool) -> dict[str, str]:
-    """The client's environment: ours plus the variables that point it at the proxy."""
-    env = dict(os.environ)
-    env.update(
-        CHAOSSTREAM_URL=proxy_url,
-        CHAOSSTREAM_SCENARIO=scenario,
-        OPENAI_BASE_URL=f"{proxy_url}/v1",
-        ANTHROPIC_BASE_URL=proxy_url,
-        # Python clients print as they go, so a killed client's output is not lost.
-        PYTHONUNBUFFERED="1",
-    )
-    if mock:
-        env.update(OPENAI_API_KEY=DUMMY_KEY, ANTHROPIC_API_KEY=DUMMY_KEY)
-    return env
-
-
-async def _read_all(
-    stream: asyncio.StreamReader | None,
-    into: bytearray,
-    stamps: list[tuple[float, int]] | None = None,
-) -> None:
-    if stream is None:
-        return
-    # With ``stamps``: when each piece arrived and how many characters the output
-    # had then, so the verifier can tell when the answer's first text appeared.
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    chars = 0
-    while chunk := await stream.read(65536):
-        if len(into) < OUTPUT_LIMIT:
-            into.extend(chunk)
-            if stamps is not None and len(stamps) < STDOUT_STAMPS:
-                chars += len(decoder.decode(chunk))
-                stamps.append((time.monotonic(), chars))
-
-
-def _kill(proc: asyncio.subprocess.Process) -> None:
-    # The client runs in its own session: kill its whole group (a shell's children too).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-
-
-async def run_client(command: Sequence[str], env: dict[str, str], timeout_s: float) -> ClientRun:
-    """Run the client to its end, or kill it at ``timeout_s``."""
-    started = time.monotonic()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-    except (FileNotFoundError, PermissionError, NotADirectoryError) as e:
-        raise InputError(f"cannot start client command {command[0]!r}: {e.strerror or e}") from None
-    out, err = bytearray(), bytearray()
-    stamps: list[tuple[float, int]] = []
-    readers = asyncio.gather(_read_all(proc.stdout, out, stamps), _read_all(proc.stderr, err))
-    timed_out = False
-    try:
-        await asyncio.wait_for(proc.wait(), timeout_s)
-    except asyncio.TimeoutError:
-        timed_out = True
-        _kill(proc)
-        await proc.wait()
-    except BaseException:
-        _kill(proc)
-        await proc.wait()
-        raise
-    finally:
-        # Grandchildren may keep the pipes open: never wait on them for long.
-        try:
-            await asyncio.wait_for(readers, 2.0)
-        except asyncio.TimeoutError:
-            readers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await readers
-    return ClientRun(
-        command=list(command),
-        exit_code=proc.returncode,
-        timed_out=timed_out,
-        stdout=out.decode("utf-8", errors="replace"),
-        stderr=err.decode("utf-8", errors="replace"),
-        duration_s=time.monotonic() - started,
-        stdout_times=stamps,
-    )
 
 
 def expected_answer(exchanges: list[Exchange], settings: MockSettings | None) -> str | None:
@@ -290,7 +136,7 @@ async def run_scenarios(
         url = await proxy.start()
         try:
             if options.page_driver is None and any(s.client for s, _ in scenarios):
-                from chaosstream.browser import PageDriver
+                from chaosstream.clients.browser import PageDriver
 
                 own_driver = PageDriver()
                 await own_driver.start()
@@ -345,7 +191,8 @@ async def _run_one(
     closed_before = mock.closed_early if mock is not None else 0
     page = None
     if scenario.client is not None:
-        from chaosstream.browser import api_exchanges, drive_scenario
+        from chaosstream.clients.browser import drive_scenario
+        from chaosstream.verify.page import api_exchanges
 
         def arm() -> None:
             proxy.set_profile(profile, seed)
@@ -375,7 +222,7 @@ async def _run_one(
     )
     observed, verdicts = evaluate(evidence, scenario.expect, resilient=options.resilient)
     if page is not None and any(v.verdict == "fail" for v in verdicts):
-        from chaosstream.browser import write_artifacts
+        from chaosstream.clients.browser import write_artifacts
 
         observed.artifacts = write_artifacts(page, options.artifacts_dir, scenario.name)
     return ScenarioResult(

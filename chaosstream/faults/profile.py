@@ -10,34 +10,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chaosstream.faults import AnyFault, Fault
-from chaosstream.toxiproxy_profile import ToxiproxySection
+from chaosstream.faults.network import Network, network_faults
+from chaosstream.faults.toxiproxy_section import ToxiproxySection
 from chaosstream.yamlfile import InputError, cut, did_you_mean, load_file, load_text, validate
 
 PROFILE_DIR = resources.files("chaosstream") / "profiles"
-
-
-class Network(BaseModel):
-    """Link conditions that hold for every exchange, in both directions."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    latency_ms: float = Field(
-        0.0, ge=0, description="One-way delay added to each direction's data."
-    )
-    jitter_ms: float = Field(
-        0.0, ge=0, description="Uniform +/- jitter on that delay; never reorders bytes."
-    )
-    down_kbps: float | None = Field(
-        None, gt=0, description="Server -> client bandwidth, kilobits/s."
-    )
-    up_kbps: float | None = Field(None, gt=0, description="Client -> server bandwidth, kilobits/s.")
-    loss: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Segment loss rate, TCP-modelled: a lost segment stalls delivery by the "
-        "retransmit timeout (200 ms, doubling); bytes are never dropped.",
-    )
 
 
 class Profile(BaseModel):
@@ -67,7 +44,6 @@ class Profile(BaseModel):
 
     def all_faults(self) -> list[Fault]:
         """The faults to inject, network conditions first."""
-        from chaosstream.faults.network import network_faults
 
         return [*network_faults(self.network), *self.faults]
 

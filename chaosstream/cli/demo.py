@@ -18,13 +18,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from chaosstream.battery import battery
-from chaosstream.profile import load_profile
-from chaosstream.scenario import Scenario
+from chaosstream.faults.profile import load_profile
+from chaosstream.verify.battery import battery
+from chaosstream.verify.scenario import Scenario
 
 if TYPE_CHECKING:
-    from chaosstream.profile import Profile
-    from chaosstream.run import RunOptions, RunReport, ScenarioResult
+    from chaosstream.clients.runner import RunOptions
+    from chaosstream.faults.profile import Profile
+    from chaosstream.verify.results import RunReport, ScenarioResult
 
 # The reference client's idle timeout: longer than the battery's slowest first
 # token (3 s), short enough that its silent stall costs seconds, not minutes.
@@ -83,7 +84,7 @@ def _outcome(r: ScenarioResult) -> Text:
 
 def side_by_side(reports: list[tuple[str, RunReport]], console: Console) -> None:
     """One row per scenario: the faults that fired, then each client's outcome."""
-    from chaosstream.report import fault_label
+    from chaosstream.verify.report import fault_label
 
     table = Table(title=f"chaosstream demo  (seed {reports[0][1].seed}, embedded mock)")
     table.add_column("scenario")
@@ -118,9 +119,9 @@ def run_demo(profiles: list[str] | None, seed: int) -> int:
     SIGINT/SIGTERM stopped the demo (the client's group killed, proxy and mock
     closed, as for ``check``).
     """
-    from chaosstream.cli_run import Interrupts, collect, run_options, say_interrupted, with_ticks
-    from chaosstream.logs import quiet
-    from chaosstream.report import TerminalProgress
+    from chaosstream.cli.logs import quiet
+    from chaosstream.cli.run import Interrupts, collect, run_options, say_interrupted, with_ticks
+    from chaosstream.verify.report import TerminalProgress
 
     scenarios = demo_scenarios(profiles)
     quiet()

@@ -16,12 +16,12 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from chaosstream.profile import Profile
-from chaosstream.record import Exchange
-from chaosstream.scenario import ErrorSignal, Expect, RetriesOptions
+from chaosstream.faults.profile import Profile
+from chaosstream.proxy.record import Exchange
+from chaosstream.verify.scenario import ErrorSignal, Expect, RetriesOptions
 
 if TYPE_CHECKING:
-    from chaosstream.browser import PageObservation
+    from chaosstream.verify.page import PageObservation
 
 __all__ = [
     "ALIGN_LIMIT_CHARS",
@@ -121,7 +121,7 @@ class Observed:
     notes: dict[str, str] = field(default_factory=dict)
     """Evidence sentences behind each flag, for verdicts (not in the JSON block)."""
     page: dict[str, Any] | None = None
-    """What a browser client's page showed (see chaosstream.browser.page_observed)."""
+    """What a browser client's page showed (see chaosstream.clients.browser.page_observed)."""
     artifacts: dict[str, str] = field(default_factory=dict)
     """Files saved for a failed page scenario: screenshot, console log."""
 
@@ -555,7 +555,7 @@ def evaluate(
     obs = observe(ev)
     notes = obs.notes
     if ev.page is not None:
-        from chaosstream.browser import PAGE_JUDGED, judge_page, page_observed, page_signals
+        from chaosstream.verify.page import PAGE_JUDGED, judge_page, page_observed, page_signals
 
         # What the page showed replaces what an exit code would have said.
         for flag, (value, why) in page_signals(ev.page, ev.answer, ev.exchanges).items():

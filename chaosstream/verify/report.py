@@ -16,8 +16,8 @@ from rich.text import Text
 
 from chaosstream._version import __version__
 from chaosstream.faults.base import FaultEvent
-from chaosstream.profile import builtin_names
-from chaosstream.run import RunReport, ScenarioResult
+from chaosstream.faults.profile import builtin_names
+from chaosstream.verify.results import RunReport, ScenarioResult
 
 __all__ = [
     "TerminalProgress",

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chaosstream.sse import Event, EventDecoder
+from chaosstream.streams.sse import Event, EventDecoder
 
 __all__ = [
     "ErrorKind",

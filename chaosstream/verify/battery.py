@@ -5,15 +5,15 @@ of the same name, so a failure can be replayed with `chaosstream proxy
 --profile NAME --seed N` and read in `docs/profiles.md`. Each fault hits the
 first attempt only (``requests: [1]``) where a retry can recover, so a
 resilient client completes; a client that cannot recover must at least say so.
-The rule for every scenario is the same (:data:`chaosstream.verify.RESILIENT`):
+The rule for every scenario is the same (:data:`chaosstream.verify.expectations.RESILIENT`):
 complete or surface the error, never present truncated text as complete, never
 exceed the attempt limit, never retry sooner than Retry-After.
 """
 
 from __future__ import annotations
 
-from chaosstream.profile import Profile, load_profile
-from chaosstream.scenario import Scenario
+from chaosstream.faults.profile import Profile, load_profile
+from chaosstream.verify.scenario import Scenario
 
 __all__ = ["BATTERY", "battery"]
 

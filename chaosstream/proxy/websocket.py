@@ -17,12 +17,14 @@ from aiohttp import WSMsgType, web
 from yarl import URL
 
 from chaosstream.faults import Chunk, StreamEnd
-from chaosstream.headers import end_to_end
-from chaosstream.record import Exchange
+from chaosstream.proxy.exchange import abort, request_info
+from chaosstream.proxy.headers import end_to_end
+from chaosstream.proxy.record import Exchange
 
 if TYPE_CHECKING:
-    from chaosstream.faults.trigger import Armed
-    from chaosstream.proxy import ChaosProxy
+    from chaosstream.faults import Clock
+    from chaosstream.faults.trigger import Armed, Injector
+    from chaosstream.proxy.record import Recorder
 
 # Headers the WebSocket handshake regenerates on each side.
 HANDSHAKE = (
@@ -35,6 +37,16 @@ HANDSHAKE = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """What the WebSocket relay needs of the proxy that hands it a request."""
+
+    upstream: URL
+    clock: Clock
+    recorder: Recorder
+    injector: Injector
+
+
 @dataclass(slots=True)
 class Message(Chunk):
     """A WebSocket message as a chunk; ``text`` says which frame type to send."""
@@ -43,7 +55,7 @@ class Message(Chunk):
 
 
 async def proxy_websocket(
-    proxy: ChaosProxy, session: aiohttp.ClientSession, request: web.Request
+    proxy: Relay, session: aiohttp.ClientSession, request: web.Request
 ) -> web.StreamResponse:
     """Check the client's handshake, connect upstream, accept the client, pump both ways.
 
@@ -60,10 +72,8 @@ async def proxy_websocket(
             {"error": {"type": "invalid_request", "message": "bad WebSocket handshake"}},
             status=400,
         )
-    injector = proxy.state.injector
-    from chaosstream.proxy import _request_info
-
-    info = _request_info(request, b"")
+    injector = proxy.injector
+    info = request_info(request, b"")
     info.provider = "sse"
     info.websocket = True
     exchange_id = injector.next_exchange()
@@ -122,7 +132,7 @@ async def proxy_websocket(
 
 
 async def _pump_ws(
-    proxy: ChaosProxy,
+    proxy: Relay,
     request: web.Request,
     client: web.WebSocketResponse,
     upstream: aiohttp.ClientWebSocketResponse[bool],
@@ -181,7 +191,6 @@ async def _pump_ws(
 
 
 async def _end_ws(request: web.Request, client: web.WebSocketResponse, end: StreamEnd) -> None:
-    from chaosstream.proxy import _abort
 
     if end.mode == "close":
         # 1011: the server hit an unexpected condition -- a clean close frame, no "done".
@@ -189,6 +198,6 @@ async def _end_ws(request: web.Request, client: web.WebSocketResponse, end: Stre
             code=aiohttp.WSCloseCode.INTERNAL_ERROR, message=b"chaosstream: disconnect"
         )
     elif end.mode == "reset":
-        _abort(request, rst=True)  # the client sees 1006: closed without a close frame
+        abort(request, rst=True)  # the client sees 1006: closed without a close frame
     else:
         await asyncio.Event().wait()

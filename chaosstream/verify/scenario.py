@@ -25,18 +25,22 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from chaosstream.browser import BrowserSpec, StableLayoutOptions
-from chaosstream.profile import Profile, load_profile
+from chaosstream.faults.profile import Profile, load_profile
 from chaosstream.yamlfile import InputError, cut, did_you_mean, parse_yaml, read_text, validate
 
 __all__ = [
+    "DEFAULT_STOP_AFTER_MS",
     "EXPECTATIONS",
+    "BrowserClient",
+    "BrowserSpec",
     "ErrorSignal",
     "Expect",
     "NoOptions",
     "RetriesOptions",
     "Scenario",
     "ScenarioFile",
+    "Selectors",
+    "StableLayoutOptions",
     "Suite",
     "load_scenarios",
 ]
@@ -53,6 +57,72 @@ ExpectName = Literal[
     "resilient",
 ]
 EXPECTATIONS: tuple[str, ...] = ExpectName.__args__  # type: ignore[attr-defined]
+
+
+DEFAULT_STOP_AFTER_MS = 200.0
+"""A page run clicks Stop this long after the first text when ``cancels_upstream`` is expected."""
+
+
+def _testid(name: str) -> str:
+    return f'[data-testid="{name}"]'
+
+
+class Selectors(BaseModel):
+    """CSS selectors of the page's parts; the defaults fit the reference page."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    input: str = Field(_testid("input"), description="The prompt field.")
+    send: str = Field(_testid("send"), description="The button that sends the prompt.")
+    output: str = Field(_testid("output"), description="Where the answer is rendered.")
+    error: str = Field(_testid("error"), description="The error notice.")
+    retry: str = Field(_testid("retry"), description="The Retry button.")
+    stop: str = Field(_testid("stop"), description="The Stop button.")
+    typing: str = Field(_testid("typing"), description="The typing indicator.")
+
+
+class BrowserClient(BaseModel):
+    """A chat page as the client under test."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    url: str = Field(
+        "/",
+        description="Page URL: a path is taken relative to the proxy; {proxy} is replaced "
+        "by the proxy's base URL (e.g. http://localhost:3000/?api={proxy}).",
+    )
+    prompt: str = Field("Why do streams break on mobile networks?", min_length=1)
+    selectors: Selectors = Field(default_factory=Selectors)
+    stop_after_ms: float | None = Field(
+        None,
+        ge=0,
+        description="Click Stop this long after the first answer text appears "
+        f"(default {DEFAULT_STOP_AFTER_MS:g} ms when cancels_upstream is expected).",
+    )
+    settle_ms: float = Field(
+        2000.0,
+        gt=0,
+        description="A page without a data-state on its output counts as settled once "
+        "nothing changed and no request was in flight for this long.",
+    )
+
+
+class BrowserSpec(BaseModel):
+    """``client: {browser: {...}}`` in a scenario."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    browser: BrowserClient = Field(default_factory=BrowserClient)
+
+
+class StableLayoutOptions(BaseModel):
+    """Options of ``stable_layout``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    max_cls: float = Field(
+        0.1, ge=0, description="Highest cumulative layout shift allowed (0.1 is Web Vitals 'good')."
+    )
 
 
 class NoOptions(BaseModel):

@@ -14,8 +14,10 @@ but loopback unresolvable; which one: :func:`launch_chromium`) and opens a
 fresh browser context per scenario. A script injected before the page's own
 code watches the DOM from the first frame: when the typing indicator first
 shows, when the first answer text appears, every ``layout-shift`` entry.
-:func:`judge_page` turns that :class:`PageObservation` plus the proxy's
-exchanges into verdicts.
+:func:`chaosstream.verify.page.judge_page` turns that
+:class:`~chaosstream.verify.page.PageObservation` plus the proxy's exchanges
+into verdicts; the scenario's ``client: {browser: ...}`` spec is
+:class:`~chaosstream.verify.scenario.BrowserSpec`.
 """
 
 from __future__ import annotations
@@ -27,39 +29,33 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from chaosstream.record import Exchange
+from chaosstream.verify.expectations import ClientRun
+from chaosstream.verify.page import CANCEL_WITHIN_S, PageObservation, PageView
+from chaosstream.verify.scenario import (
+    DEFAULT_STOP_AFTER_MS,
+    BrowserClient,
+    BrowserSpec,
+    Expect,
+    Scenario,
+    Selectors,
+)
 
 if TYPE_CHECKING:
-    from chaosstream.scenario import Scenario
-    from chaosstream.verify import ClientRun
+    pass
 
 __all__ = [
     "CHROMIUM",
     "CHROMIUM_ARGS",
     "CHROMIUM_ENV",
     "CHROMIUM_NAMES",
-    "PAGE_JUDGED",
-    "BrowserClient",
-    "BrowserSpec",
     "PageDriver",
-    "PageObservation",
-    "PageView",
-    "Selectors",
-    "StableLayoutOptions",
-    "api_exchanges",
     "drive_scenario",
-    "judge_page",
     "launch_chromium",
     "page_battery",
-    "page_observed",
-    "page_signals",
     "resolve_url",
     "write_artifacts",
 ]
@@ -88,123 +84,6 @@ CHROMIUM_ARGS = (
 # refuses one in ``args``), so every PageDriver starts from a fresh profile.
 
 TERMINAL_STATES = ("complete", "stopped", "incomplete", "error")
-DEFAULT_STOP_AFTER_MS = 200.0
-CANCEL_WITHIN_S = 1.0
-
-
-def _testid(name: str) -> str:
-    return f'[data-testid="{name}"]'
-
-
-class Selectors(BaseModel):
-    """CSS selectors of the page's parts; the defaults fit the reference page."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    input: str = Field(_testid("input"), description="The prompt field.")
-    send: str = Field(_testid("send"), description="The button that sends the prompt.")
-    output: str = Field(_testid("output"), description="Where the answer is rendered.")
-    error: str = Field(_testid("error"), description="The error notice.")
-    retry: str = Field(_testid("retry"), description="The Retry button.")
-    stop: str = Field(_testid("stop"), description="The Stop button.")
-    typing: str = Field(_testid("typing"), description="The typing indicator.")
-
-
-class BrowserClient(BaseModel):
-    """A chat page as the client under test."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    url: str = Field(
-        "/",
-        description="Page URL: a path is taken relative to the proxy; {proxy} is replaced "
-        "by the proxy's base URL (e.g. http://localhost:3000/?api={proxy}).",
-    )
-    prompt: str = Field("Why do streams break on mobile networks?", min_length=1)
-    selectors: Selectors = Field(default_factory=Selectors)
-    stop_after_ms: float | None = Field(
-        None,
-        ge=0,
-        description="Click Stop this long after the first answer text appears "
-        f"(default {DEFAULT_STOP_AFTER_MS:g} ms when cancels_upstream is expected).",
-    )
-    settle_ms: float = Field(
-        2000.0,
-        gt=0,
-        description="A page without a data-state on its output counts as settled once "
-        "nothing changed and no request was in flight for this long.",
-    )
-
-
-class BrowserSpec(BaseModel):
-    """``client: {browser: {...}}`` in a scenario."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    browser: BrowserClient = Field(default_factory=BrowserClient)
-
-
-class StableLayoutOptions(BaseModel):
-    """Options of ``stable_layout``."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    max_cls: float = Field(
-        0.1, ge=0, description="Highest cumulative layout shift allowed (0.1 is Web Vitals 'good')."
-    )
-
-
-@dataclass(slots=True)
-class PageView:
-    """What the page showed at one moment."""
-
-    state: str
-    """The output's ``data-state`` ("" when the page has none)."""
-    text: str
-    error_visible: bool
-    error_text: str
-    retry_visible: bool
-    settled: bool
-    """False when the page was still busy at the deadline."""
-
-
-@dataclass(slots=True)
-class PageObservation:
-    """Everything the driver saw on one page run.
-
-    ``*_ms`` times are page milliseconds since Send was clicked; ``stop_clicked``
-    is on the monotonic clock the proxy uses, so it compares with exchange times.
-    """
-
-    url: str
-    views: list[PageView] = field(default_factory=list)
-    """The page once settled, and again after a Retry click when there was one."""
-    typing_ms: float | None = None
-    first_text_ms: float | None = None
-    shifts: list[float] = field(default_factory=list)
-    """Layout-shift values after Send, without those caused by recent input."""
-    stop_clicked: float | None = None
-    stop_error: str = ""
-    retry_clicked: bool = False
-    console: list[str] = field(default_factory=list)
-    screenshot: bytes = b""
-    error: str = ""
-    """Why the page could not be driven at all ("" when it could)."""
-
-    @property
-    def first(self) -> PageView | None:
-        """The page when it first settled after Send."""
-        return self.views[0] if self.views else None
-
-    @property
-    def last(self) -> PageView | None:
-        """The page at the end of the run."""
-        return self.views[-1] if self.views else None
-
-    @property
-    def cls(self) -> float:
-        """Cumulative layout shift while the answer streamed."""
-        return sum(self.shifts)
 
 
 def resolve_url(url: str, proxy_url: str) -> str:
@@ -509,7 +388,6 @@ async def drive_scenario(
     Stop is clicked when ``cancels_upstream`` is expected, Retry when
     ``retries`` is: the interactions those verdicts are about.
     """
-    from chaosstream.verify import ClientRun
 
     assert scenario.client is not None
     client = scenario.client.browser
@@ -545,7 +423,6 @@ def page_battery(scenarios: Sequence[tuple[Scenario, Any]], url: str) -> list[tu
     Where the answer streams in whole (clean, slow first token) the page must
     also show typing and keep its layout still.
     """
-    from chaosstream.scenario import Expect
 
     spec = BrowserSpec(browser=BrowserClient(url=url))
     out = []
@@ -693,167 +570,3 @@ def write_artifacts(obs: PageObservation, directory: str | Path, stem: str) -> d
     log.write_text("\n".join(lines) + "\n", encoding="utf-8")
     saved["console"] = str(log)
     return saved
-
-
-# --------------------------------------------------------------------------- verdicts
-
-
-def api_exchanges(exchanges: Sequence[Exchange]) -> list[Exchange]:
-    """The model requests among a page run's exchanges (not the page, its script, its CSS)."""
-    return [e for e in exchanges if e.method != "GET" or e.is_event_stream]
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _clip(text: str, n: int = 60) -> str:
-    text = _norm(text)
-    return repr(text if len(text) <= n else text[: n - 1] + "…")
-
-
-def _presented_complete(view: PageView) -> bool:
-    # Without a data-state the page has only one way to say "not finished": its error notice.
-    if view.state:
-        return view.state == "complete"
-    return not view.error_visible
-
-
-def _shown(view: PageView) -> str:
-    state = f"output state {view.state!r}, " if view.state else ""
-    busy = "" if view.settled else " (still busy at the deadline)"
-    return f"{state}{len(view.text)} chars shown{busy}"
-
-
-def page_signals(
-    obs: PageObservation, answer: str | None, exchanges: Sequence[Exchange] = ()
-) -> dict[str, tuple[bool, str]]:
-    """The page's ``completed``, ``surfaced_error`` and ``silent_truncation``, with evidence.
-
-    ``completed`` is judged on the page at the end of the run (after a Retry
-    click, if any); ``surfaced_error`` on the page when it first settled, the
-    moment the failure was (or was not) shown.
-    """
-    first, last = obs.first, obs.last
-    if first is None or last is None:
-        why = f"the page could not be driven: {obs.error or 'no view'}"
-        return {k: (False, why) for k in ("completed", "surfaced_error", "silent_truncation")}
-    got = _norm(last.text)
-    if answer is None:
-        completed = (False, "the full answer is unknown: no complete upstream response was seen")
-    else:
-        want = _norm(answer)
-        if got == want:
-            completed = (True, f"rendered text equals the {len(want)}-char answer")
-        elif want.startswith(got):
-            completed = (False, f"rendered {len(got)} of {len(want)} answer chars; {_shown(last)}")
-        else:
-            completed = (False, f"rendered text {_clip(got)} is not the answer {_clip(want)}")
-    if not first.error_visible:
-        surfaced = (False, f"no error visible; {_shown(first)}")
-    elif _presented_complete(first):
-        surfaced = (
-            False,
-            f"error visible but the output is presented as complete; {_shown(first)}",
-        )
-    else:
-        surfaced = (True, f"error visible: {_clip(first.error_text)}; {_shown(first)}")
-    # Truncated: short of the known answer, or no request ever delivered a whole one.
-    short = answer is not None or not any(e.client_complete for e in api_exchanges(exchanges))
-    silent = (
-        not completed[0] and short and bool(got) and _presented_complete(last)
-    ) and last.state != "stopped"
-    of = f" of {len(_norm(answer))}" if answer is not None else ""
-    truncation = (
-        (True, f"the page shows {len(got)}{of} chars as if complete; no error visible")
-        if silent
-        else (False, "no")
-    )
-    return {"completed": completed, "surfaced_error": surfaced, "silent_truncation": truncation}
-
-
-def page_observed(obs: PageObservation) -> dict[str, Any]:
-    """The report's ``observed.page`` block: what a person saw."""
-    first, last = obs.first, obs.last
-    return {
-        "url": obs.url,
-        "state": last.state if last else None,
-        "text_chars": len(last.text) if last else 0,
-        "error_shown": first.error_text if first and first.error_visible else None,
-        "retry_visible": bool(first and first.retry_visible),
-        "retry_clicked": obs.retry_clicked,
-        "typing_ms": _round(obs.typing_ms),
-        "first_text_ms": _round(obs.first_text_ms),
-        "cls": round(obs.cls, 4),
-        "stop_clicked": obs.stop_clicked is not None,
-        "driver_error": obs.error or None,
-    }
-
-
-def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 1)
-
-
-def judge_page(
-    name: str, options: BaseModel | None, obs: PageObservation, exchanges: Sequence[Exchange]
-) -> tuple[bool, str]:
-    """Judge a page-only expectation (:data:`PAGE_JUDGED`): ``(passed, evidence)``.
-
-    ``exchanges`` are the proxy's records for the run. The others
-    (``completes``, ``surfaces_error``, ``retries``, ...) are the verifier's,
-    fed with :func:`page_signals`.
-    """
-    if name == "cancels_upstream":
-        return _cancels_upstream(obs, api_exchanges(exchanges))
-    if obs.error:
-        return False, f"the page could not be driven: {obs.error}"
-    if name == "shows_typing":
-        return _shows_typing(obs)
-    if name == "stable_layout":
-        return _stable_layout(float(getattr(options, "max_cls", 0.1)), obs)
-    raise ValueError(f"{name} is not a page-only expectation")
-
-
-PAGE_JUDGED = ("shows_typing", "stable_layout", "cancels_upstream")
-"""Expectations :func:`judge_page` decides for a page run."""
-
-
-def _shows_typing(obs: PageObservation) -> tuple[bool, str]:
-    text_at = obs.first_text_ms
-    if obs.typing_ms is None:
-        when = f"before the first text at {text_at:.0f} ms" if text_at is not None else "at all"
-        return False, f"no typing indicator was visible {when} after Send"
-    if text_at is None:
-        return True, f"typing indicator visible {obs.typing_ms:.0f} ms after Send; no text followed"
-    return True, (
-        f"typing indicator visible {obs.typing_ms:.0f} ms after Send, "
-        f"first text at {text_at:.0f} ms"
-    )
-
-
-def _stable_layout(limit: float, obs: PageObservation) -> tuple[bool, str]:
-    cls, worst = obs.cls, max(obs.shifts, default=0.0)
-    evidence = (
-        f"cumulative layout shift {cls:.4f} over {len(obs.shifts)} shift(s), largest {worst:.4f}"
-    )
-    if cls < limit:
-        return True, f"{evidence} < {limit:g}"
-    return False, f"{evidence} >= {limit:g}"
-
-
-def _cancels_upstream(obs: PageObservation, api: list[Exchange]) -> tuple[bool, str]:
-    if obs.stop_clicked is None:
-        return False, obs.stop_error or obs.error or "Stop was never clicked"
-    clicked = obs.stop_clicked
-    live = [e for e in api if e.started <= clicked and (e.ended is None or e.ended >= clicked)]
-    if not live:
-        return False, "no request was open when Stop was clicked"
-    ex = live[-1]
-    if ex.ended is None:
-        return False, f"request #{ex.id} was still open {CANCEL_WITHIN_S:g}s after Stop"
-    took = ex.ended - clicked
-    if ex.outcome == "complete":
-        return False, f"request #{ex.id} ran to completion {took:.2f}s after Stop"
-    if took > CANCEL_WITHIN_S:
-        return False, f"request #{ex.id} closed {took:.2f}s after Stop (> {CANCEL_WITHIN_S:g}s)"
-    return True, f"request #{ex.id} closed upstream {took * 1000:.0f} ms after Stop ({ex.outcome})"

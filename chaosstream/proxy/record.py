@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from chaosstream.faults.base import FaultEvent
-from chaosstream.providers import Provider, StreamSummary, response_text, stream_summary
+from chaosstream.streams.providers import Provider, StreamSummary, response_text, stream_summary
 
 __all__ = [
     "BODY_LIMIT",

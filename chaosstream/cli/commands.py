@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from chaosstream._version import __version__
-from chaosstream.cli_args import (
+from chaosstream.cli.args import (
     BadInput,
     ca_file_option,
     hostport_option,
@@ -22,8 +22,8 @@ from chaosstream.yamlfile import InputError
 
 MIB = 1024 * 1024
 # Defaults of the proxy's limits, written out so `--help` and `profiles list` do not
-# import aiohttp (0.6 s); tests/test_cli.py keeps them equal to chaosstream.proxy's
-# and chaosstream.record's constants of the same names.
+# import aiohttp (0.6 s); tests/test_cli.py keeps them equal to chaosstream.proxy.server's
+# and chaosstream.proxy.record's constants of the same names.
 MAX_EVENT_BYTES = 1024 * 1024
 IDLE_TIMEOUT_S = 60.0
 UPSTREAM_HEAD_TIMEOUT_S = 300.0
@@ -45,7 +45,7 @@ class ChaosGroup(click.Group):
 
 def builtin_profile_rows() -> list[tuple[str, str]]:
     """(name, first sentence of the description) for every built-in profile."""
-    from chaosstream.profile import builtin_names, load_profile
+    from chaosstream.faults.profile import builtin_names, load_profile
 
     rows = []
     for name in builtin_names():
@@ -97,7 +97,7 @@ def demo(profiles: tuple[str, ...], seed: int) -> None:
     Starts the mock model and the proxy on free loopback ports; needs no keys
     and no network.
     """
-    from chaosstream.demo import run_demo
+    from chaosstream.cli.demo import run_demo
 
     sys.exit(run_demo(list(profiles) or None, seed))
 
@@ -321,10 +321,10 @@ def proxy(
     log_format: str,
 ) -> None:
     """Run the chaos proxy in front of a model server."""
-    from chaosstream.control import ControlError, check_bind
-    from chaosstream.logs import configure_logging
-    from chaosstream.profile import load_profile
-    from chaosstream.serve import ProxyLimits, run_loop, serve_proxy
+    from chaosstream.cli.logs import configure_logging
+    from chaosstream.cli.serve import ProxyLimits, run_loop, serve_proxy
+    from chaosstream.faults.profile import load_profile
+    from chaosstream.integrations.control import ControlError, check_bind
 
     configure_logging(log_format)  # type: ignore[arg-type]
     profile = load_profile(profile_name)
@@ -375,7 +375,7 @@ def profiles_show(name: str) -> None:
     """Print a profile (built-in name or file) as YAML, validated."""
     import yaml
 
-    from chaosstream.profile import load_profile
+    from chaosstream.faults.profile import load_profile
 
     profile = load_profile(name)
     data = profile.model_dump(mode="json", exclude_unset=True)
@@ -387,7 +387,7 @@ def profiles_show(name: str) -> None:
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 def profiles_validate(files: tuple[str, ...]) -> None:
     """Check profile files; print every problem with file, line and field."""
-    from chaosstream.profile import load_profile
+    from chaosstream.faults.profile import load_profile
 
     problems = []
     for path in files:
@@ -403,14 +403,14 @@ def profiles_validate(files: tuple[str, ...]) -> None:
 @profiles.command("schema")
 def profiles_schema() -> None:
     """Print the JSON Schema of profile files (for editors and CI)."""
-    from chaosstream.profile import profile_schema
+    from chaosstream.faults.profile import profile_schema
 
     click.echo(json.dumps(profile_schema(), indent=2))
 
 
 def _add_run_commands() -> None:
     # `run` and `check` live in their own module; registered here so `--help` lists them.
-    from chaosstream.cli_run import check, run
+    from chaosstream.cli.run import check, run
 
     cli.add_command(run)
     cli.add_command(check)

@@ -1,0 +1,70 @@
+"""What every exchange on the data path shares: the request's info and the ways to end it.
+
+The HTTP proxy (:mod:`chaosstream.proxy.server`) and its WebSocket twin
+(:mod:`chaosstream.proxy.websocket`) both use these, so they live below both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from typing import Any
+
+from aiohttp import web
+
+from chaosstream.faults import RequestInfo
+from chaosstream.streams.providers import provider_for
+
+__all__ = ["abort", "drained", "request_info"]
+
+
+async def drained(request: web.Request, timeout: float = 2.0) -> None:
+    """Wait until what was written has left the proxy's user-space buffer."""
+    transport = request.transport
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # Polling: asyncio offers no "buffer empty" notification short of drain(),
+    # which only waits for the low-water mark.
+    while transport is not None and transport.get_write_buffer_size():
+        if loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.005)
+
+
+def abort(request: web.Request, rst: bool = False) -> None:
+    """Drop the client connection at once: with RST when ``rst``, else a plain close."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if rst and sock is not None:
+        # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def request_info(request: web.Request, body: bytes) -> RequestInfo:
+    """What the faults' triggers ask of a request: provider, stream flag, parsed JSON body."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    parsed: Any = None
+    stream = "text/event-stream" in headers.get("accept", "")
+    if body[:1] in (b"{", b"["):
+        try:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError):
+            # Too deep or not JSON: forwarded untouched all the same, stream unknown.
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("stream"), bool):
+            stream = stream or parsed["stream"]
+    return RequestInfo(
+        method=request.method,
+        path=request.path,
+        query=request.query_string,
+        headers=headers,
+        body=body,
+        provider=provider_for(request.path),
+        stream=stream,
+        json=parsed,
+    )

@@ -1,0 +1,44 @@
+"""The outcome of a run: one result per scenario, with its verdicts and evidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chaosstream.proxy.record import Exchange
+from chaosstream.verify.expectations import ClientRun, Observed, Verdict
+
+__all__ = ["RunReport", "ScenarioResult"]
+
+
+@dataclass(slots=True)
+class ScenarioResult:
+    """One scenario's outcome."""
+
+    name: str
+    profile: str
+    seed: int
+    observed: Observed
+    verdicts: list[Verdict]
+    client: ClientRun
+    exchanges: list[Exchange]
+
+    @property
+    def passed(self) -> bool:
+        """Every verdict passed."""
+        return all(v.verdict == "pass" for v in self.verdicts)
+
+
+@dataclass(slots=True)
+class RunReport:
+    """All scenarios of one run."""
+
+    seed: int
+    results: list[ScenarioResult]
+    upstream: str
+    interrupted: bool = False
+    """A signal stopped the run: ``results`` holds only the scenarios that finished."""
+
+    @property
+    def passed(self) -> bool:
+        """Every scenario ran and passed (an interrupted run proved nothing about the rest)."""
+        return not self.interrupted and all(r.passed for r in self.results)
