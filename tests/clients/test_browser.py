@@ -34,7 +34,7 @@ from chaosstream.yamlfile import InputError
 pytestmark = pytest.mark.browser
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
-BAD_PAGE = Path(__file__).parent / "pages" / "bad_chat.html"
+BAD_PAGE = Path(__file__).parent.parent / "pages" / "bad_chat.html"
 WEB_DIR = Path(chaosstream.__file__).parent / "web"
 SHOTS = Path("/tmp/cs")
 # Short answers keep every run about a second; 40 tokens is enough for a cut after 12 events.

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from chaosstream.cli.commands import cli
 
-CLIENTS = Path(__file__).parent / "clients"
+CLIENTS = Path(__file__).parent.parent / "programs"
 
 RESET_3 = (
     "{version: 1, name: reset-3, faults: [{type: disconnect, after_events: 3, mode: reset,"

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from chaosstream.cli.commands import cli
 from chaosstream.verify.battery import BATTERY
 
-CLIENTS = Path(__file__).parent / "clients"
+CLIENTS = Path(__file__).parent.parent / "programs"
 
 
 def _run(

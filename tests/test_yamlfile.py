@@ -326,7 +326,7 @@ def test_resilient_in_a_scenario_file_is_judged(tmp_path: Path) -> None:
         "s.yaml",
     )
     report = tmp_path / "r.json"
-    client = [sys.executable, str(Path(__file__).parent / "clients" / "swallow.py")]
+    client = [sys.executable, str(Path(__file__).parent / "programs" / "swallow.py")]
     proc = subprocess.run(
         [
             sys.executable,

@@ -119,7 +119,7 @@ def test_check_env_var_missing_path_exits_2(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- scripts/test.sh
 
-TEST_SH = Path(__file__).parent.parent / "scripts" / "test.sh"
+TEST_SH = Path(__file__).resolve().parents[2] / "scripts" / "test.sh"
 FAKE_APT = """#!/bin/sh
 # Records each call; `update` says the lists lock is busy until $LOCKED_FOR calls have failed.
 echo "$*" >> "$LOG"

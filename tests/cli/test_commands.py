@@ -180,7 +180,7 @@ def test_proxy_command_serves_and_logs_one_json_line_per_exchange(tmp_path: Path
 
 async def test_proxy_command_cuts_with_a_real_rst(tmp_path: Path) -> None:
     """`chaosstream proxy` (on uvloop when the speed extra is installed) resets as profiled."""
-    from tests.test_proxy import dechunk, raw_stream
+    from tests.proxy.test_server import dechunk, raw_stream
 
     profile = tmp_path / "cut.yaml"
     profile.write_text(

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from chaosstream.cli.commands import cli
 from chaosstream.verify.battery import BATTERY, battery
 
-CLIENTS = Path(__file__).parent / "clients"
+CLIENTS = Path(__file__).parent.parent / "programs"
 
 
 def test_battery_covers_the_design_list() -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-CLIENTS = Path(__file__).parent / "clients"
+CLIENTS = Path(__file__).parent.parent / "programs"
 
 # The client under test: well behaved in the `clean` scenario, else it starts a
 # grandchild that sleeps and hangs itself. Every pid goes to PIDS so the test can

@@ -191,7 +191,7 @@ def test_upstream_argument_skips_the_mock(tester: pytest.Pytester) -> None:
 
 def test_example_module_passes(tester: pytest.Pytester) -> None:
     """examples/test_with_chaos_proxy.py (official openai SDK) passes as shipped."""
-    example = Path(__file__).resolve().parent.parent / "examples" / "test_with_chaos_proxy.py"
+    example = Path(__file__).resolve().parents[2] / "examples" / "test_with_chaos_proxy.py"
     tester.makepyfile(test_example=example.read_text())
     result = tester.runpytest("-v")
     result.assert_outcomes(passed=4)
