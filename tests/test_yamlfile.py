@@ -25,7 +25,6 @@ from chaosstream.faults.trigger import (
 )
 from chaosstream.mock import MockServer
 from chaosstream.testing import make_request
-from chaosstream.verify.scenario import load_scenarios
 from chaosstream.yamlfile import MAX_ERRORS, MAX_INPUT_BYTES, InputError, load_file
 from tests.conftest import ProxyFactory, make_profile
 
@@ -132,20 +131,6 @@ def test_duplicate_key_names_both_lines(tmp_path: Path) -> None:
     assert "duplicate key" not in merged and ":5: faults[0].after_events:" in merged, merged
 
 
-def test_duplicate_top_level_key_in_scenario_file(tmp_path: Path) -> None:
-    """A scenario file with two `scenarios:` keys is refused, naming both lines."""
-    path = write(
-        tmp_path,
-        "version: 1\nscenarios:\n  - name: a\n    profile: clean\n"
-        "scenarios:\n  - name: b\n    profile: clean\n",
-        "s.yaml",
-    )
-    with pytest.raises(
-        InputError, match=r"s\.yaml:5: duplicate key 'scenarios' \(first at line 2\)"
-    ):
-        load_scenarios(path)
-
-
 # --- size caps ------------------------------------------------------------------------
 
 
@@ -160,13 +145,6 @@ def test_validate_dev_zero_exits_2_with_a_clear_message() -> None:
     assert proc.returncode == 2, proc.stderr
     assert "/dev/zero: larger than the 1 MiB input cap" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_scenario_file_over_the_cap_is_refused(tmp_path: Path) -> None:
-    """A scenario file one byte over the cap is refused before parsing."""
-    path = write(tmp_path, "#" * MAX_INPUT_BYTES + "\n", "big.yaml")
-    with pytest.raises(InputError, match="larger than the 1 MiB input cap"):
-        load_scenarios(path)
 
 
 def test_cap_is_settable_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,32 +254,6 @@ def test_unknown_profile_name_suggests_a_builtin() -> None:
     """A misspelt built-in profile name gets a "did you mean"."""
     with pytest.raises(InputError, match="did you mean 'midstream-reset'"):
         load_profile("midstream-rest")
-
-
-def test_resilient_is_an_expectation_word(tmp_path: Path) -> None:
-    """`resilient` (the battery's rule, as check reports it) is accepted in scenario files."""
-    path = write(
-        tmp_path,
-        "version: 1\nscenarios:\n  - name: a\n    profile: clean\n    expect: [resilient]\n",
-        "s.yaml",
-    )
-    suite = load_scenarios(path)
-    assert [e.name for e in suite.scenarios[0].expect] == ["resilient"]
-
-
-def test_no_pydantic_prefix_in_messages(tmp_path: Path) -> None:
-    """An unknown expectation reads plainly: no "Value error, " and a did-you-mean."""
-    path = write(
-        tmp_path,
-        "version: 1\nscenarios:\n  - name: a\n    profile: clean\n    expect: [complete]\n",
-        "s.yaml",
-    )
-    with pytest.raises(InputError) as err:
-        load_scenarios(path)
-    msg = str(err.value)
-    assert "Value error" not in msg, msg
-    assert ":5: scenarios[0].expect[0]: unknown expectation 'complete'" in msg, msg
-    assert "did you mean 'completes'?" in msg, msg
 
 
 def test_validate_cli_prints_sorted_suggestions(tmp_path: Path) -> None:

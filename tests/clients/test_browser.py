@@ -28,7 +28,7 @@ from chaosstream.mock import MockSettings, create_app
 from chaosstream.verify.battery import battery
 from chaosstream.verify.report import to_json, to_junit
 from chaosstream.verify.results import RunReport, ScenarioResult
-from chaosstream.verify.scenario import BrowserClient, Scenario, load_scenarios
+from chaosstream.verify.scenario import Scenario
 from chaosstream.yamlfile import InputError
 
 pytestmark = pytest.mark.browser
@@ -301,35 +301,6 @@ def test_check_browser_battery_drives_the_page_in_every_scenario() -> None:
     names = {s.name: [e.name for e in s.expect] for s, _ in scenarios}
     assert names["clean"] == ["shows_typing", "stable_layout"]
     assert names["midstream-reset"] == []
-
-
-def test_scenario_file_with_a_browser_client(tmp_path: Path) -> None:
-    """A scenario file names a page client, its selectors and the page-only expectations."""
-    path = tmp_path / "s.yaml"
-    path.write_text(
-        "version: 1\n"
-        "scenarios:\n"
-        "  - name: page\n"
-        "    profile: clean\n"
-        "    client: {browser: {prompt: hi, selectors: {output: '#answer'}}}\n"
-        "    expect: [shows_typing, {stable_layout: {max_cls: 0.05}}]\n"
-    )
-    suite = load_scenarios(path)
-    client = suite.scenarios[0].client
-    assert client is not None and client.browser == BrowserClient(
-        prompt="hi", selectors={"output": "#answer"}
-    )
-    assert client.browser.selectors.stop == '[data-testid="stop"]'
-
-
-def test_page_expectation_without_a_page_is_bad_input(tmp_path: Path) -> None:
-    """shows_typing on a command client is an error naming the file, line and field."""
-    path = tmp_path / "s.yaml"
-    path.write_text(
-        "version: 1\nscenarios:\n  - name: cmd\n    profile: clean\n    expect: [shows_typing]\n"
-    )
-    with pytest.raises(InputError, match=r"s\.yaml:3: scenarios\[0\].*only be judged on a page"):
-        load_scenarios(path)
 
 
 def test_run_command_drives_a_page_and_writes_json(tmp_path: Path) -> None:

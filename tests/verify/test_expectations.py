@@ -1,16 +1,10 @@
-"""The verifier's rules on recorded exchanges, and scenario files."""
+"""The verifier's rules on recorded exchanges."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-import pytest
 
 from chaosstream.mock import answer_text
 from chaosstream.proxy.record import Exchange
 from chaosstream.verify.expectations import ClientRun, Evidence, evaluate, shown_fraction
-from chaosstream.verify.scenario import load_scenarios
-from chaosstream.yamlfile import InputError
 
 ANSWER = "The quick brown fox, jumps over the lazy dog."
 BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
@@ -126,49 +120,3 @@ def test_fallback_needs_a_failed_stream_first() -> None:
         [],
     )
     assert obs.fell_back and obs.attempts == 2
-
-
-def test_scenario_file_loads_with_defaults(tmp_path: Path) -> None:
-    """Shorthand expectations, options, inline profiles and relative profile paths all load."""
-    (tmp_path / "p.yaml").write_text("version: 1\nname: mine\nfaults: []\n", encoding="utf-8")
-    path = tmp_path / "s.yaml"
-    path.write_text(
-        "version: 1\ncommand: [python, c.py]\nscenarios:\n"
-        "  - {name: a, profile: p.yaml, expect: [completes, {retries: {max_attempts: 3}}]}\n"
-        "  - {name: b, profile: {version: 1, name: inline}, timeout_s: 5}\n",
-        encoding="utf-8",
-    )
-    suite = load_scenarios(path)
-    assert suite.command == ["python", "c.py"]
-    assert [p.name for p in suite.profiles] == ["mine", "inline"]
-    assert [e.name for e in suite.scenarios[0].expect] == ["completes", "retries"]
-    assert suite.scenarios[0].expect[1].options.max_attempts == 3  # type: ignore[attr-defined]
-    assert suite.scenarios[1].timeout_s == 5
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        (
-            "version: 1\nscenarios:\n  - {name: a, profile: clean, expect: [waits]}\n",
-            ":3: scenarios[0].expect[0]: unknown expectation 'waits'",
-        ),
-        (
-            "version: 1\nscenarios:\n  - name: a\n    profile: nope-nope\n",
-            ":4: scenarios[0].profile: unknown profile 'nope-nope'",
-        ),
-        (
-            "version: 1\nscenarios:\n  - {name: a, profile: clean}\n"
-            "  - {name: a, profile: clean}\n",
-            ":4: scenarios[1].name: duplicate scenario name 'a'",
-        ),
-        ("version: 1\nscenarios: []\n", ":2: scenarios: List should have at least 1 item"),
-    ],
-)
-def test_scenario_errors_name_file_line_field(tmp_path: Path, text: str, message: str) -> None:
-    """Each scenario file mistake is an InputError naming file:line: field."""
-    path = tmp_path / "s.yaml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(InputError) as err:
-        load_scenarios(path)
-    assert f"{path}{message}" in str(err.value)
