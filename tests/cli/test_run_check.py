@@ -10,32 +10,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from chaosstream.cli.commands import cli
-from chaosstream.verify.battery import BATTERY, battery
 
 CLIENTS = Path(__file__).parent.parent / "programs"
-
-
-def test_battery_covers_the_design_list() -> None:
-    """The battery has the scenarios DESIGN.md lists, each with a valid profile."""
-    names = [name for name, _ in BATTERY]
-    assert names == [
-        "clean",
-        "slow-first-token",
-        "midstream-reset",
-        "midstream-close",
-        "silent-stall",
-        "rate-limited-429",
-        "unavailable-503",
-        "overloaded-in-stream",
-        "malformed-event",
-        "buffering-middlebox",
-        "mobile-3g-lossy",
-    ]
-    loaded = battery(timeout_s=5)
-    assert [s.name for s, _ in loaded] == names
-    assert all(s.timeout_s == 5 for s, _ in loaded)
-    types = {f.type for _, p in loaded for f in p.faults}
-    assert {"disconnect", "latency", "http_error", "stream_error", "corrupt", "buffer"} <= types
 
 
 def test_swallowing_client_fails_the_scorecard(tmp_path: Path) -> None:

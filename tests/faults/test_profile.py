@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
 from chaosstream.cli import docs
-from chaosstream.cli.commands import cli
 from chaosstream.faults import FAULT_TYPES, REGISTRY, HttpError
 from chaosstream.faults.profile import builtin_names, load_profile, profile_schema
-from chaosstream.verify.battery import BATTERY, battery
 
 REQUIRED = [
     "clean", "mobile-3g", "mobile-4g-slow", "mobile-lossy", "edge-2g", "subway-tunnel",
@@ -74,15 +71,3 @@ def test_docs_cover_every_field() -> None:
     for name in builtin_names():
         assert f"### `{name}`" in page
     assert "RFC 6298" in page
-
-
-def test_every_battery_profile_is_builtin() -> None:
-    """Each `check` scenario's profile is a built-in `profiles show` knows and the docs list."""
-    names = builtin_names()
-    page = docs.render()
-    for (scenario, profile), (_, ref) in zip(battery(), BATTERY, strict=True):
-        assert scenario.profile == profile.name == ref and ref in names, scenario.name
-        shown = CliRunner().invoke(cli, ["profiles", "show", ref])
-        assert shown.exit_code == 0 and f"name: {ref}" in shown.output, shown.output
-        assert f"| `{scenario.name}` | `{ref}` |" in page
-    assert "`resilient`" in page
