@@ -1,9 +1,10 @@
 """What a chunk means to a fault that counts events or tokens.
 
-When ``ctx.framed`` holds, a chunk is one raw SSE event, or one WebSocket
-message (``ctx.request.websocket``), where every message counts as one event
-and one token. Comment-only blocks (keep-alives) are not events: the SSE spec
-dispatches nothing for them.
+When ``ctx.framed`` holds, a chunk is one raw frame of the request's wire
+format (an SSE event, an NDJSON line: ``streams.registry.framer_for``), or one
+WebSocket message (``ctx.request.websocket``), where every message counts as
+one event and one token. Keep-alives (comment-only SSE blocks, blank lines)
+are not events: they dispatch nothing.
 """
 
 from __future__ import annotations
@@ -11,36 +12,33 @@ from __future__ import annotations
 import json
 
 from chaosstream.faults.base import FaultContext
-from chaosstream.streams.providers import is_terminal, token_text
-from chaosstream.streams.sse import parse_event
+from chaosstream.streams.registry import framer_for, get
 
 
 def is_event(data: bytes, ctx: FaultContext) -> bool:
-    """Does this chunk dispatch an event (has a data field, or is a WebSocket message)?"""
-    if ctx.request.websocket or data.startswith(b"data:"):
-        return True  # the usual shape needs no parse: a data field dispatches
-    return parse_event(data).has_data
+    """Does this chunk dispatch an event (a frame with data, or a WebSocket message)?"""
+    if ctx.request.websocket:
+        return True
+    return framer_for(ctx.request.provider).dispatches(data)
 
 
 def tokens(data: bytes, ctx: FaultContext) -> int:
-    """Content pieces this chunk carries: 1 for a token event, else 0.
+    """Content pieces this chunk carries: 1 for a token frame, else 0.
 
     Plain SSE counts every data event, as the provider-neutral case has no
     notion of tokens.
     """
     if ctx.request.websocket:
         return 1
-    event = parse_event(data)
+    fmt = get(ctx.request.provider)
+    event = framer_for(fmt).parse(data, True)
     if not event.has_data:
         return 0
-    provider = ctx.request.provider
-    if provider == "sse":
-        return 1
-    return 1 if token_text(event, provider) is not None else 0
+    return fmt.tokens(event)
 
 
 def is_terminal_chunk(data: bytes, ctx: FaultContext) -> bool:
-    """Is this the event a complete stream ends with (``[DONE]``, ``message_stop``)?
+    """Is this the frame a complete stream ends with (``[DONE]``, ``message_stop``, ...)?
 
     On a WebSocket, a JSON message whose ``type`` is ``done`` or ``message_stop``.
     """
@@ -50,4 +48,12 @@ def is_terminal_chunk(data: bytes, ctx: FaultContext) -> bool:
         except ValueError:
             return False
         return isinstance(obj, dict) and obj.get("type") in ("done", "message_stop")
-    return is_terminal(parse_event(data), ctx.request.provider)
+    fmt = get(ctx.request.provider)
+    return fmt.is_terminal(framer_for(fmt).parse(data, True))
+
+
+def payload(data: bytes, ctx: FaultContext) -> tuple[int, int]:
+    """Start and end of a frame's payload (the whole message on a WebSocket)."""
+    if ctx.request.websocket:
+        return 0, len(data)
+    return framer_for(ctx.request.provider).payload(data)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from chaosstream.faults._events import is_event, is_terminal_chunk
+from chaosstream.faults._events import is_event, is_terminal_chunk, payload
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 
 CorruptAction = Literal[
@@ -20,18 +20,6 @@ CorruptAction = Literal[
     "invalid_utf8",
     "drop_terminal",
 ]
-
-
-def _payload(data: bytes) -> tuple[int, int]:
-    """Start and end of the first ``data:`` value in a raw event (the whole message if none)."""
-    at = data.find(b"data:")
-    if at < 0 or (at > 0 and data[at - 1] not in b"\r\n"):
-        return 0, len(data)
-    start = at + 5 + (data[at + 5 : at + 6] == b" ")
-    end = start
-    while end < len(data) and data[end] not in b"\r\n":
-        end += 1
-    return start, end
 
 
 class Corrupt(Fault):
@@ -121,7 +109,7 @@ class Corrupt(Fault):
             return []
         if action == "duplicate_event":
             return [chunk, chunk]
-        start, end = _payload(data) if not ctx.request.websocket else (0, len(data))
+        start, end = payload(data, ctx)
         middle = start + max(1, (end - start) // 2)
         if action == "malformed_json":
             return [replace(chunk, data=data[:middle] + data[end:])]

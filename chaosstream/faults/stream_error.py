@@ -11,7 +11,8 @@ from pydantic import Field
 
 from chaosstream.faults._events import is_event
 from chaosstream.faults.base import Chunk, Fault, FaultContext, StreamEnd
-from chaosstream.streams.providers import ErrorKind, error_event
+from chaosstream.streams.format import ErrorKind
+from chaosstream.streams.registry import get
 
 
 class StreamError(Fault):
@@ -54,4 +55,4 @@ class StreamError(Fault):
         if ctx.request.websocket:
             message = {"type": "error", "error": {"type": self.kind, "message": self.kind}}
             return json.dumps(message).encode()
-        return error_event(ctx.request.provider, self.kind)
+        return get(ctx.request.provider).error_frame(self.kind)

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from chaosstream.faults import RequestInfo
-from chaosstream.streams.providers import provider_for
+from chaosstream.streams.registry import format_for
 
 __all__ = ["abort", "drained", "request_info"]
 
@@ -49,22 +49,24 @@ def request_info(request: web.Request, body: bytes) -> RequestInfo:
     """What the faults' triggers ask of a request: provider, stream flag, parsed JSON body."""
     headers = {k.lower(): v for k, v in request.headers.items()}
     parsed: Any = None
-    stream = "text/event-stream" in headers.get("accept", "")
     if body[:1] in (b"{", b"["):
         try:
             parsed = json.loads(body)
         except (ValueError, RecursionError):
             # Too deep or not JSON: forwarded untouched all the same, stream unknown.
             parsed = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("stream"), bool):
-            stream = stream or parsed["stream"]
-    return RequestInfo(
+    fmt = format_for(request.method, request.path, headers)
+    info = RequestInfo(
         method=request.method,
         path=request.path,
         query=request.query_string,
         headers=headers,
         body=body,
-        provider=provider_for(request.path),
-        stream=stream,
+        provider=fmt.name,
+        stream=False,
         json=parsed,
     )
+    # The format decides: a body field, a path (Gemini's :streamGenerateContent),
+    # or a default (Ollama streams unless told not to).
+    info.stream = fmt.wants_stream(info)
+    return info

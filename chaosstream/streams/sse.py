@@ -16,9 +16,11 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "SSE_FRAMER",
     "Event",
     "EventDecoder",
     "EventSplitter",
+    "SseFramer",
     "format_event",
     "parse_event",
 ]
@@ -297,3 +299,36 @@ class EventDecoder:
     def flush(self) -> bytes:
         """End of stream: return the unterminated tail, which the spec discards unparsed."""
         return self._splitter.flush()
+
+
+class SseFramer:
+    """The SSE framing as a :class:`chaosstream.streams.format.Framer`: one event block a frame."""
+
+    name = "sse"
+    media_types = frozenset({"text/event-stream"})
+
+    def splitter(self) -> EventSplitter:
+        return EventSplitter()
+
+    def parse(self, raw: bytes, first: bool) -> Event:
+        return parse_event(raw, strip_bom=first)
+
+    def dispatches(self, raw: bytes) -> bool:
+        if raw.startswith(b"data:"):
+            return True  # the usual shape needs no parse: a data field dispatches
+        return parse_event(raw).has_data
+
+    def payload(self, raw: bytes) -> tuple[int, int]:
+        """Start and end of the first ``data:`` value (the whole block if none)."""
+        at = raw.find(b"data:")
+        if at < 0 or (at > 0 and raw[at - 1] not in b"\r\n"):
+            return 0, len(raw)
+        start = at + 5 + (raw[at + 5 : at + 6] == b" ")
+        end = start
+        while end < len(raw) and raw[end] not in b"\r\n":
+            end += 1
+        return start, end
+
+
+SSE_FRAMER = SseFramer()
+"""The one SSE framer (stateless; each body gets its own splitter)."""
