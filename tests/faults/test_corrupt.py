@@ -1,0 +1,79 @@
+"""The corrupt fault in memory: chaosstream.testing, a fixed seed, a fake clock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from chaosstream.faults.corrupt import Corrupt
+from chaosstream.testing import make_request, run_fault
+from tests.faults._streams import STREAM, WHOLE
+
+
+async def test_corrupt_malformed_json() -> None:
+    """malformed_json breaks the JSON of exactly one event and keeps its framing."""
+    r = await run_fault(Corrupt(action="malformed_json", after_events=2), STREAM)
+    bad = r.chunks_out[2]
+    assert bad.endswith(b"\n\n")
+    with pytest.raises(ValueError):
+        json.loads(bad[6:])
+    assert r.chunks_out[:2] + r.chunks_out[3:] == STREAM[:2] + STREAM[3:]
+
+
+async def test_corrupt_drop_duplicate_reorder() -> None:
+    """drop_event, duplicate_event and reorder do just that to one event."""
+    drop = await run_fault(Corrupt(action="drop_event", after_events=1), STREAM)
+    assert drop.chunks_out == [STREAM[0], *STREAM[2:]]
+    dup = await run_fault(Corrupt(action="duplicate_event", after_events=1), STREAM)
+    assert dup.chunks_out == [STREAM[0], STREAM[1], *STREAM[1:]]
+    swap = await run_fault(Corrupt(action="reorder", after_events=1), STREAM)
+    assert swap.chunks_out == [STREAM[0], STREAM[2], STREAM[1], *STREAM[3:]]
+
+
+async def test_corrupt_split_keeps_bytes_with_a_gap() -> None:
+    """split sends one event in two writes split_gap_ms apart; bytes are unchanged."""
+    r = await run_fault(Corrupt(action="split", after_events=0, split_gap_ms=80), STREAM)
+    assert r.data == WHOLE
+    assert r.chunks_out[0] + r.chunks_out[1] == STREAM[0]
+    assert r.times[1] - r.times[0] == pytest.approx(0.08)
+
+
+async def test_corrupt_invalid_utf8() -> None:
+    """invalid_utf8 puts a 0xFF byte inside the event's data."""
+    r = await run_fault(Corrupt(action="invalid_utf8", after_events=0), STREAM)
+    assert b"\xff" in r.chunks_out[0]
+    assert r.chunks_out[0].startswith(b"data: ")
+
+
+async def test_corrupt_drop_terminal() -> None:
+    """drop_terminal removes [DONE] and the stream ends normally."""
+    r = await run_fault(Corrupt(action="drop_terminal"), STREAM)
+    assert r.chunks_out == STREAM[:-1]
+    assert r.ended is None
+    assert r.log[0].action == "drop_terminal"
+
+
+async def test_corrupt_rate_is_seeded() -> None:
+    """With a rate, which events are hit follows the seed."""
+    fault = Corrupt(action="drop_event", rate=0.3)
+    a = await run_fault(fault, STREAM, seed=5)
+    b = await run_fault(fault, STREAM, seed=5)
+    assert a.chunks_out == b.chunks_out
+    assert 0 < len(a.log) < len(STREAM)
+
+
+def test_corrupt_needs_a_position() -> None:
+    """An action other than drop_terminal needs after_events or rate."""
+    with pytest.raises(ValidationError, match="after_events, rate"):
+        Corrupt(action="drop_event")
+
+
+async def test_corrupt_drop_terminal_on_websocket() -> None:
+    """On a WebSocket, drop_terminal drops the `{"type": "done"}` message and nothing else."""
+    msgs = [json.dumps({"type": "token", "index": i}).encode() for i in range(5)]
+    req = make_request("/ws", websocket=True)
+    done = b'{"type":"done"}'
+    drop = await run_fault(Corrupt(action="drop_terminal"), [*msgs, done], request=req)
+    assert drop.chunks_out == msgs
