@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import io
 import json
-import random
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,14 +20,25 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from chaosstream.faults import Chunk, Clock, FaultEvent, RequestInfo, StreamEnd, SystemClock
 from chaosstream.faults.profile import Profile
-from chaosstream.faults.trigger import Armed, Injector
+from chaosstream.faults.trigger import Armed
 from chaosstream.proxy.exchange import abort, drained, request_info
 from chaosstream.proxy.headers import end_to_end
 from chaosstream.proxy.record import Exchange, Recorder
+from chaosstream.proxy.scopes import (
+    MAX_SCOPES,
+    SCOPE_HEADER,
+    SCOPE_PREFIX,
+    ProxyState,
+    Scope,
+    ScopeError,
+    Scopes,
+    split_scope,
+)
 from chaosstream.streams.providers import error_body
 from chaosstream.streams.sse import EventSplitter
 
@@ -57,21 +67,6 @@ SHUTDOWN_TIMEOUT_S = 1.0
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
-class ProxyState:
-    """The swappable part of a running proxy: profile, seed and injector."""
-
-    def __init__(self, profile: Profile, seed: int | None, clock: Clock, log_fault: Any) -> None:
-        self.profile = profile
-        self.seed = (
-            seed
-            if seed is not None
-            else (
-                profile.seed if profile.seed is not None else random.SystemRandom().randrange(2**31)
-            )
-        )
-        self.injector = Injector(profile.all_faults(), self.seed, clock, log_fault)
-
-
 class ChaosProxy:
     """A reverse proxy for one upstream, applying one profile at a time."""
 
@@ -88,6 +83,7 @@ class ChaosProxy:
         max_event_bytes: int = MAX_EVENT_BYTES,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         upstream_head_timeout_s: float | None = UPSTREAM_HEAD_TIMEOUT_S,
+        max_scopes: int = MAX_SCOPES,
     ) -> None:
         self.upstream = URL(upstream.rstrip("/"))
         if self.upstream.scheme not in ("http", "https") or not self.upstream.host:
@@ -99,6 +95,15 @@ class ChaosProxy:
         self.recorder = recorder or Recorder()
         self.fault_log: list[FaultEvent] = []
         self.state = ProxyState(profile, seed, self.clock, self._log_fault)
+        #: Per-scope states (``/~/<scope>/...`` or the X-Chaosstream-Scope header). A new
+        #: scope starts from the proxy's profile as it is then, and ``seed`` when given.
+        self.scopes = Scopes(
+            lambda: self.state.profile,
+            self.clock,
+            cap=max_scopes,
+            base_seed=seed,
+            body_limit=self.recorder.body_limit,
+        )
         if insecure:
             self._ssl: ssl.SSLContext | bool = False
         else:
@@ -199,15 +204,24 @@ class ChaosProxy:
                 "absolute-form request target: chaosstream is a reverse proxy, "
                 f"send origin-form (/path), not {request.raw_path[:80]!r}"
             )
+        scope: Scope | None = None
+        # Per request, never per chunk: an unscoped request pays two look-ups here.
+        if request.raw_path.startswith(SCOPE_PREFIX) or SCOPE_HEADER in request.headers:
+            try:
+                scope, request = self._scoped(request)
+            except ScopeError as e:
+                return _client_error(str(e), e.status)
+        state = self.state if scope is None else scope.state
+        recorder = self.recorder if scope is None else scope.recorder
+        injector = state.injector
         if request.headers.get("Upgrade", "").lower() == "websocket":
             from chaosstream.proxy.websocket import Relay, proxy_websocket
 
             assert self._session is not None
-            relay = Relay(self.upstream, self.clock, self.recorder, self.state.injector)
+            relay = Relay(self.upstream, self.clock, recorder, injector)
             return await proxy_websocket(relay, self._session, request)
         body = await request.read()
         info = request_info(request, body)
-        injector = self.state.injector
         exchange_id = injector.next_exchange()
         started = self.clock.now()
         ex = Exchange(
@@ -221,7 +235,7 @@ class ChaosProxy:
             request_body=body,
             last_event_id=request.headers.get("Last-Event-ID"),
         )
-        self.recorder.begin(ex)
+        recorder.begin(ex)
         armed = injector.arm(exchange_id, info, started)
         try:
             return await self._exchange(request, info, ex, armed)
@@ -235,8 +249,29 @@ class ChaosProxy:
                 ex.outcome = "complete"
             for a in armed:
                 a.release()
-            self.recorder.finish(ex)
-            log.info("exchange", seed=self.state.seed, **ex.summary())
+            recorder.finish(ex)
+            if scope is None:
+                log.info("exchange", seed=state.seed, **ex.summary())
+            else:
+                log.info("exchange", scope=scope.name, seed=state.seed, **ex.summary())
+
+    def _scoped(self, request: web.Request) -> tuple[Scope, web.Request]:
+        """The request's scope, and the request as upstream must see it: the path
+        prefix stripped, the scope header removed."""
+        header = request.headers.get(SCOPE_HEADER)
+        name, profile_name, raw_path = split_scope(request.raw_path, header)
+        assert name is not None
+        scope = self.scopes.use(name, profile_name)
+        url = URL(raw_path, encoded=True)
+        if header is None:
+            # clone() shares the transport and the unread body: only the target changes.
+            return scope, request.clone(rel_url=url)
+        headers = CIMultiDict(request.headers)
+        del headers[SCOPE_HEADER]  # the scope is the proxy's business, never upstream's
+        try:
+            return scope, request.clone(rel_url=url, headers=headers)
+        except UnicodeEncodeError:  # clone() re-encodes the head as UTF-8
+            raise ScopeError("request headers: not UTF-8, cannot strip the scope header") from None
 
     async def _exchange(
         self, request: web.Request, info: RequestInfo, ex: Exchange, armed: list[Armed]
@@ -556,9 +591,9 @@ async def _aclose(stream: AsyncIterator[Chunk]) -> None:
         await aclose()
 
 
-def _client_error(message: str) -> web.Response:
+def _client_error(message: str, status: int = 400) -> web.Response:
     body = json.dumps({"error": {"type": "invalid_request", "message": message}}).encode()
-    return web.Response(status=400, body=body, content_type="application/json")
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def _is_text(content_type: str | None) -> bool:
