@@ -102,10 +102,21 @@ except InputError as e:
 EOF
 }
 
+# The JavaScript clients the tests drive (tests/node: the `ai` package's own UI message
+# stream reader), exactly as pinned in its package-lock.json.
+install_node_clients() {
+    if ! command -v npm >/dev/null 2>&1; then
+        say "npm not found: the Vercel AI SDK tests need Node.js 20+ and npm (apt-get install nodejs npm)"
+        return 1
+    fi
+    npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+}
+
 main() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
     check_python
     "$PYTHON" -m pip install -q -e '.[test]'
+    install_node_clients
     local browser
     if ! browser=$(find_browser 2>/dev/null); then
         say "no browser for the browser tests yet: installing Debian's chromium"

@@ -7,7 +7,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from chaosstream.mock import _anthropic, _generic, _openai
+from chaosstream.mock import _anthropic, _generic, _ollama, _openai, _ui_stream
 from chaosstream.mock._guard import GUARDS, watch
 from chaosstream.mock._limits import LIMITS, MockLimits
 from chaosstream.mock._settings import DEFAULT_SETTINGS, SETTINGS, MockSettings
@@ -52,6 +52,12 @@ def create_app(
     app.router.add_get("/v1/models", _openai.list_models)
     app.router.add_get("/v1/models/{model_id}", _openai.get_model)
     app.router.add_post("/v1/messages", _anthropic.messages)
+    # /api/chat is Ollama's, or the AI SDK UI stream when the body is useChat's.
+    app.router.add_post("/api/chat", _ui_stream.ollama_or_ui_chat)
+    app.router.add_post("/api/generate", _ollama.generate)
+    app.router.add_get("/api/tags", _ollama.tags)
+    app.router.add_get("/api/version", _ollama.version)
+    app.router.add_post("/api/ui/chat", _ui_stream.chat)
     app.router.add_get("/sse", _generic.sse)
     app.router.add_get("/ws", _generic.ws)
     app.router.add_get("/bytes", _generic.random_bytes)
