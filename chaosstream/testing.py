@@ -220,8 +220,9 @@ async def _stream(
         framed = not request.websocket and any(a.fault.needs_events for a in chain)
     if framed:
         from chaosstream.proxy.server import frame_events
+        from chaosstream.streams.registry import framer_for
 
-        stream = frame_events(stream)
+        stream = frame_events(stream, framer=framer_for(request.provider))
     for a in chain:
         stream = a.apply(stream)
     try:

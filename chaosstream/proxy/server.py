@@ -39,8 +39,10 @@ from chaosstream.proxy.scopes import (
     Scopes,
     split_scope,
 )
+from chaosstream.streams.format import Framer
 from chaosstream.streams.providers import error_body
-from chaosstream.streams.sse import EventSplitter
+from chaosstream.streams.registry import format_for_response, framer_for, get
+from chaosstream.streams.sse import SSE_FRAMER
 
 log = structlog.get_logger("chaosstream.proxy.server")
 
@@ -370,6 +372,14 @@ class ChaosProxy:
         ex.status = upstream.status
         ex.content_type = upstream.headers.get("Content-Type")
         ex.retry_after = upstream.headers.get("Retry-After")
+        if ex.provider == "sse":
+            # A path that named no format may still answer in one its headers show
+            # (the AI SDK UI stream of an app's own chat route).
+            headers = {k.lower(): v for k, v in upstream.headers.items()}
+            fmt = format_for_response(get(ex.provider), ex.content_type, headers)
+            ex.provider = fmt.name
+            for a in armed:
+                a.ctx.request.provider = fmt.name
         chain = [a for a in armed if a.fault.acts_on_stream]
         # A fault may change the body's length, so the proxy re-frames it as chunked.
         drop = ("Content-Length",) if chain else ()
@@ -469,7 +479,7 @@ class ChaosProxy:
         stream: AsyncIterator[Chunk] = raw
         framing = Framing()
         if any(a.fault.needs_events for a in chain):
-            stream = frame_events(stream, self.max_event_bytes, framing)
+            stream = frame_events(stream, self.max_event_bytes, framing, framer_for(ex.provider))
         for a in chain:
             stream = a.apply(stream)
         try:
@@ -551,9 +561,13 @@ class Framing:
 
 
 def frame_events(
-    chunks: AsyncIterator[Chunk], max_event_bytes: int | None = None, state: Framing | None = None
+    chunks: AsyncIterator[Chunk],
+    max_event_bytes: int | None = None,
+    state: Framing | None = None,
+    framer: Framer = SSE_FRAMER,
 ) -> AsyncIterator[Chunk]:
-    """Re-cut a byte stream so each chunk holds exactly one raw SSE event.
+    """Re-cut a byte stream so each chunk holds exactly one raw frame of ``framer``
+    (an SSE event by default; an NDJSON line for Ollama).
 
     Bytes after the last complete event are passed on at the end, so nothing
     read is lost.
@@ -569,7 +583,7 @@ def frame_events(
     """
 
     async def framed() -> AsyncIterator[Chunk]:
-        splitter = EventSplitter()
+        splitter = framer.splitter()
         async for chunk in chunks:
             for block in splitter.feed(chunk.data):
                 yield Chunk(block, chunk.received)
