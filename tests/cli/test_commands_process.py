@@ -273,44 +273,6 @@ def test_an_error_while_serving_is_not_chained_to_a_missing_uvloop(
     assert info.value.__context__ is None, repr(info.value.__context__)
 
 
-RESET_SECOND = (
-    "version: 1\nname: second-cut\nfaults:\n"
-    "  - type: disconnect\n    after_events: 2\n    mode: reset\n    requests: [2]\n"
-)
-HEADLINE = re.compile(
-    r"^(?P<method>[A-Z]+) (?P<path>/\S*) (?P<status>\d{3}|-) ttft=(?:\d+ms|-) "
-    r"\d+(?:\.\d)?m?s \d+(?:\.\d)?(?:B|KB|MB) faults=\[(?P<faults>[^\]]*)\]  "
-)
-
-
-def test_console_exchange_lines_lead_with_method_path_status_timings_size_faults(
-    tmp_path: Path,
-) -> None:
-    """Console log: `POST /v1/chat/completions 200 ttft=…ms …s …KB faults=[…]` first, then the
-    rest (outcome, exchange id, time)."""
-    profile = write_profile(tmp_path / "second-cut.yaml", RESET_SECOND)
-    args = ["proxy", "--listen", "127.0.0.1:0", "--profile", profile, "--log-format", "console"]
-    with served(args, tmp_path / "proxy.log") as proxy:
-        url = proxy.wait_url()
-        seen = asyncio.run(hammer(url, 2, 1))
-        assert seen == {"status 200": 1, "ClientPayloadError": 1}, seen
-        deadline = time.monotonic() + 10
-        lines: list[str] = []
-        while len(lines) < 2 and time.monotonic() < deadline:
-            lines = [ln for ln in proxy.stderr().splitlines() if "/v1/chat/completions " in ln]
-            time.sleep(0.05)
-    assert len(lines) == 2, proxy.stderr()[-2000:]
-    clean, cut = (HEADLINE.match(line) for line in lines)
-    assert clean is not None and cut is not None, lines
-    assert (clean["method"], clean["path"], clean["status"]) == (
-        "POST",
-        "/v1/chat/completions",
-        "200",
-    )
-    assert clean["faults"] == "" and cut["faults"] == "disconnect:reset", lines
-    assert "outcome=complete" in lines[0] and "outcome=fault" in lines[1], lines
-
-
 ARMED_NEVER_FIRES = (
     "version: 1\nname: framed\nfaults:\n"
     "  - type: disconnect\n    after_events: 100000\n    mode: reset\n"
