@@ -19,6 +19,13 @@ Memory is bounded as a whole, not only by a count of exchanges:
   takes seconds, which must not happen on the event loop for every exchange.
   If compacted records still exceed the budget, the oldest are forgotten.
   The newest exchange always stays whole.
+
+Delivery times are kept only when asked (``Recorder(stamps=True)``, as the
+scenario runner does for the HTML report's timelines): each body append then
+also stores ``(time, bytes kept so far)`` in one ``array('d')``, at most
+:data:`STAMP_LIMIT` pairs (16 bytes each, counted in the budget). A reader maps
+an event's end offset to the first stamp covering it. The ``proxy`` command
+records none: its hot path pays one ``is None`` test per chunk.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import json
 import threading
 import time
 import zlib
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +50,7 @@ __all__ = [
     "BODY_LIMIT",
     "COMPACT_REQUEST_LIMIT",
     "RECORD_BUDGET",
+    "STAMP_LIMIT",
     "Body",
     "Exchange",
     "JsonlSink",
@@ -56,6 +65,8 @@ BODY_LIMIT = 8 * 1024 * 1024
 RECORD_BUDGET = 64 * 1024 * 1024
 #: Bytes of its request body a compacted exchange keeps (the fingerprint is taken first).
 COMPACT_REQUEST_LIMIT = 64 * 1024
+#: (time, bytes) pairs a stamped body keeps: one per append, the rest go unstamped.
+STAMP_LIMIT = 20_000
 
 Outcome = Literal["pending", "complete", "fault", "client_gone", "upstream_error", "refused"]
 
@@ -92,14 +103,17 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
 class Body:
     """Bytes appended up to a cap, in one growing buffer (never one object per chunk)."""
 
-    __slots__ = ("_buf", "_packed", "limit", "truncated")
+    __slots__ = ("_buf", "_packed", "limit", "stamps", "truncated")
 
-    def __init__(self, limit: int = BODY_LIMIT) -> None:
+    def __init__(self, limit: int = BODY_LIMIT, stamps: bool = False) -> None:
         self._buf = bytearray()
         self._packed: bytes | None = None
         self.limit = limit
         #: True once bytes past ``limit`` were left out.
         self.truncated = False
+        #: With ``stamps``: ``time.monotonic()`` (the proxy's SystemClock) and the bytes
+        #: kept after it, flat, per append; at most :data:`STAMP_LIMIT` pairs.
+        self.stamps: array[float] | None = array("d") if stamps else None
 
     def append(self, data: bytes) -> None:
         """Keep ``data``, or as much of it as the cap leaves room for."""
@@ -113,6 +127,10 @@ class Body:
                 return
             data = data[:room]
         self._buf += data
+        stamps = self.stamps
+        if stamps is not None and len(stamps) < 2 * STAMP_LIMIT:
+            stamps.append(time.monotonic())
+            stamps.append(len(self._buf))
 
     def pack(self) -> None:
         """Hold the bytes zlib-compressed (level 1: fast; SSE shrinks about 100x)."""
@@ -125,8 +143,14 @@ class Body:
 
     @property
     def held(self) -> int:
-        """Bytes of memory this body holds (packed size once packed)."""
-        return len(self._packed) if self._packed is not None else len(self._buf)
+        """Bytes of memory this body holds (packed size once packed, plus its stamps)."""
+        stamped = 8 * len(self.stamps) if self.stamps is not None else 0
+        return stamped + (len(self._packed) if self._packed is not None else len(self._buf))
+
+    def times(self) -> list[tuple[float, int]]:
+        """``(monotonic time, bytes kept by then)`` per stamped append; [] when not stamped."""
+        s = self.stamps
+        return [] if s is None else [(s[i], int(s[i + 1])) for i in range(0, len(s) - 1, 2)]
 
     def __len__(self) -> int:
         return self.held
@@ -395,17 +419,24 @@ class Recorder:
     ``keep`` caps how many finished exchanges are kept; ``budget_bytes``
     (:data:`RECORD_BUDGET`) caps the bytes they hold together, by compacting
     the oldest, then forgetting them (see the module docstring);
-    ``body_limit`` (:data:`BODY_LIMIT`) caps each body as it is recorded.
+    ``body_limit`` (:data:`BODY_LIMIT`) caps each body as it is recorded;
+    ``stamps`` keeps each body's delivery times (off by default: only reports need them).
     """
 
     def __init__(
-        self, keep: int = 1000, budget_bytes: int = RECORD_BUDGET, body_limit: int = BODY_LIMIT
+        self,
+        keep: int = 1000,
+        budget_bytes: int = RECORD_BUDGET,
+        body_limit: int = BODY_LIMIT,
+        stamps: bool = False,
     ) -> None:
         self.exchanges: deque[Exchange] = deque(maxlen=keep)
         self.listeners: list[Callable[[Exchange], None]] = []
         self.open: dict[int, Exchange] = {}
         self.budget_bytes = budget_bytes
         self.body_limit = body_limit
+        #: Stamp each body append with its time (see the module docstring).
+        self.stamps = stamps
         #: Bytes the finished exchanges hold (bodies, requests, cached texts).
         self.retained_bytes = 0
         # Kept exchanges whose bodies are still whole, oldest first.
@@ -414,11 +445,13 @@ class Recorder:
 
     def body(self) -> Body:
         """An empty body buffer with this recorder's cap, for the proxy to fill."""
-        return Body(self.body_limit)
+        return Body(self.body_limit, self.stamps)
 
     def begin(self, exchange: Exchange) -> None:
         """An exchange started; faults that fire on it are attached while open."""
         exchange.upstream_chunks.limit = self.body_limit
+        if self.stamps and exchange.upstream_chunks.stamps is None:
+            exchange.upstream_chunks.stamps = array("d")
         self.open[exchange.id] = exchange
 
     def finish(self, exchange: Exchange) -> None:
