@@ -113,7 +113,8 @@ async def run_scenarios(
     if any(s.client is None for s, _ in scenarios):
         check_command(command)
     run_seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
-    recorder = Recorder(keep=10_000)
+    # Delivery times are stamped for the HTML report's timelines (verify/timeline.py).
+    recorder = Recorder(keep=10_000, stamps=True)
     sink = JsonlSink(options.record) if options.record is not None else None
     if sink is not None:
         recorder.listeners.append(sink)
@@ -233,4 +234,6 @@ async def _run_one(
         verdicts=verdicts,
         client=client,
         exchanges=exchanges,
+        page=page,
+        answer=evidence.answer,
     )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chaosstream.proxy.record import Exchange
 from chaosstream.verify.expectations import ClientRun, Observed, Verdict
+
+if TYPE_CHECKING:
+    from chaosstream.verify.page import PageObservation
 
 __all__ = ["RunReport", "ScenarioResult"]
 
@@ -21,6 +25,10 @@ class ScenarioResult:
     verdicts: list[Verdict]
     client: ClientRun
     exchanges: list[Exchange]
+    page: PageObservation | None = None
+    """A browser client's run (screenshot, layout shifts), for the HTML report."""
+    answer: str | None = None
+    """The full answer the client was judged against, when known (for the HTML report)."""
 
     @property
     def passed(self) -> bool:
