@@ -11,7 +11,11 @@ screen, then says how to run it on your own client.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -111,6 +115,37 @@ def _evidence(label: str, report: RunReport, console: Console) -> None:
                 console.print(v.evidence, markup=False, highlight=False)
 
 
+def write_demo_html(reports: list[tuple[str, RunReport]], console: Console) -> Path | None:
+    """Both clients' runs as one HTML report in the temp folder; print its path.
+
+    Scenarios are named ``<client>: <scenario>``. Without the report extra the
+    demo still runs and says how to get the report instead.
+    """
+    from chaosstream.verify.html import INSTALL_HINT, charts_available, write_html
+    from chaosstream.verify.results import RunReport
+
+    if not charts_available():
+        console.print(f"HTML report skipped: {INSTALL_HINT}", markup=False, highlight=False)
+        return None
+    results = [
+        dataclasses.replace(r, name=f"{label}: {r.name}")
+        for label, report in reports
+        for r in report.results
+    ]
+    first = reports[0][1]
+    merged = RunReport(
+        seed=first.seed,
+        results=results,
+        upstream=first.upstream,
+        interrupted=any(r.interrupted for _, r in reports),
+    )
+    fd, name = tempfile.mkstemp(prefix="chaosstream-demo-", suffix=".html")
+    os.close(fd)
+    write_html(merged, name, title="chaosstream demo")
+    console.print(f"\nHTML report (timelines): {name}", markup=False, highlight=False)
+    return Path(name)
+
+
 def run_demo(profiles: list[str] | None, seed: int) -> int:
     """Run both clients through the battery and print them side by side.
 
@@ -149,5 +184,6 @@ def run_demo(profiles: list[str] | None, seed: int) -> int:
         if interrupts.exit_code is not None:
             say_interrupted(interrupts, sum(len(r.results) for _, r in reports), 2 * len(scenarios))
             return interrupts.exit_code
+    write_demo_html(reports, out)
     out.print(f"\nNext: the same battery on your own client:  {NEXT_STEP}", highlight=False)
     return 0 if reports[-1][1].passed else 1

@@ -202,6 +202,7 @@ def execute(
     resilient: bool,
     title: str,
     mock_settings: MockSettings | None = None,
+    html_path: str | None = None,
 ) -> int:
     """Run, print progress and the table, write the reports; the exit code:
     0, 1, or 130/143 when SIGINT/SIGTERM stopped the run (see :class:`Interrupts`)."""
@@ -221,7 +222,7 @@ def execute(
         record=record,
         resilient=resilient,
         mock_settings=mock_settings,
-        report_path=json_path or junit_path,
+        report_path=json_path or junit_path or html_path,
     )
     with Interrupts() as interrupts:
 
@@ -236,6 +237,10 @@ def execute(
             write_json(report, json_path)
         if junit_path is not None:
             write_junit(report, junit_path)
+        if html_path is not None:
+            from chaosstream.verify.html import write_html
+
+            write_html(report, html_path, title=title)
         if interrupts.exit_code is not None:
             say_interrupted(interrupts, len(report.results), len(scenarios))
             return interrupts.exit_code
@@ -257,6 +262,14 @@ _REPORT_OPTIONS = [
         metavar="FILE",
         callback=writable_file_option,
         help="Write a JUnit XML report here.",
+    ),
+    click.option(
+        "--html",
+        "html_path",
+        metavar="FILE",
+        callback=lambda c, p, v: _html_option(c, p, v),
+        help="Write a self-contained HTML report with a timeline per scenario here "
+        "(needs the report extra: pip install 'chaosstream[report]').",
     ),
     click.option(
         "--record",
@@ -282,6 +295,19 @@ _REPORT_OPTIONS = [
         "Chromium, else chromium, chromium-browser, google-chrome(-stable) on PATH.",
     ),
 ]
+
+
+def _html_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--html: a writable file, and the charting libraries installed (else exit 2, how to)."""
+    value = writable_file_option(ctx, param, value)
+    if value is not None:
+        from chaosstream.verify.html import INSTALL_HINT, charts_available
+
+        if not charts_available():
+            raise click.BadParameter(
+                f"the HTML report needs its charting libraries: {INSTALL_HINT}"
+            )
+    return value
 
 
 def _chromium(value: str | None) -> None:
@@ -385,6 +411,7 @@ def run(
     scenario_file: str,
     json_path: str | None,
     junit_path: str | None,
+    html_path: str | None,
     record: str | None,
     upstream: str | None,
     seed: int | None,
@@ -421,6 +448,7 @@ def run(
             seed=seed,
             json_path=json_path,
             junit_path=junit_path,
+            html_path=html_path,
             record=record,
             resilient=False,
             title=f"chaosstream run {scenario_file}",
@@ -452,6 +480,7 @@ def run(
 def check(
     json_path: str | None,
     junit_path: str | None,
+    html_path: str | None,
     record: str | None,
     upstream: str | None,
     seed: int | None,
@@ -491,6 +520,7 @@ def check(
             seed=seed,
             json_path=json_path,
             junit_path=junit_path,
+            html_path=html_path,
             record=record,
             resilient=True,
             title="chaosstream check",
