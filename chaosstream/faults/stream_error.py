@@ -12,7 +12,7 @@ from pydantic import Field
 from chaosstream.faults._events import is_event
 from chaosstream.faults.base import Chunk, Fault, FaultContext, StreamEnd
 from chaosstream.streams.format import ErrorKind
-from chaosstream.streams.registry import get
+from chaosstream.streams.registry import framer_for, get
 
 
 class StreamError(Fault):
@@ -41,18 +41,22 @@ class StreamError(Fault):
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         events = sent = 0
+        last = b""  # the last event delivered: numbered formats continue its sequence
         async for chunk in chunks:
             if is_event(chunk.data, ctx):
                 if events >= self.after_events:
                     ctx.fired(self.kind, events=events, nbytes=sent)
-                    yield replace(chunk, data=self._error(ctx))
+                    yield replace(chunk, data=self._error(ctx, last))
                     raise StreamEnd("close", f"stream_error {self.kind}", keep_alive=True)
                 events += 1
+                last = chunk.data
             sent += len(chunk.data)
             yield chunk
 
-    def _error(self, ctx: FaultContext) -> bytes:
+    def _error(self, ctx: FaultContext, last: bytes) -> bytes:
         if ctx.request.websocket:
             message = {"type": "error", "error": {"type": self.kind, "message": self.kind}}
             return json.dumps(message).encode()
-        return get(ctx.request.provider).error_frame(self.kind)
+        fmt = get(ctx.request.provider)
+        previous = framer_for(fmt).parse(last, False) if last else None
+        return fmt.error_frame(self.kind, previous)

@@ -82,7 +82,7 @@ class Anthropic(WireFormat):
     def is_error(self, frame: Event) -> bool:
         return frame.event == "error"
 
-    def error_frame(self, kind: ErrorKind) -> bytes:
+    def error_frame(self, kind: ErrorKind, last: Event | None = None) -> bytes:
         err_type, message = STREAM_ERRORS[kind]
         body = {"type": "error", "error": {"type": err_type, "message": message}}
         return f"event: error\ndata: {dumps(body)}\n\n".encode()

@@ -208,8 +208,13 @@ class WireFormat:
 
     # -- making frames and bodies --------------------------------------------
 
-    def error_frame(self, kind: ErrorKind) -> bytes:
-        """An in-stream error of ``kind`` in the format's own shape, framed, ready to write."""
+    def error_frame(self, kind: ErrorKind, last: Event | None = None) -> bytes:
+        """An in-stream error of ``kind`` in the format's own shape, framed, ready to write.
+
+        ``last`` is the frame delivered just before, when there was one: formats
+        that number their events (OpenAI Responses' ``sequence_number``) continue
+        from it.
+        """
         raise NotImplementedError
 
     def terminal_frame(self) -> bytes:

@@ -124,7 +124,7 @@ class OpenAIChat(WireFormat):
         # Mirrors the openai SDK: `is_mapping(data) and data.get("error")`.
         return isinstance(obj, dict) and bool(obj.get("error"))
 
-    def error_frame(self, kind: ErrorKind) -> bytes:
+    def error_frame(self, kind: ErrorKind, last: Event | None = None) -> bytes:
         # No `event:` line: the openai SDK reads only the data.
         return f"data: {dumps({'error': _STREAM_ERRORS[kind]})}\n\n".encode()
 

@@ -40,7 +40,7 @@ class PlainSse(WireFormat):
     def is_error(self, frame: Event) -> bool:
         return frame.event == "error"
 
-    def error_frame(self, kind: ErrorKind) -> bytes:
+    def error_frame(self, kind: ErrorKind, last: Event | None = None) -> bytes:
         body = {"error": {"type": kind, "message": STREAM_ERRORS[kind][1]}}
         return f"event: error\ndata: {dumps(body)}\n\n".encode()
 
