@@ -48,11 +48,20 @@ def client_env(proxy_url: str, scenario: str, mock: bool) -> dict[str, str]:
         CHAOSSTREAM_SCENARIO=scenario,
         OPENAI_BASE_URL=f"{proxy_url}/v1",
         ANTHROPIC_BASE_URL=proxy_url,
+        # google-genai reads it when no http_options.base_url is given (_base_url.py);
+        # the SDK appends /v1beta/models/...
+        GOOGLE_GEMINI_BASE_URL=proxy_url,
         # Python clients print as they go, so a killed client's output is not lost.
         PYTHONUNBUFFERED="1",
     )
     if mock:
-        env.update(OPENAI_API_KEY=DUMMY_KEY, ANTHROPIC_API_KEY=DUMMY_KEY)
+        env.update(
+            OPENAI_API_KEY=DUMMY_KEY,
+            ANTHROPIC_API_KEY=DUMMY_KEY,
+            # google-genai takes GOOGLE_API_KEY over GEMINI_API_KEY; give both.
+            GEMINI_API_KEY=DUMMY_KEY,
+            GOOGLE_API_KEY=DUMMY_KEY,
+        )
     return env
 
 
