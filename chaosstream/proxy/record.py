@@ -45,6 +45,8 @@ from typing import IO, Any, Literal
 
 from chaosstream.faults.base import FaultEvent
 from chaosstream.streams.providers import Provider, StreamSummary, response_text, stream_summary
+from chaosstream.streams.registry import get as get_format
+from chaosstream.streams.registry import is_stream_body
 
 __all__ = [
     "BODY_LIMIT",
@@ -70,30 +72,26 @@ STAMP_LIMIT = 20_000
 
 Outcome = Literal["pending", "complete", "fault", "client_gone", "upstream_error", "refused"]
 
-# Body fields that say *how* to deliver, not *what* to answer: a streaming
-# request and its non-streaming fallback differ only in these (DESIGN.md,
-# "equivalent request").
-_DELIVERY_FIELDS = ("stream", "stream_options")
 
-
-def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
+def fingerprint(method: str, path: str, query: str, body: bytes, provider: str = "sse") -> str:
     """The identity of a request once the stream flag is set aside.
 
     Two requests with the same fingerprint are "equivalent": same method,
-    endpoint and query, and the same JSON body apart from ``stream`` and
-    ``stream_options`` (key order and spacing ignored). A non-JSON body counts
-    byte for byte.
+    endpoint and query, and the same JSON body apart from what the wire format
+    ``provider`` says only chooses delivery (``stream`` and ``stream_options``;
+    Gemini's ``:streamGenerateContent`` and ``alt=sse``), key order and
+    spacing ignored. A non-JSON body counts byte for byte.
     """
     material: Any = None
+    parsed: Any = None
     if body[:1] == b"{":
         try:
             parsed = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: a body nested too deep
             parsed = None
-        if isinstance(parsed, dict):
-            for name in _DELIVERY_FIELDS:
-                parsed.pop(name, None)
-            material = json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+    path, query, parsed = get_format(provider).equivalent(path, query, parsed)
+    if isinstance(parsed, dict):
+        material = json.dumps(parsed, sort_keys=True, separators=(",", ":"))
     if material is None:
         material = body.decode("utf-8", errors="replace")
     digest = hashlib.sha256(f"{method} {path}?{query}\n{material}".encode()).hexdigest()
@@ -258,14 +256,15 @@ class Exchange:
     def fingerprint(self) -> str:
         """See :func:`fingerprint`; equal for equivalent requests."""
         if "fp" not in self._cache:
-            self._cache["fp"] = fingerprint(self.method, self.path, self.query, self.request_body)
+            self._cache["fp"] = fingerprint(
+                self.method, self.path, self.query, self.request_body, self.provider
+            )
         return str(self._cache["fp"])
 
     @property
     def is_event_stream(self) -> bool:
-        """True when the response was ``text/event-stream``."""
-        media = (self.content_type or "").split(";", 1)[0].strip().lower()
-        return media == "text/event-stream"
+        """True when the response is a stream in the format's framing (SSE, NDJSON)."""
+        return is_stream_body(self.provider, self.content_type)
 
     def _body(self, client: bool) -> bytes:
         chunks = self.client_chunks if client and self.client_chunks is not None else None
