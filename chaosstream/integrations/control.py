@@ -23,9 +23,10 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from yarl import URL
 
 from chaosstream.faults.profile import Profile, builtin_names, load_profile
@@ -41,14 +42,18 @@ from chaosstream.faults.toxiproxy_section import (
 )
 from chaosstream.integrations.metrics import CONTENT_TYPE, ProxyMetrics
 from chaosstream.proxy.record import Exchange
+from chaosstream.proxy.scopes import Scope, ScopeError, check_scope_name
 from chaosstream.proxy.server import ChaosProxy
+from chaosstream.verify.scenario import Expect
 from chaosstream.yamlfile import InputError, load_text, max_input_bytes
 
 __all__ = [
     "ALLOW_HOST_ENV",
     "TOKEN_ENV",
+    "ClientReport",
     "ControlError",
     "ControlServer",
+    "VerifyRequest",
     "check_bind",
     "exchange_json",
     "is_loopback",
@@ -212,18 +217,25 @@ class ControlServer:
         # half-way and left the rest on the external server after exit.
         self._swap_lock = asyncio.Lock()
         self._closing = False
-        self.metrics = ProxyMetrics(proxy.recorder, lambda: proxy.profile.name)
+        self.metrics = ProxyMetrics(proxy.recorder, lambda: proxy.profile.name, proxy.scopes)
         self.app = web.Application(
             middlewares=[self._guard, self._auth], client_max_size=self.max_body_bytes
         )
         r = self.app.router
-        r.add_get("/chaos/profile", self.get_profile)
-        r.add_put("/chaos/profile", self.put_profile)
-        r.add_get("/chaos/faults", self.get_faults)
-        r.add_patch("/chaos/faults/{index}", self.patch_fault)
-        r.add_post("/chaos/reset", self.post_reset)
-        r.add_get("/chaos/exchanges", self.get_exchanges)
-        r.add_get("/chaos/fault-log", self.get_fault_log)
+        # Every native route twice: for the unscoped proxy, and per scope with the same bodies.
+        for base in ("/chaos", "/chaos/scopes/{scope}"):
+            r.add_get(f"{base}/profile", self.get_profile)
+            r.add_put(f"{base}/profile", self.put_profile)
+            r.add_get(f"{base}/faults", self.get_faults)
+            r.add_patch(f"{base}/faults/{{index}}", self.patch_fault)
+            r.add_post(f"{base}/reset", self.post_reset)
+            r.add_get(f"{base}/exchanges", self.get_exchanges)
+            r.add_get(f"{base}/fault-log", self.get_fault_log)
+            r.add_post(f"{base}/verify", self.post_verify)
+        r.add_get("/chaos/scopes", self.get_scopes)
+        r.add_get("/chaos/scopes/{scope}", self.get_scope)
+        r.add_delete("/chaos/scopes/{scope}", self.delete_scope)
+        r.add_get("/chaos/health", self.get_health)
         r.add_get("/metrics", self.get_metrics)
         if toxiproxy is not None:
             from chaosstream.toxiproxy import add_toxiproxy_routes
@@ -380,29 +392,103 @@ class ControlServer:
 
     # -- profile ---------------------------------------------------------------
 
-    def _profile_json(self) -> dict[str, Any]:
-        profile = self.proxy.profile
-        data = {"version": 1, **profile.model_dump(mode="json", exclude_unset=True)}
-        return {"name": profile.name, "seed": self.proxy.seed, "profile": data}
+    # -- scopes ----------------------------------------------------------------
 
-    async def _profile_response(self) -> web.Response:
+    def _target(self, request: web.Request, create: bool = False) -> ChaosProxy | Scope:
+        """The unscoped proxy, or the scope ``{scope}`` in the route names (404 if none)."""
+        name = _scope_name(request)
+        if name is None:
+            return self.proxy
+        scope = self.proxy.scopes.get(name)
+        if scope is None and create:
+            try:
+                scope = self.proxy.scopes.create(name)
+            except ScopeError as e:
+                raise _Refused(e.status, str(e)) from None
+        if scope is None:
+            raise _Refused(
+                404,
+                f"no scope {_cut(name)}: it has had no request yet, was deleted, or was "
+                "forgotten under --max-scopes (PUT its profile to make it)",
+            )
+        return scope
+
+    def _scope_json(self, scope: Scope) -> dict[str, Any]:
+        return {
+            "scope": scope.name,
+            "profile": scope.profile.name,
+            "seed": scope.seed,
+            "exchanges": len(scope.recorder.exchanges),
+            "open": len(scope.recorder.open),
+            "faults_fired": len(scope.fault_log),
+        }
+
+    async def get_scopes(self, request: web.Request) -> web.StreamResponse:
+        """``GET /chaos/scopes``: every live scope, least recently used first."""
+        scopes = self.proxy.scopes
+        return _json(
+            {
+                "max_scopes": scopes.cap,
+                "evicted": scopes.evicted,
+                "scopes": [self._scope_json(s) for s in scopes.all()],
+            }
+        )
+
+    async def get_scope(self, request: web.Request) -> web.StreamResponse:
+        """``GET /chaos/scopes/{id}``: one scope's profile name, seed and counts."""
+        target = self._target(request)
+        assert isinstance(target, Scope)
+        return _json(self._scope_json(target))
+
+    async def delete_scope(self, request: web.Request) -> web.StreamResponse:
+        """``DELETE /chaos/scopes/{id}``: forget a scope (a test that ended frees its room)."""
+        target = self._target(request)
+        assert isinstance(target, Scope)
+        self.proxy.scopes.remove(target.name)
+        return _json({"deleted": target.name})
+
+    async def get_health(self, request: web.Request) -> web.StreamResponse:
+        """``GET /chaos/health``: 200 while the proxy serves (readiness and liveness probes)."""
+        return _json({"status": "ok", "proxy": self.proxy.url, "scopes": len(self.proxy.scopes)})
+
+    # -- profile ---------------------------------------------------------------
+
+    def _profile_json(self, target: ChaosProxy | Scope) -> dict[str, Any]:
+        profile = target.profile
+        data = {"version": 1, **profile.model_dump(mode="json", exclude_unset=True)}
+        return {"name": profile.name, "seed": target.seed, "profile": data}
+
+    async def _profile_response(self, target: ChaosProxy | Scope) -> web.Response:
         # A profile near the body cap dumps to 1.4 MB of JSON in 0.25 s: not on the loop.
-        text = await asyncio.to_thread(lambda: json.dumps(self._profile_json(), indent=1))
+        text = await asyncio.to_thread(lambda: json.dumps(self._profile_json(target), indent=1))
         return web.Response(text=text + "\n", content_type="application/json")
 
     async def get_profile(self, request: web.Request) -> web.StreamResponse:
         """``GET /chaos/profile``: the active profile and the seed in use."""
-        return await self._profile_response()
+        return await self._profile_response(self._target(request))
 
     async def put_profile(self, request: web.Request) -> web.StreamResponse:
         """``PUT /chaos/profile[?seed=N]``: replace the profile (JSON, YAML or a built-in name)."""
         seed = _seed(request.query.get("seed"))
+        scoped = "scope" in request.match_info
+        if scoped:
+            _scope_name(request)  # a bad name is refused before the body is read
         text = await self._text(request)
         try:
             # YAML parsing is pure Python: in a worker thread, streams keep flowing.
             profile = await asyncio.to_thread(parse_profile, text)
         except InputError as e:
             return _error(_cut_lines(str(e)), 400)
+        if scoped:
+            if profile.toxiproxy is not None:
+                return _error(
+                    "toxiproxy: a scope's profile cannot carry a toxiproxy: section (it would "
+                    "change the Toxiproxy every scope shares); PUT it on /chaos/profile",
+                    400,
+                )
+            target = self._target(request, create=True)
+            target.set_profile(profile, seed)
+            return await self._profile_response(target)
         section = self._own_section(profile.toxiproxy)
         if section is not profile.toxiproxy:
             profile = profile.model_copy(update={"toxiproxy": section})
@@ -410,7 +496,7 @@ class ControlServer:
         swap = asyncio.ensure_future(self._swap(profile, seed))
         swap.add_done_callback(_retrieve)
         await asyncio.shield(swap)
-        return await self._profile_response()
+        return await self._profile_response(self.proxy)
 
     def _own_section(self, section: ToxiproxySection | None) -> ToxiproxySection | None:
         """The pushed section aimed at our Toxiproxy; 403 if it names another address."""
@@ -457,8 +543,8 @@ class ControlServer:
 
     # -- faults ----------------------------------------------------------------
 
-    def _fault_json(self, index: int) -> dict[str, Any]:
-        fault = self.proxy.profile.faults[index]
+    def _fault_json(self, target: ChaosProxy | Scope, index: int) -> dict[str, Any]:
+        fault = target.profile.faults[index]
         return {
             "index": index,
             "type": fault.type,
@@ -468,11 +554,13 @@ class ControlServer:
 
     async def get_faults(self, request: web.Request) -> web.StreamResponse:
         """``GET /chaos/faults``: the profile's faults with their index and state."""
-        return _json([self._fault_json(i) for i in range(len(self.proxy.profile.faults))])
+        target = self._target(request)
+        return _json([self._fault_json(target, i) for i in range(len(target.profile.faults))])
 
     async def patch_fault(self, request: web.Request) -> web.StreamResponse:
         """``PATCH /chaos/faults/{index}`` with ``{"enabled": false}``: switch one fault."""
-        faults = self.proxy.profile.faults
+        target = self._target(request)
+        faults = target.profile.faults
         raw = request.match_info["index"]
         if not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) >= len(faults):
             return _error(
@@ -487,10 +575,11 @@ class ControlServer:
             return _error('request body: expected {"enabled": true|false}', 400)
         # The injector reads ``enabled`` on every exchange, so this takes effect at once.
         faults[int(raw)].enabled = body["enabled"]
-        return _json(self._fault_json(int(raw)))
+        return _json(self._fault_json(target, int(raw)))
 
     async def post_reset(self, request: web.Request) -> web.StreamResponse:
         """``POST /chaos/reset`` with optional ``{"seed": N, "exchanges": true}``."""
+        target = self._target(request)
         body = await self._json_body(request, {})
         if not isinstance(body, dict) or set(body) - {"seed", "exchanges"}:
             return _error('request body: expected {"seed": N, "exchanges": true|false}', 400)
@@ -499,26 +588,132 @@ class ControlServer:
             not isinstance(seed, int) or isinstance(seed, bool) or abs(seed) >= 2**64
         ):
             return _error("request body: seed: must be an integer below 2**64", 400)
-        self.proxy.reset(seed)
+        target.reset(seed)
         if body.get("exchanges") is True:
-            self.proxy.recorder.clear()
-        return _json({"seed": self.proxy.seed})
+            target.recorder.clear()
+        return _json({"seed": target.seed})
 
     # -- what happened ---------------------------------------------------------
 
     async def get_exchanges(self, request: web.Request) -> web.StreamResponse:
         """``GET /chaos/exchanges[?limit=N]``: the most recent finished exchanges, oldest first."""
+        target = self._target(request)
         limit = _whole(request.query.get("limit", "100"), "limit", 9)
-        recent = list(self.proxy.recorder.exchanges)[-limit:] if limit else []
+        recent = list(target.recorder.exchanges)[-limit:] if limit else []
         return _json({"exchanges": [exchange_json(ex) for ex in recent]})
 
     async def get_fault_log(self, request: web.Request) -> web.StreamResponse:
         """``GET /chaos/fault-log``: every fault event since the last reset."""
-        return _json({"faults": [f.as_dict() for f in self.proxy.fault_log]})
+        target = self._target(request)
+        return _json({"faults": [f.as_dict() for f in target.fault_log]})
+
+    async def post_verify(self, request: web.Request) -> web.StreamResponse:
+        """``POST /chaos/verify`` (or a scope's) with expectations: verdicts over its exchanges.
+
+        Body: ``{"expect": [...], "client": {"exit_code", "stdout", "stderr", "error"},
+        "answer": "..."}``; only ``expect`` is required. The verifier of ``chaosstream run``
+        judges the recorded exchanges and what the client reports it did.
+        """
+        target = self._target(request)
+        body = await self._json_body(request, None)
+        try:
+            asked = VerifyRequest.model_validate(body)
+        except ValidationError as e:
+            return _error(_cut_lines(_validation_message(e)), 400)
+        # An exchange whose last byte the client just read may still be closing.
+        for _ in range(100):
+            if not target.recorder.open:
+                break
+            await asyncio.sleep(0.01)
+        result = await asyncio.to_thread(_verdicts, asked, list(target.recorder.exchanges), target)
+        return _json(result)
 
     async def get_metrics(self, request: web.Request) -> web.StreamResponse:
         """``GET /metrics``: Prometheus text format, this proxy's registry only."""
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _scope_name(request: web.Request) -> str | None:
+    """The ``{scope}`` of the route, checked (400); None on an unscoped route."""
+    name = request.match_info.get("scope")
+    if name is None:
+        return None
+    try:
+        return check_scope_name(name)
+    except ScopeError as e:
+        raise _Refused(400, str(e)) from None
+
+
+def _expect_item(value: Any) -> Any:
+    # As in scenario files: `"completes"` is short for `{"completes": {}}`; null options are none.
+    if isinstance(value, str):
+        return {value: {}}
+    if isinstance(value, dict):
+        return {k: ({} if v is None else v) for k, v in value.items()}
+    return value
+
+
+class ClientReport(BaseModel):
+    """What the client under test did, as it tells the verifier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exit_code: int | None = Field(0, description="Its exit code (None: killed at a timeout).")
+    stdout: str = Field("", description="What it showed its user (the answer text, if any).")
+    stderr: str = ""
+    error: str | None = Field(None, description="The error it raised or showed, if any.")
+    timed_out: bool = False
+    duration_s: float = Field(0.0, ge=0)
+
+
+class VerifyRequest(BaseModel):
+    """The body of ``POST /chaos/verify``: expectations as in a scenario file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expect: list[Annotated[Expect, BeforeValidator(_expect_item)]] = Field(min_length=1)
+    client: ClientReport = Field(default_factory=lambda: ClientReport())
+    answer: str | None = Field(
+        None, description="The full answer; default: the whole answer upstream sent."
+    )
+
+
+def _validation_message(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        lines.append(f"request body: {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _verdicts(
+    asked: VerifyRequest, exchanges: list[Exchange], target: ChaosProxy | Scope
+) -> dict[str, Any]:
+    """The verdicts of ``chaosstream run`` for these exchanges (off the loop: it parses bodies)."""
+    from chaosstream.clients.runner import expected_answer
+    from chaosstream.verify.expectations import ClientRun, Evidence, evaluate
+
+    c = asked.client
+    stderr = c.stderr if c.error is None else f"{c.stderr}\n{c.error}".strip()
+    client = ClientRun(
+        command=["<http>"],
+        exit_code=c.exit_code,
+        timed_out=c.timed_out,
+        stdout=c.stdout,
+        stderr=stderr,
+        duration_s=c.duration_s,
+    )
+    answer = asked.answer if asked.answer is not None else expected_answer(exchanges, None)
+    observed, verdicts = evaluate(
+        Evidence(client=client, exchanges=exchanges, answer=answer, profile=target.profile),
+        list(asked.expect),
+    )
+    return {
+        "scope": target.name if isinstance(target, Scope) else None,
+        "passed": all(v.verdict == "pass" for v in verdicts),
+        "observed": observed.as_dict(),
+        "expectations": [v.as_dict() for v in verdicts],
+    }
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

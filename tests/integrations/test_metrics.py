@@ -10,7 +10,7 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chaosstream.integrations.metrics import ProxyMetrics
+from chaosstream.integrations.metrics import MAX_PATHS, PathLabels, ProxyMetrics
 from chaosstream.mock import HEADER_TOKENS_PER_S, MockServer
 from chaosstream.proxy.server import ChaosProxy
 from tests.conftest import ProxyFactory
@@ -136,3 +136,32 @@ async def test_refused_requests_count_but_have_no_ttft(
         m.close()
     assert value(m, "chaosstream_exchanges_total", profile="p", path="/x", outcome="upstream_error")
     assert value(m, "chaosstream_time_to_first_token_seconds_count", profile="p", path="/x") is None
+
+
+def test_path_label_writes_ids_as_id_and_caps_distinct_values() -> None:
+    """Ids in paths become {id}; past the cap every new path is 'other' (bounded series)."""
+    labels = PathLabels(cap=4)
+    assert labels("/v1/chat/completions") == "/v1/chat/completions"
+    assert labels("/v1/responses/resp_0123456789abcdef") == "/v1/responses/{id}"
+    assert labels("/v1/threads/12345/runs") == "/v1/threads/{id}/runs"
+    assert labels("/v1/files/0f8fad5b-d9cb-469f-a165-70867728950e") == "/v1/files/{id}"
+    assert labels("/v1/models/gpt-4o") == "other"  # a fifth distinct route
+    assert labels("/v1/chat/completions") == "/v1/chat/completions"  # known ones stay
+    assert labels("/v1/responses/resp_ffffffffffffffff") == "/v1/responses/{id}"
+
+
+async def test_random_paths_do_not_grow_the_series(
+    mock: MockServer, proxy_factory: ProxyFactory
+) -> None:
+    """300 distinct junk paths give MAX_PATHS labels plus other (a scanner can't blow up)."""
+    proxy = await proxy_factory(mock.url, "clean")
+    m = ProxyMetrics(proxy.recorder, lambda: "clean")
+    try:
+        async with aiohttp.ClientSession() as http:
+            for i in range(300):
+                async with http.get(f"{proxy.url}/junk-{i}-x") as resp:
+                    await resp.read()
+        paths = {dict(labels).get("path") for _, labels in samples(m)}
+        assert len(paths - {None, "other"}) == MAX_PATHS and "other" in paths
+    finally:
+        m.close()
