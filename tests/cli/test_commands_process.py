@@ -257,22 +257,6 @@ def test_bad_input_on_the_command_line_is_one_error_line_and_exit_2(
     assert len(err) < 800, f"{len(err)} chars: {err[:300]}"
 
 
-def test_an_error_while_serving_is_not_chained_to_a_missing_uvloop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """run_loop runs the loop outside `except ImportError`: a failure never blames uvloop."""
-    from chaosstream.cli.serve import run_loop
-
-    monkeypatch.setitem(sys.modules, "uvloop", None)  # as without the `speed` extra
-
-    async def fails() -> None:
-        raise RuntimeError("failed while serving")
-
-    with pytest.raises(RuntimeError) as info:
-        run_loop(fails())
-    assert info.value.__context__ is None, repr(info.value.__context__)
-
-
 ARMED_NEVER_FIRES = (
     "version: 1\nname: framed\nfaults:\n"
     "  - type: disconnect\n    after_events: 100000\n    mode: reset\n"
