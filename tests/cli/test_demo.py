@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_demo_shows_plain_client_failing_next_to_reference_client() -> None:
@@ -29,3 +30,12 @@ def test_demo_shows_plain_client_failing_next_to_reference_client() -> None:
     assert "plain SDK client: 0/1 scenarios passed" in out
     assert "reference client: 1/1 scenarios passed" in out
     assert "chaosstream check -- python your_client.py" in out
+    # The HTML report: both clients' runs, its path printed.
+    line = next(line for line in out.splitlines() if line.startswith("HTML report (timelines): "))
+    html = Path(line.split(": ", 1)[1].strip())
+    try:
+        text = html.read_text(encoding="utf-8")
+        assert "plain SDK client: midstream-close" in text
+        assert "reference client: midstream-close" in text
+    finally:
+        html.unlink()

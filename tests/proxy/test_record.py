@@ -135,3 +135,34 @@ def test_texts_are_computed_once() -> None:
     assert ex.response_text == "hello" and ex.delivered_event_id == "1"
     ex.upstream_chunks.append(b"id: 2\ndata: again\n\n")
     assert ex.response_text == "hello"
+
+
+def test_stamps_are_opt_in_capped_and_counted() -> None:
+    """Recorder(stamps=True) times each body append with the bytes kept; capped; in the budget."""
+    from chaosstream.proxy.record import STAMP_LIMIT
+
+    assert Recorder().body().times() == []
+    body = Recorder(stamps=True).body()
+    body.append(b"data: a\n\n")
+    body.append(b"data: bb\n\n")
+    (t1, n1), (t2, n2) = body.times()
+    assert (n1, n2) == (9, 19) and t1 <= t2
+    assert body.held == 19 + 4 * 8  # two (time, bytes) pairs of doubles
+    for _ in range(STAMP_LIMIT + 10):
+        body.append(b"x")
+    assert len(body.times()) == STAMP_LIMIT
+    assert len(bytes(body)) == 19 + STAMP_LIMIT + 10  # the bytes are all kept
+
+
+async def test_stamped_recorder_times_every_delivery_through_the_proxy(mock: MockServer) -> None:
+    """Through a real proxy, a stamped recorder's last stamp covers the whole body sent."""
+    recorder = Recorder(stamps=True)
+    proxy = await _proxy(mock, "clean", recorder)
+    try:
+        _, body = await _post(proxy.url, {**CHAT, "stream": True})
+    finally:
+        await proxy.close()
+    (ex,) = recorder.exchanges
+    times = ex.upstream_chunks.times()
+    assert times and times[-1][1] == len(body)
+    assert ex.started <= times[0][0] <= times[-1][0] <= (ex.ended or 0.0)
