@@ -63,10 +63,15 @@ def load_profile(name_or_path: str) -> Profile:
         or Path(name_or_path).is_file()
     ):
         return load_file(Profile, name_or_path)
-    builtin = PROFILE_DIR / f"{name_or_path}.yaml"
+    return load_builtin(name_or_path, "not a file and not a built-in")
+
+
+def load_builtin(name: str, why: str = "not a built-in") -> Profile:
+    """A built-in profile by name only: a file of that name nearby never stands in for it."""
+    builtin = PROFILE_DIR / f"{name}.yaml"
     if not builtin.is_file():
-        raise unknown_profile(name_or_path, "not a file and not a built-in")
-    return load_text(Profile, builtin.read_text(encoding="utf-8"), f"profiles/{name_or_path}.yaml")
+        raise unknown_profile(name, why)
+    return load_text(Profile, builtin.read_text(encoding="utf-8"), f"profiles/{name}.yaml")
 
 
 def unknown_profile(name: str, why: str = "not a built-in") -> InputError:

@@ -12,7 +12,7 @@ exceed the attempt limit, never retry sooner than Retry-After.
 
 from __future__ import annotations
 
-from chaosstream.faults.profile import Profile, load_profile
+from chaosstream.faults.profile import Profile, load_builtin
 from chaosstream.verify.scenario import Scenario
 
 __all__ = ["BATTERY", "battery"]
@@ -36,6 +36,6 @@ BATTERY: list[tuple[str, str]] = [
 def battery(timeout_s: float = 60.0) -> list[tuple[Scenario, Profile]]:
     """The battery's scenarios with their built-in profiles."""
     return [
-        (Scenario(name=name, profile=ref, timeout_s=timeout_s), load_profile(ref))
+        (Scenario(name=name, profile=ref, timeout_s=timeout_s), load_builtin(ref))
         for name, ref in BATTERY
     ]

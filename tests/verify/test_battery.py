@@ -75,11 +75,6 @@ def test_recoverable_faults_hit_the_first_attempt_only() -> None:
         assert has_chaos == (scenario.name != "clean"), scenario.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: battery() resolves each name with load_profile, which prefers a file of that "
-    "name in the working directory over the built-in (left for the owner of verify/battery.py)",
-)
 def test_a_file_named_like_a_builtin_does_not_replace_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
