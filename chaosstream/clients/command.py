@@ -51,6 +51,9 @@ def client_env(proxy_url: str, scenario: str, mock: bool) -> dict[str, str]:
         # google-genai reads it when no http_options.base_url is given (_base_url.py);
         # the SDK appends /v1beta/models/...
         GOOGLE_GEMINI_BASE_URL=proxy_url,
+        # The ollama package (Client() with no host) and the ollama CLI read it (_client.py
+        # `_parse_host(host or os.getenv('OLLAMA_HOST'))`); a full URL keeps the scheme.
+        OLLAMA_HOST=proxy_url,
         # Python clients print as they go, so a killed client's output is not lost.
         PYTHONUNBUFFERED="1",
     )

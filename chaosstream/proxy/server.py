@@ -372,9 +372,10 @@ class ChaosProxy:
         ex.status = upstream.status
         ex.content_type = upstream.headers.get("Content-Type")
         ex.retry_after = upstream.headers.get("Retry-After")
-        if ex.provider == "sse":
+        if ex.provider == "sse" or get(ex.provider).framing != "sse":
             # A path that named no format may still answer in one its headers show
-            # (the AI SDK UI stream of an app's own chat route).
+            # (the AI SDK UI stream of an app's own chat route); so may Ollama's
+            # /api/chat, useChat's default route (registry.format_for_response).
             headers = {k.lower(): v for k, v in upstream.headers.items()}
             fmt = format_for_response(get(ex.provider), ex.content_type, headers)
             ex.provider = fmt.name

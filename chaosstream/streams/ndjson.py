@@ -15,9 +15,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["LineSplitter", "format_line", "parse_line"]
+from chaosstream.streams.sse import Event
+
+__all__ = ["NDJSON_FRAMER", "LineSplitter", "NdjsonFramer", "format_line", "parse_line"]
 
 _LF = b"\n"
+# JSON's own whitespace (RFC 8259 section 2): what may pad a line around its value.
+_WS = b" \t\r\n"
+_BOM = "\ufeff"
 
 
 class LineSplitter:
@@ -89,3 +94,47 @@ def format_line(value: Any) -> bytes:
     ``json.dumps`` escapes control characters, so a value can never break the framing.
     """
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + _LF
+
+
+class NdjsonFramer:
+    """The NDJSON framing as a :class:`chaosstream.streams.format.Framer`: one line a frame.
+
+    A line parses to an :class:`Event` whose ``data`` is the line's text without
+    its line ending, so every format reads SSE and NDJSON frames alike; a blank
+    line dispatches nothing (``has_data`` is False), as the spec lets parsers
+    ignore it.
+    """
+
+    name = "ndjson"
+    # x-ndjson is what Ollama sends; the others name the same framing.
+    media_types = frozenset(
+        {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"}
+    )
+
+    def splitter(self) -> LineSplitter:
+        return LineSplitter()
+
+    def parse(self, raw: bytes, first: bool) -> Event:
+        text = raw.decode("utf-8", errors="replace")
+        if first and text.startswith(_BOM):
+            text = text[1:]
+        data = text.rstrip("\r\n")
+        if not data.strip():
+            return Event(raw=raw)
+        return Event(raw=raw, data=data, data_lines=1)
+
+    def dispatches(self, raw: bytes) -> bool:
+        return bool(raw.strip(_WS))
+
+    def payload(self, raw: bytes) -> tuple[int, int]:
+        """The JSON value's span: the line less the whitespace around it."""
+        start, end = 0, len(raw)
+        while start < end and raw[start] in _WS:
+            start += 1
+        while end > start and raw[end - 1] in _WS:
+            end -= 1
+        return start, end
+
+
+NDJSON_FRAMER = NdjsonFramer()
+"""The one NDJSON framer (stateless; each body gets its own splitter)."""

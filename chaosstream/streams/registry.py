@@ -14,9 +14,14 @@ from collections.abc import Mapping
 
 from chaosstream.streams.anthropic import Anthropic
 from chaosstream.streams.format import Framer, StreamSummary, WireFormat, media_type, summarise
+from chaosstream.streams.gemini import Gemini
+from chaosstream.streams.ndjson import NDJSON_FRAMER
+from chaosstream.streams.ollama import Ollama
 from chaosstream.streams.openai_chat import OpenAIChat
+from chaosstream.streams.openai_responses import OpenAIResponses
 from chaosstream.streams.sse import SSE_FRAMER
 from chaosstream.streams.sse_plain import PlainSse
+from chaosstream.streams.ui_message_stream import UiMessageStream
 
 __all__ = [
     "FORMATS",
@@ -33,6 +38,7 @@ __all__ = [
 
 FRAMERS: dict[str, Framer] = {
     SSE_FRAMER.name: SSE_FRAMER,
+    NDJSON_FRAMER.name: NDJSON_FRAMER,
 }
 """Every framing by name: how a byte stream becomes frames."""
 
@@ -41,7 +47,11 @@ PLAIN = PlainSse()
 
 FORMATS: tuple[WireFormat, ...] = (
     OpenAIChat(),
+    OpenAIResponses(),
     Anthropic(),
+    Gemini(),
+    UiMessageStream(),
+    Ollama(),
     PLAIN,
 )
 """Every wire format, in the order ``format_for`` asks them (most specific first)."""
@@ -76,12 +86,17 @@ def format_for_response(
 ) -> WireFormat:
     """The format once upstream answered: a format its response shows, else ``current``.
 
-    Only a request the path left unnamed (plain SSE) is re-recognised: a path's
-    format is never overruled by a header.
+    Only a request the path left unnamed (plain SSE) is re-recognised, or one
+    whose response is no stream in the path's framing: Ollama's ``/api/chat``
+    is also useChat's default route, and an app's route answering there with
+    an SSE UI message stream says so in its header. Otherwise a path's format
+    is never overruled by a header.
     """
-    if current is not PLAIN:
-        return current
     media = media_type(content_type)
+    if current is not PLAIN and (
+        media in FRAMERS[current.framing].media_types or current.framing == "sse"
+    ):
+        return current
     for fmt in FORMATS:
         if fmt.recognises_response(media, headers):
             return fmt
