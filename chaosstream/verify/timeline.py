@@ -25,8 +25,7 @@ from typing import Any
 
 from chaosstream._version import __version__
 from chaosstream.proxy.record import Exchange
-from chaosstream.streams.providers import is_error, is_terminal, token_text
-from chaosstream.streams.sse import EventSplitter, parse_event
+from chaosstream.streams.registry import framer_for, get
 from chaosstream.verify.expectations import RETRY_AFTER_TOLERANCE_S, align
 from chaosstream.verify.page import api_exchanges
 from chaosstream.verify.report import fault_label, repro
@@ -86,20 +85,22 @@ def _events(ex: Exchange, t0: float, lane: str) -> tuple[list[dict[str, Any]], i
         return [{"lane": lane, "exchange": ex.id, "n": 1, "t_ms": at, "kind": "body"}], 1
     out: list[dict[str, Any]] = []
     end = 0
-    splitter = EventSplitter()
-    for raw in splitter.feed(body):
+    # The format's own framing (SSE blocks, NDJSON lines), as the faults counted events.
+    fmt = get(ex.provider)
+    framer = framer_for(fmt)
+    for raw in framer.splitter().feed(body):
         end += len(raw)
-        ev = parse_event(raw)
-        if not ev.has_data:
+        if not framer.dispatches(raw):
             continue  # keep-alives and comments dispatch nothing (WHATWG HTML 9.2.6)
         at = when(end)
         if at is None:
             break  # past the stamps' cap: no honest time for the rest
-        if is_error(ev, ex.provider):
+        ev = framer.parse(raw, first=end == len(raw))
+        if fmt.is_error(ev):
             kind = "error"
-        elif is_terminal(ev, ex.provider):
+        elif fmt.is_terminal(ev):
             kind = "terminal"
-        elif token_text(ev, ex.provider) is not None:
+        elif fmt.text(ev) is not None:
             kind = "token"
         else:
             kind = "other"
