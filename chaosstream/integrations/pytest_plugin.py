@@ -15,6 +15,15 @@ Marker
 Helper
     :func:`assert_verdicts` checks the verdicts ``chaosstream run`` would give.
 
+A shared proxy
+    ``pytest --chaos-proxy URL --chaos-control URL`` points every ``chaos_proxy()``
+    at one running ``chaosstream proxy`` (a CI fleet's, or one per job) instead of
+    starting one per test: each call gets its own scope (``URL/~/<scope>/``), so
+    tests run in parallel (``pytest -n 4``) without touching each other's request
+    counters, seeds or records. The handle is then a :class:`ScopeHandle`: the
+    profile and seed are set, and fault log, exchanges and verdicts read, over the
+    control API; the scope is deleted after the test.
+
 The servers run on an event loop in a background thread, so the same fixtures
 serve plain ``def`` tests and ``async def`` tests (pytest-aiohttp, pytest-asyncio)
 alike, and a blocking client in a sync test never stalls the proxy.
@@ -23,8 +32,16 @@ alike, and a blocking client in a sync test never stalls the proxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -40,7 +57,9 @@ __all__ = [
     "DEFAULT_PROFILE",
     "ChaosHandle",
     "ProfileSpec",
+    "ScopeHandle",
     "assert_verdicts",
+    "scope_name",
 ]
 
 T = TypeVar("T")
@@ -171,6 +190,144 @@ class ChaosHandle:
         self._loop.call(do)
 
 
+def scope_name(nodeid: str, run: str, nth: int = 1) -> str:
+    """A scope name for the ``nth`` ``chaos_proxy()`` of a test: ``run``, a hash of the
+    test id, and as much of the test's name as fits (scope names are 1-64 URL-safe
+    characters)."""
+    digest = hashlib.sha256(f"{nodeid}#{nth}".encode()).hexdigest()[:10]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", nodeid.rpartition("::")[2]).strip("-._")
+    return f"{run[:8]}-{digest}-{slug}"[:64].rstrip("-._")
+
+
+class ScopeHandle:
+    """One scope of a shared proxy, seen from a test (``--chaos-proxy``).
+
+    Like :class:`ChaosHandle` but over HTTP: ``exchanges`` are the records the
+    control API serves (dicts, as ``--record`` writes them), ``fault_log`` is
+    :class:`FaultEvent` objects, and :meth:`verify` asks the proxy for verdicts.
+    """
+
+    def __init__(self, proxy_url: str, control_url: str | None, name: str, token: str | None):
+        self.proxy_url = proxy_url.rstrip("/")
+        self.control_url = control_url.rstrip("/") if control_url else None
+        self.name = name
+        self._token = token
+        self._path_profile: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of this scope on the proxy (``CHAOSSTREAM_URL``, ``ANTHROPIC_BASE_URL``)."""
+        profile = f"/{self._path_profile}" if self._path_profile else ""
+        return f"{self.proxy_url}/~/{self.name}{profile}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """``base_url`` for the OpenAI SDK: the scope's URL plus ``/v1``."""
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """``base_url`` for the Anthropic SDK."""
+        return self.url
+
+    def _call(self, method: str, route: str, body: Any = None, text: str | None = None) -> Any:
+        if self.control_url is None:
+            raise RuntimeError(
+                f"{method} {route}: the shared proxy's control API is unknown: "
+                "run pytest with --chaos-control URL as well as --chaos-proxy"
+            )
+        data = text.encode() if text is not None else None
+        headers = {"Content-Type": "application/yaml"} if text is not None else {}
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        url = f"{self.control_url}/chaos/scopes/{self.name}{route}"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode("utf-8", "replace")[:500]
+            raise RuntimeError(f"{method} {url}: {e.code} {detail}") from None
+
+    def set_profile(self, profile: ProfileSpec, seed: int | None = None) -> None:
+        """Switch this scope's profile; its request counters start over."""
+        if self.control_url is None and isinstance(profile, str) and seed is None:
+            # No control API: a built-in profile can still be named in the path.
+            self._path_profile = profile
+            return
+        resolved = resolve_profile(profile)
+        data = {"version": 1, **resolved.model_dump(mode="json", exclude_unset=True)}
+        query = f"?seed={seed}" if seed is not None else ""
+        self._call("PUT", f"/profile{query}", data)
+
+    @property
+    def seed(self) -> int:
+        """The seed this scope uses."""
+        return int(self._call("GET", "/profile")["seed"])
+
+    @property
+    def exchanges(self) -> list[dict[str, Any]]:
+        """Finished exchanges of this scope, oldest first (the proxy waits for closing ones)."""
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            summary = self._call("GET", "")
+            if not summary["open"] or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        return list(self._call("GET", "/exchanges?limit=1000")["exchanges"])
+
+    @property
+    def fault_log(self) -> list[FaultEvent]:
+        """Every fault event of this scope since it began or was last reset."""
+        return [FaultEvent(**f) for f in self._call("GET", "/fault-log")["faults"]]
+
+    def reset(self, seed: int | None = None, *, exchanges: bool = True) -> None:
+        """Start this scope's counters (and the seed) over; forget its exchanges too."""
+        body: dict[str, Any] = {"exchanges": exchanges}
+        if seed is not None:
+            body["seed"] = seed
+        self._call("POST", "/reset", body)
+
+    def verify(self, expect: list[Any], client: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The proxy's verdicts over this scope (``POST /chaos/scopes/{id}/verify``)."""
+        return dict(self._call("POST", "/verify", {"expect": expect, "client": dict(client or {})}))
+
+    def delete(self) -> None:
+        """Forget the scope on the proxy (done after each test)."""
+        if self.control_url is not None:
+            self._call("DELETE", "")
+
+
+def _remote_verdicts(handle: ScopeHandle, given: dict[str, Any], client: dict[str, Any]) -> Any:
+    expect: list[Any] = []
+    musts: list[bool] = []
+    for name, value in given.items():
+        if isinstance(value, bool):
+            expect.append({name: {}})
+            musts.append(value)
+        elif name == "retries" and isinstance(value, int):
+            expect.append({name: {"max_attempts": value}})
+            musts.append(True)
+        elif isinstance(value, Mapping):
+            expect.append({name: dict(value)})
+            musts.append(True)
+        else:
+            raise TypeError(f"{name}= takes True/False or options, got {value!r}")
+    result = handle.verify(expect, client)
+    verdicts = result["expectations"]
+    wrong = [
+        f"{v['name']}: expected {'pass' if must else 'fail'}, got {v['verdict']} -- {v['evidence']}"
+        for v, must in zip(verdicts, musts, strict=False)
+        if (v["verdict"] == "pass") != must
+    ]
+    if wrong:
+        raise AssertionError("chaosstream verdicts:\n  " + "\n  ".join(wrong))
+    return verdicts
+
+
 def _expectation(name: str, value: Any) -> tuple[Any, bool]:
     """An :class:`Expect` and whether it must pass, from one keyword of assert_verdicts."""
     from chaosstream.verify.scenario import Expect
@@ -185,7 +342,7 @@ def _expectation(name: str, value: Any) -> tuple[Any, bool]:
 
 
 def assert_verdicts(
-    exchanges: ChaosHandle | Sequence[Exchange],
+    exchanges: ChaosHandle | ScopeHandle | Sequence[Exchange],
     *,
     retries: bool | int | Mapping[str, Any] | None = None,
     falls_back: bool | None = None,
@@ -206,11 +363,30 @@ def assert_verdicts(
     it showed) and ``error`` (the exception it raised, or True). ``answer`` is the
     full answer; with a :class:`ChaosHandle` in front of ``chaos_mock`` it is known.
     Returns the verdicts (``chaosstream.verify.expectations.Verdict``); raises AssertionError
-    listing each one that came out wrong, with its evidence.
+    listing each one that came out wrong, with its evidence. With a :class:`ScopeHandle`
+    (a shared proxy) the proxy judges, and the verdicts are its JSON dicts.
     """
     from chaosstream.clients.runner import expected_answer
     from chaosstream.verify.expectations import ClientRun, Evidence, evaluate
 
+    if isinstance(exchanges, ScopeHandle):
+        named = {
+            "retries": retries,
+            "falls_back": falls_back,
+            "resumes": resumes,
+            "cancels_upstream": cancels_upstream,
+            "completes": completes,
+            "surfaces_error": surfaces_error,
+        }
+        asked = {k: v for k, v in named.items() if v is not None}
+        if not asked:
+            raise TypeError("assert_verdicts needs at least one expectation keyword")
+        broke = error is not None and error is not False
+        report: dict[str, Any] = {"exit_code": 1 if broke else 0, "stdout": text or ""}
+        if broke and error is not True:
+            report["error"] = f"{type(error).__name__}: {error}"
+        verdicts: list[Any] = _remote_verdicts(exchanges, asked, report)
+        return verdicts
     if isinstance(exchanges, ChaosHandle):
         handle: ChaosHandle | None = exchanges
         recorded = exchanges.exchanges
@@ -265,6 +441,25 @@ def assert_verdicts(
 
 
 # -- pytest hooks and fixtures ---------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--chaos-proxy URL`` / ``--chaos-control URL``: use a shared proxy, one scope per test."""
+    group = parser.getgroup("chaosstream")
+    group.addoption(
+        "--chaos-proxy",
+        metavar="URL",
+        default=os.environ.get("CHAOSSTREAM_PROXY_URL"),
+        help="Use this running chaosstream proxy for chaos_proxy(): each call gets its own "
+        "scope (/~/<scope>/), so tests may run in parallel (env CHAOSSTREAM_PROXY_URL).",
+    )
+    group.addoption(
+        "--chaos-control",
+        metavar="URL",
+        default=os.environ.get("CHAOSSTREAM_CONTROL_URL"),
+        help="The shared proxy's control API: sets each scope's profile and seed, reads its "
+        "records and verdicts (env CHAOSSTREAM_CONTROL_URL).",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -327,12 +522,16 @@ def chaos_mock(_chaos_loop: _LoopThread, chaos_mock_settings: MockSettings) -> I
 @pytest.fixture
 def chaos_proxy(
     request: pytest.FixtureRequest, _chaos_loop: _LoopThread, chaos_profile: str | None
-) -> Iterator[Callable[..., ChaosHandle]]:
+) -> Iterator[Callable[..., ChaosHandle | ScopeHandle]]:
     """Factory: ``chaos_proxy(profile=None, upstream=None, seed=7)`` -> :class:`ChaosHandle`.
 
     ``profile`` defaults to the marker's profile, else ``mobile-lossy``;
     ``upstream`` defaults to ``chaos_mock``. Every proxy closes after the test.
     """
+    shared = request.config.getoption("chaos_proxy", None)
+    if shared:
+        yield from _shared_scopes(request, shared, chaos_profile)
+        return
     started: list[ChaosProxy] = []
 
     def make(
@@ -353,3 +552,38 @@ def chaos_proxy(
     yield make
     for proxy in started:
         _chaos_loop.run(proxy.close())
+
+
+# One id per test run, the same in every xdist worker (xdist sets PYTEST_XDIST_TESTRUNUID),
+# so two CI jobs on one proxy never share a scope; CHAOSSTREAM_RUN_ID pins it (replays).
+_RUN = (
+    os.environ.get("CHAOSSTREAM_RUN_ID")
+    or os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    or uuid.uuid4().hex
+)
+
+
+def _shared_scopes(
+    request: pytest.FixtureRequest, proxy_url: str, marked: str | None
+) -> Iterator[Callable[..., ScopeHandle]]:
+    """``chaos_proxy`` on a shared proxy: a new scope per call, deleted after the test."""
+    control = request.config.getoption("chaos_control", None)
+    token = os.environ.get("CHAOSSTREAM_CONTROL_TOKEN") or None
+    made: list[ScopeHandle] = []
+
+    def make(
+        profile: ProfileSpec | None = None, upstream: str | None = None, seed: int | None = 7
+    ) -> ScopeHandle:
+        if upstream is not None:
+            raise TypeError("chaos_proxy(upstream=...): a shared proxy has its own upstream")
+        name = scope_name(request.node.nodeid, re.sub(r"[^A-Za-z0-9]", "", _RUN), len(made) + 1)
+        handle = ScopeHandle(proxy_url, control, name, token)
+        handle.set_profile(profile or marked or DEFAULT_PROFILE, seed if control else None)
+        made.append(handle)
+        return handle
+
+    yield make
+    for handle in made:
+        # A scope left behind is forgotten under --max-scopes anyway: never fail the test here.
+        with contextlib.suppress(RuntimeError, OSError):
+            handle.delete()
