@@ -9,7 +9,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chaosstream.streams.ndjson import LineSplitter, format_line, parse_line
+from chaosstream.streams.ndjson import NDJSON_FRAMER, LineSplitter, format_line, parse_line
 
 # What Ollama's /api/chat streams (docs/api.md), with a CRLF line, a blank line,
 # non-ASCII text and an unterminated tail.
@@ -132,3 +132,23 @@ def test_format_line_is_one_line_that_parses_back() -> None:
     assert "café".encode() in raw
     assert parse_line(raw) == value
     assert json.loads(raw) == value
+
+
+def test_framer_parses_lines_as_events_for_the_formats() -> None:
+    """NDJSON_FRAMER: a line is an event whose data is the line; blank lines dispatch nothing."""
+    raw = b'\xef\xbb\xbf{"done":true}\r\n'
+    event = NDJSON_FRAMER.parse(raw, True)
+    assert event.has_data and event.data == '{"done":true}' and event.raw == raw
+    assert not NDJSON_FRAMER.parse(b"  \r\n", False).has_data
+    assert NDJSON_FRAMER.dispatches(b"{}\n") and not NDJSON_FRAMER.dispatches(b" \r\n")
+    assert isinstance(NDJSON_FRAMER.splitter(), LineSplitter)
+    assert "application/x-ndjson" in NDJSON_FRAMER.media_types
+
+
+def test_framer_payload_is_the_value_without_padding() -> None:
+    """payload() spans the JSON value, so malformed_json cuts inside it, never the newline."""
+    raw = b'  {"response":"hi"}\r\n'
+    start, end = NDJSON_FRAMER.payload(raw)
+    assert raw[start:end] == b'{"response":"hi"}'
+    start, end = NDJSON_FRAMER.payload(b"\n")
+    assert start == end  # a blank line has no value to cut

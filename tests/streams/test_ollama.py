@@ -189,7 +189,7 @@ async def test_faults_make_the_client_do_what_it_really_does(
 async def test_client_env_points_a_default_ollama_client_at_the_proxy(
     mock: MockServer, proxy_factory: ProxyFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """run/check give the client OLLAMA_HOST, so ollama.AsyncClient() with no host uses the proxy."""
+    """run/check give the client OLLAMA_HOST: ollama.AsyncClient() with no host uses the proxy."""
     from chaosstream.clients.command import client_env
 
     proxy = await proxy_factory(mock.url)
@@ -198,3 +198,20 @@ async def test_client_env_points_a_default_ollama_client_at_the_proxy(
         whole = await client.chat(model="m", messages=MESSAGES)
     assert whole.message.content == EXPECTED
     assert (await last_exchange(proxy)).path == "/api/chat"
+
+
+async def test_a_stream_false_retry_after_a_cut_is_an_equivalent_fallback(
+    mock: MockServer, proxy_factory: ProxyFactory
+) -> None:
+    """A cut stream, then stream:false: same fingerprint, first failed, second not streaming."""
+    cut = {"type": "disconnect", "after_tokens": 3, "mode": "reset", "requests": [1]}
+    proxy = await proxy_factory(mock.url, make_profile([cut]))
+    _, error = await chat(proxy.url, stream=True)
+    assert error is not None
+    text, error = await chat(proxy.url, stream=False)
+    assert (text, error) == (EXPECTED, None)
+    await last_exchange(proxy)
+    first, second = list(proxy.recorder.exchanges)[-2:]
+    assert first.fingerprint == second.fingerprint
+    assert first.stream and first.failed
+    assert not second.stream and second.client_complete
