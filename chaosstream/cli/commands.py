@@ -29,6 +29,7 @@ IDLE_TIMEOUT_S = 60.0
 UPSTREAM_HEAD_TIMEOUT_S = 300.0
 RECORD_BUDGET = 64 * MIB
 BODY_LIMIT = 8 * MIB
+MAX_SCOPES = 1024  # chaosstream.proxy.scopes.MAX_SCOPES
 # A day: a timeout is a bound, not a way to switch one off (0 does that where allowed).
 MAX_TIMEOUT_S = 86_400.0
 
@@ -295,6 +296,14 @@ def mock(
     help="Recorded bytes of one body; past it the exchange is marked truncated.",
 )
 @click.option(
+    "--max-scopes",
+    type=click.IntRange(min=1, max=1_000_000),
+    default=MAX_SCOPES,
+    show_default=True,
+    help="Scopes (/~/<scope>/ or X-Chaosstream-Scope) held at once; past it the least "
+    "recently used idle one is forgotten, and a new scope gets 503 while all are busy.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["auto", "console", "json"]),
     default="auto",
@@ -318,6 +327,7 @@ def proxy(
     upstream_timeout_s: float,
     record_budget_mib: int,
     record_body_limit_mib: int,
+    max_scopes: int,
     log_format: str,
 ) -> None:
     """Run the chaos proxy in front of a model server."""
@@ -350,6 +360,7 @@ def proxy(
                 upstream_head_timeout_s=upstream_timeout_s or None,
                 record_budget_bytes=record_budget_mib * MIB,
                 record_body_limit=record_body_limit_mib * MIB,
+                max_scopes=max_scopes,
             ),
             toxiproxy_url=toxiproxy_url,
             control_allow_hosts=control_allow_hosts,

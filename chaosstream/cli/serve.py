@@ -15,6 +15,7 @@ from chaosstream.cli.args import BadInput, cut
 from chaosstream.faults.profile import Profile
 from chaosstream.mock import MockServer, start_mock
 from chaosstream.proxy.record import BODY_LIMIT, RECORD_BUDGET, JsonlSink, Recorder
+from chaosstream.proxy.scopes import MAX_SCOPES
 from chaosstream.proxy.server import (
     IDLE_TIMEOUT_S,
     MAX_EVENT_BYTES,
@@ -37,6 +38,7 @@ class ProxyLimits:
     upstream_head_timeout_s: float | None = UPSTREAM_HEAD_TIMEOUT_S
     record_budget_bytes: int = RECORD_BUDGET
     record_body_limit: int = BODY_LIMIT
+    max_scopes: int = MAX_SCOPES
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -138,7 +140,11 @@ async def serve_proxy(
         max_event_bytes=limits.max_event_bytes,
         idle_timeout_s=limits.idle_timeout_s,
         upstream_head_timeout_s=limits.upstream_head_timeout_s,
+        max_scopes=limits.max_scopes,
     )
+    if sink is not None:
+        # Scoped exchanges go to --record too (each scope numbers its exchanges from 1).
+        proxy.scopes.listeners.append(lambda _scope, ex: sink(ex))
     try:
         # Handlers first: a SIGTERM during start-up still runs the clean-up below.
         stop = asyncio.Event()
