@@ -84,7 +84,7 @@ def expected_answer(exchanges: list[Exchange], settings: MockSettings | None) ->
         if ex.fingerprint == first.fingerprint and ex.upstream_complete and not ex.last_event_id:
             return ex.response_text
     if settings is not None:
-        if first.provider in ("openai", "anthropic"):
+        if first.provider in ("openai", "anthropic", "openai-responses", "gemini"):
             return answer_text(first.request_body, settings.tokens)
         if first.path.rstrip("/").endswith("/sse"):
             query = parse_qs(first.query)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from chaosstream.mock import _anthropic, _generic, _ollama, _openai, _ui_stream
+from chaosstream.mock import _anthropic, _gemini, _generic, _ollama, _openai, _responses, _ui_stream
 from chaosstream.mock._guard import GUARDS, watch
 from chaosstream.mock._limits import LIMITS, MockLimits
 from chaosstream.mock._settings import DEFAULT_SETTINGS, SETTINGS, MockSettings
@@ -52,6 +53,13 @@ def create_app(
     app.router.add_get("/v1/models", _openai.list_models)
     app.router.add_get("/v1/models/{model_id}", _openai.get_model)
     app.router.add_post("/v1/messages", _anthropic.messages)
+    app[_responses.REMEMBERED] = OrderedDict()
+    app.router.add_post("/v1/responses", _responses.create)
+    app.router.add_get("/v1/responses/{response_id}", _responses.retrieve)
+    # One route for both methods: aiohttp cannot put a literal ":" after a {model} part.
+    # google-genai 3.x calls /v1/..., earlier ones and the REST docs /v1beta/...
+    app.router.add_post("/v1beta/models/{model_method}", _gemini.generate)
+    app.router.add_post("/v1/models/{model_method}", _gemini.generate)
     # /api/chat is Ollama's, or the AI SDK UI stream when the body is useChat's.
     app.router.add_post("/api/chat", _ui_stream.ollama_or_ui_chat)
     app.router.add_post("/api/generate", _ollama.generate)

@@ -34,6 +34,7 @@ _DELIVERY_FIELDS = frozenset({
     "stream", "stream_options", "model", "max_tokens", "max_completion_tokens",
     "temperature", "top_p", "top_k", "n", "seed", "user", "metadata",
     "stop", "stop_sequences", "tokens", "ttft_ms", "tokens_per_s",
+    "max_output_tokens", "background", "store",  # OpenAI Responses
 })
 # fmt: on
 
