@@ -1,0 +1,213 @@
+"""A client command under test, run as a real subprocess: the checks before it starts, the
+environment that points it at the proxy, its output with arrival times, and its end (exit,
+timeout with its whole process group killed, cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chaosstream.clients.command import (
+    DUMMY_KEY,
+    OUTPUT_LIMIT,
+    check_command,
+    client_env,
+    run_client,
+)
+from chaosstream.yamlfile import InputError
+
+PY = sys.executable
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return False
+    return fields[0] != "Z"
+
+
+def _gone_soon(pid: int, limit_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_check_command_accepts_programs_on_path_and_executable_files(tmp_path: Path) -> None:
+    """A name on PATH or an executable file passes; nothing is run."""
+    script = tmp_path / "client.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    check_command([PY, "x.py"])
+    check_command(["sh", "-c", "true"])
+    check_command([str(script)])
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ([], "no client command: give one after `--` or as `command:` in the file"),
+        (["no-such-client-xyz", "--flag"], "client command not found: 'no-such-client-xyz'"),
+        (["/nonexistent/client"], "client command not found: '/nonexistent/client' is not a file"),
+    ],
+)
+def test_check_command_names_what_is_missing(command: list[str], message: str) -> None:
+    """An empty command, a name not on PATH or a path that is no file: InputError saying so."""
+    with pytest.raises(InputError) as bad:
+        check_command(command)
+    assert message in str(bad.value)
+
+
+def test_check_command_refuses_a_file_that_is_not_executable(tmp_path: Path) -> None:
+    """A script without the execute bit is refused before anything starts."""
+    script = tmp_path / "client.py"
+    script.write_text("print('hi')\n")
+    script.chmod(0o644)
+    with pytest.raises(InputError, match="client command not executable"):
+        check_command([str(script)])
+    with pytest.raises(InputError, match="is not a file"):
+        check_command([str(tmp_path)])
+
+
+def test_client_env_points_every_sdk_at_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DESIGN.md's variables: proxy URL, scenario, OpenAI /v1 base, Anthropic base, unbuffered
+    Python, dummy keys for the mock; the caller's environment is inherited."""
+    monkeypatch.setenv("MY_APP_SETTING", "kept")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    env = client_env("http://127.0.0.1:4242", "midstream-reset", mock=True)
+    assert env["CHAOSSTREAM_URL"] == "http://127.0.0.1:4242"
+    assert env["CHAOSSTREAM_SCENARIO"] == "midstream-reset"
+    assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:4242/v1"
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:4242"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["OPENAI_API_KEY"] == env["ANTHROPIC_API_KEY"] == DUMMY_KEY
+    assert env["MY_APP_SETTING"] == "kept"
+    assert "CHAOSSTREAM_URL" not in os.environ  # the runner's own environment is untouched
+
+
+def test_client_env_keeps_real_keys_for_a_real_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against a real upstream no dummy key is set: the user's own key (or none) goes through."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-user-real")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    env = client_env("http://127.0.0.1:4242", "clean", mock=False)
+    assert env["OPENAI_API_KEY"] == "sk-user-real"
+    assert "ANTHROPIC_API_KEY" not in env
+    assert client_env("http://127.0.0.1:4242", "clean", mock=True)["OPENAI_API_KEY"] == DUMMY_KEY
+
+
+async def test_run_client_returns_exit_code_output_and_environment() -> None:
+    """The client sees the environment it was given; its exit code, stdout and stderr return."""
+    env = client_env("http://127.0.0.1:1", "clean", mock=True)
+    code = (
+        "import os, sys\n"
+        "print(os.environ['CHAOSSTREAM_SCENARIO'], os.environ['OPENAI_BASE_URL'])\n"
+        "print('caf\\u00e9', file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    run = await run_client([PY, "-c", code], env, timeout_s=30)
+    assert (run.exit_code, run.timed_out) == (3, False)
+    assert run.stdout == "clean http://127.0.0.1:1/v1\n"
+    assert run.stderr == "caf\u00e9\n"
+    assert run.command == [PY, "-c", code]
+    assert 0 < run.duration_s < 30
+
+
+async def test_stdout_arrival_times_count_whole_characters() -> None:
+    """Each pipe read is stamped with the characters seen so far; a UTF-8 character split across
+    two writes counts once, when complete; the stamps follow the client's pauses."""
+    code = (
+        "import sys, time\n"
+        "out = sys.stdout.buffer\n"
+        "out.write(b'ab\\xc3'); out.flush(); time.sleep(0.4)\n"
+        "out.write(b'\\xa9!'); out.flush()\n"
+    )
+    run = await run_client([PY, "-c", code], dict(os.environ), timeout_s=30)
+    assert run.exit_code == 0 and run.stdout == "ab\u00e9!"
+    assert [chars for _, chars in run.stdout_times] == [2, 4]
+    (first, _), (second, _) = run.stdout_times
+    assert 0.3 <= second - first <= 5.0, run.stdout_times
+
+
+async def test_undecodable_output_is_replaced_not_fatal() -> None:
+    """Bytes that are not UTF-8 come back as U+FFFD; the run still returns."""
+    code = "import sys; sys.stdout.buffer.write(b'ok \\xff\\xfe end')"
+    run = await run_client([PY, "-c", code], dict(os.environ), timeout_s=30)
+    assert run.stdout == "ok \ufffd\ufffd end"
+
+
+async def test_output_beyond_the_limit_is_read_but_not_kept() -> None:
+    """A client printing 6 MiB is never blocked on its pipe; at most the limit (plus one read)
+    is kept, starting with what it printed first."""
+    code = (
+        "import sys\n"
+        "sys.stdout.write('head\\n' + 'x' * (6 * 1024 * 1024))\n"
+        "sys.stdout.flush()\n"
+        "print('done', file=sys.stderr)\n"
+    )
+    run = await run_client([PY, "-c", code], dict(os.environ), timeout_s=30)
+    assert run.exit_code == 0 and not run.timed_out
+    assert run.stdout.startswith("head\n")
+    assert OUTPUT_LIMIT <= len(run.stdout) <= OUTPUT_LIMIT + 65536
+    assert run.stderr == "done\n"
+
+
+async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """At timeout_s the client and a grandchild holding its pipes are killed: no exit code of
+    its own, timed_out, output so far kept, and the run returns soon after the limit."""
+    pids = tmp_path / "pids"
+    code = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+        "print('partial answer', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    run = await run_client([PY, "-c", code], dict(os.environ), timeout_s=1.5)
+    elapsed = time.monotonic() - started
+    assert run.timed_out is True
+    assert run.exit_code is not None and run.exit_code < 0  # killed by a signal
+    assert run.stdout == "partial answer\n"
+    assert 1.4 <= elapsed < 5.0, elapsed
+    for pid in map(int, pids.read_text().split()):
+        assert await asyncio.to_thread(_gone_soon, pid), f"pid {pid} survived the timeout"
+
+
+async def test_cancelling_the_run_kills_the_client(tmp_path: Path) -> None:
+    """When the runner itself is cancelled (Ctrl-C), the client is killed, not left behind."""
+    pid_file = tmp_path / "pid"
+    code = (
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
+    task = asyncio.ensure_future(run_client([PY, "-c", code], dict(os.environ), timeout_s=60))
+    for _ in range(250):  # 5 s at most for the interpreter to start
+        if pid_file.exists() and pid_file.read_text():
+            break
+        await asyncio.sleep(0.02)
+    pid = int(pid_file.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(_gone_soon, pid), "the client outlived the cancelled run"
+
+
+async def test_a_command_that_cannot_start_is_bad_input(tmp_path: Path) -> None:
+    """A program that is missing or not executable is InputError naming it, not a traceback."""
+    with pytest.raises(InputError, match="cannot start client command '/nonexistent/x'"):
+        await run_client(["/nonexistent/x"], dict(os.environ), timeout_s=5)
+    script = tmp_path / "client.py"
+    script.write_text("print('hi')\n")
+    script.chmod(0o644)
+    with pytest.raises(InputError, match="cannot start client command"):
+        await run_client([str(script)], dict(os.environ), timeout_s=5)
