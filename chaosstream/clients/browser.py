@@ -530,7 +530,9 @@ async def _collect(page: Any, obs: PageObservation) -> None:
         obs.typing_ms = None if cs["typing"] is None else cs["typing"] - sent
         obs.first_text_ms = None if cs["text"] is None else cs["text"] - sent
         # Shifts right after a click or keypress are expected (hadRecentInput): CLS leaves them out.
-        obs.shifts = [s["value"] for s in cs["shifts"] if s["at"] >= sent and not s["input"]]
+        kept = [s for s in cs["shifts"] if s["at"] >= sent and not s["input"]]
+        obs.shifts = [s["value"] for s in kept]
+        obs.shift_ms = [s["at"] - sent for s in kept]
     try:
         obs.screenshot = await page.screenshot(timeout=5000)
     except Exception as e:

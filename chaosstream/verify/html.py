@@ -358,8 +358,10 @@ else "-") }} · TTFT wire {{ s.ttft_ms if s.ttft_ms is not none else "-" }} ms, 
 {% if s.page %}<div><h3>Page</h3>
 {% if s.name in shots %}<img class="shot" alt="screenshot of {{ s.name }}" \
 src="{{ shots[s.name] }}">{% endif %}
-<p>cumulative layout shift {{ s.page.cls }} over {{ s.page.shifts | length }} shift(s):
-{% for v in s.page.shifts %}{{ v }}{{ ", " if not loop.last }}{% endfor %}</p>
+<p>cumulative layout shift {{ s.page.cls }} over {{ s.page.shifts | length }} shift(s)</p>
+{% if s.page.shift_trace %}<table class="shifts"><tr><th>ms after Send</th><th>shift</th>\
+<th>CLS so far</th></tr>{% for t in s.page.shift_trace %}<tr><td>{{ t.ms }}</td>\
+<td>{{ t.value }}</td><td>{{ t.cls }}</td></tr>{% endfor %}</table>{% endif %}
 {% if s.page.console %}<pre>{{ s.page.console | join("\\n") }}</pre>{% endif %}
 </div>{% endif %}
 </div>

@@ -59,6 +59,8 @@ class PageObservation:
     first_text_ms: float | None = None
     shifts: list[float] = field(default_factory=list)
     """Layout-shift values after Send, without those caused by recent input."""
+    shift_ms: list[float] = field(default_factory=list)
+    """When each of ``shifts`` happened, page milliseconds since Send (same order)."""
     stop_clicked: float | None = None
     stop_error: str = ""
     retry_clicked: bool = False

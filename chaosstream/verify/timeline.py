@@ -277,12 +277,22 @@ def scenario_timeline(result: ScenarioResult, upstream: str) -> dict[str, Any]:
             "url": page.url,
             "cls": round(page.cls, 4),
             "shifts": [round(s, 5) for s in page.shifts[:MARKER_LIMIT]],
+            "shift_trace": _shift_trace(page.shifts, page.shift_ms),
             "typing_ms": page.typing_ms,
             "first_text_ms": page.first_text_ms,
             "screenshot": bool(page.screenshot),
             "console": page.console[-50:],
         },
     }
+
+
+def _shift_trace(values: list[float], at_ms: list[float]) -> list[dict[str, float]]:
+    """Each layout shift with its time since Send and the cumulative layout shift so far."""
+    trace, total = [], 0.0
+    for value, ms in list(zip(values, at_ms, strict=False))[:MARKER_LIMIT]:
+        total += value
+        trace.append({"ms": round(ms, 1), "value": round(value, 5), "cls": round(total, 5)})
+    return trace
 
 
 def run_timeline(report: RunReport) -> dict[str, Any]:

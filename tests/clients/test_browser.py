@@ -230,6 +230,10 @@ async def test_bad_page_fails_typing_layout_and_stop_but_completes(
     assert "no Stop control" in evidence["cancels_upstream"]
     page = result.observed.page
     assert page is not None and page["cls"] >= 0.1
+    # Each shift keeps when it happened, after Send and in order, for the report's trace.
+    assert result.page is not None and len(result.page.shift_ms) == len(result.page.shifts) > 0
+    assert all(ms >= 0 for ms in result.page.shift_ms)
+    assert result.page.shift_ms == sorted(result.page.shift_ms)
 
 
 @in_module_loop

@@ -85,3 +85,17 @@ async def test_events_per_lane_are_capped() -> None:
     lane = data["lanes"][0]
     assert lane["events"] > EVENT_LIMIT == lane["events_drawn"] == len(data["events"])
     assert data["events"][-1]["kind"] == "terminal"  # the last one is always kept
+
+
+async def test_page_layout_shift_trace_has_times_and_running_cls() -> None:
+    """A page's layout shifts reach the report with their time since Send and the CLS so far."""
+    from chaosstream.verify.page import PageObservation
+
+    report = await _run("swallow.py", "clean")
+    (result,) = report.results
+    result.page = PageObservation(url="/", shifts=[0.02, 0.05], shift_ms=[120.0, 480.5])
+    page = scenario_timeline(result, report.upstream)["page"]
+    assert page["shift_trace"] == [
+        {"ms": 120.0, "value": 0.02, "cls": 0.02},
+        {"ms": 480.5, "value": 0.05, "cls": 0.07},
+    ]
