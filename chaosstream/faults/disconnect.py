@@ -11,6 +11,19 @@ from pydantic import Field, model_validator
 from chaosstream.faults._events import is_event, tokens
 from chaosstream.faults._feed import Feed
 from chaosstream.faults.base import Chunk, EndMode, Fault, FaultContext, StreamEnd
+from chaosstream.streams.registry import get
+
+KeepaliveKind = Literal["comment", "ping", "auto"]
+
+#: What each keep-alive kind writes. A comment dispatches nothing (WHATWG HTML,
+#: 9.2.6: a line starting with ":" is ignored); Anthropic's `ping` is a real event
+#: every SDK reads and skips (anthropic-python `_streaming.py`: `if sse.event ==
+#: "ping": continue`); an empty NDJSON line is what Ollama-style streams idle with.
+KEEPALIVES: dict[str, bytes] = {
+    "comment": b": keepalive\n\n",
+    "ping": b'event: ping\ndata: {"type": "ping"}\n\n',
+    "ndjson": b"\n",
+}
 
 
 def _utf8_cut(data: bytes) -> int:
@@ -42,6 +55,15 @@ class Disconnect(Fault):
     `split_event` delivers the first part of the next event before the cut,
     torn inside a UTF-8 character when the event has one. If the stream ends
     before the cut point, nothing fires.
+
+    A `stall` with `keepalive_every_ms` keeps the connection breathing while the
+    content has stopped: every so often it sends a keep-alive that carries no
+    text -- an SSE comment (`comment`), Anthropic's `event: ping` (`ping`), or
+    with `auto` the one the wire format uses (ping for Anthropic Messages, an
+    empty line for NDJSON streams such as Ollama, a comment elsewhere). It
+    models the stall that defeats byte-level read timeouts (undici's 300 s
+    `bodyTimeout` and httpx's read timeout restart on every byte): a client
+    that times "no data" instead of "no content" waits forever.
     """
 
     type: Literal["disconnect"] = "disconnect"
@@ -65,8 +87,22 @@ class Disconnect(Fault):
         "it has one, so the client sees a torn event.",
     )
 
+    keepalive_every_ms: float | None = Field(
+        None,
+        ge=10,
+        description="With `mode: stall`: send a keep-alive this often (at least 10 ms) while "
+        "no content flows, so the connection never goes quiet.",
+    )
+    keepalive: KeepaliveKind = Field(
+        "auto",
+        description="What the keep-alive is: comment (`: keepalive`) | ping (Anthropic "
+        "`event: ping`) | auto (ping for Anthropic, an empty line for NDJSON, else a comment).",
+    )
+
     @model_validator(mode="after")
     def _one_trigger(self) -> Disconnect:
+        if self.keepalive_every_ms is not None and self.mode != "stall":
+            raise ValueError("keepalive_every_ms needs mode: stall")
         given = [
             n
             for n in ("after_events", "after_bytes", "after_tokens", "after_ms")
@@ -81,7 +117,8 @@ class Disconnect(Fault):
 
     @property
     def prompt(self) -> bool:
-        return self.after_ms is None  # after_ms runs a timer beside the stream
+        # after_ms runs a timer beside the stream; keep-alives are written on a timer.
+        return self.after_ms is None and self.keepalive_every_ms is None
 
     @property
     def closes_connection(self) -> bool:
@@ -116,13 +153,38 @@ class Disconnect(Fault):
         else:
             if deadline is None or ctx.clock.now() < deadline:
                 return  # the stream ended before the cut point: nothing fired
+        if self.keepalive_every_ms is not None and not ctx.request.websocket:
+            beat = self.keepalive_bytes(ctx)
+            ctx.fired("stall_keepalive", events=counted, nbytes=sent, detail=_beat(beat))
+            # Content is over, the connection is not: breathe until the client leaves
+            # (the proxy's handler is cancelled then), exactly like a silent stall.
+            every = self.keepalive_every_ms / 1000.0
+            due = ctx.clock.now()
+            while True:
+                due += every
+                await ctx.clock.sleep(due - ctx.clock.now())
+                yield Chunk(beat, due)
         ctx.fired(self.mode, events=counted, nbytes=sent)
         raise StreamEnd(self.mode, "disconnect")
+
+    def keepalive_bytes(self, ctx: FaultContext) -> bytes:
+        """The keep-alive this exchange's wire format gets."""
+        kind = self.keepalive
+        if kind == "auto":
+            fmt = get(ctx.request.provider)
+            if fmt.framing == "ndjson":
+                return KEEPALIVES["ndjson"]
+            kind = "ping" if fmt.name == "anthropic" else "comment"
+        return KEEPALIVES[kind]
 
     def _counts(self, data: bytes, ctx: FaultContext) -> bool:
         if self.after_events is not None:
             return is_event(data, ctx)
         return tokens(data, ctx) > 0
+
+
+def _beat(beat: bytes) -> str:
+    return f"keepalive {beat.decode().strip() or 'empty line'!r}"
 
 
 async def _until(

@@ -58,3 +58,105 @@ async def test_websocket_messages_are_events() -> None:
     req = make_request("/ws", websocket=True)
     r = await run_fault(Disconnect(after_events=2), msgs, request=req)
     assert r.chunks_out == msgs[:2]
+
+
+NDJSON = [
+    *(b'{"message":{"role":"assistant","content":"t%d "},"done":false}\n' % i for i in range(5)),
+    b'{"message":{"role":"assistant","content":""},"done":true}\n',
+]
+"""An Ollama /api/chat stream: one JSON object per line."""
+
+
+def _beats_then_cut(stall: Disconnect, before: bytes, beat: bytes, n: int) -> list[Disconnect]:
+    """The keep-alive stall followed by a byte cut after ``n`` keep-alives: a bounded run."""
+    return [stall, Disconnect(after_bytes=len(before) + n * len(beat), mode="reset")]
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "beat"),
+    [
+        ("/v1/chat/completions", "auto", b": keepalive\n\n"),
+        ("/v1/messages", "auto", b'event: ping\ndata: {"type": "ping"}\n\n'),
+        ("/api/chat", "auto", b"\n"),
+        ("/v1/messages", "comment", b": keepalive\n\n"),
+        ("/v1/chat/completions", "ping", b'event: ping\ndata: {"type": "ping"}\n\n'),
+    ],
+)
+async def test_keepalive_stall_breathes_in_the_format(path: str, kind: str, beat: bytes) -> None:
+    """A keep-alive stall sends the format's keep-alive every keepalive_every_ms, no content."""
+    stall = Disconnect(after_events=3, mode="stall", keepalive_every_ms=250, keepalive=kind)  # type: ignore[arg-type]
+    stream = NDJSON if path == "/api/chat" else STREAM
+    before = b"".join(stream[:3])
+    chain = _beats_then_cut(stall, before, beat, 4)
+    r = await run_fault(chain, stream, request=make_request(path))
+    assert r.chunks_out[:3] == stream[:3]
+    assert r.chunks_out[3:] == [beat] * 4
+    assert r.times[3:] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    first = r.log[0]
+    assert (first.action, first.events, first.bytes) == ("stall_keepalive", 3, len(before))
+
+
+async def test_keepalive_stall_needs_stall_mode() -> None:
+    """keepalive_every_ms on a reset or close is refused at load."""
+    with pytest.raises(ValueError, match="keepalive_every_ms needs mode: stall"):
+        Disconnect(after_events=1, mode="reset", keepalive_every_ms=100)
+
+
+async def test_keepalive_stall_is_not_prompt() -> None:
+    """A keep-alive stall writes on a timer, so the proxy must not batch its output."""
+    assert Disconnect(after_events=1, mode="stall").prompt
+    assert not Disconnect(after_events=1, mode="stall", keepalive_every_ms=100).prompt
+
+
+async def test_keepalive_stall_with_the_openai_sdk_defeats_the_read_timeout() -> None:
+    """A silent stall trips the SDK's read timeout; the keep-alive stall does not: it hangs."""
+    import asyncio
+
+    import openai
+
+    from tests.test_fault_e2e import CHAT, chaos
+
+    async def ask(url: str) -> str:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", timeout=0.5, max_retries=0)
+        got = []
+        stream = await client.chat.completions.create(**CHAT)
+        async for part in stream:
+            got.append(part.choices[0].delta.content or "" if part.choices else "")
+        await client.close()
+        return "".join(got)
+
+    silent = {"type": "disconnect", "after_events": 3, "mode": "stall"}
+    async with chaos([silent]) as (_p, url, _m):
+        with pytest.raises(openai.APITimeoutError):
+            await asyncio.wait_for(ask(url), 5.0)
+    breathing = {**silent, "keepalive_every_ms": 100}
+    async with chaos([breathing]) as (proxy, url, _m):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ask(url), 1.5)  # 3 x the read timeout: still waiting
+    assert [e.action for e in proxy.fault_log] == ["stall_keepalive"]
+
+
+async def test_keepalive_stall_with_the_anthropic_sdk_pings() -> None:
+    """The Anthropic SDK skips ping events, so an `auto` keep-alive stall hangs it too."""
+    import asyncio
+
+    import anthropic
+
+    from tests.test_fault_e2e import chaos
+
+    got: list[str] = []
+
+    async def ask(url: str) -> None:
+        client = anthropic.AsyncAnthropic(base_url=url, api_key="k", timeout=0.5, max_retries=0)
+        async with client.messages.stream(
+            model="m", max_tokens=50, messages=[{"role": "user", "content": "tell me"}]
+        ) as stream:
+            async for text in stream.text_stream:
+                got.append(text)
+
+    fault = {"type": "disconnect", "after_tokens": 2, "mode": "stall", "keepalive_every_ms": 100}
+    async with chaos([fault]) as (proxy, url, _m):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ask(url), 1.5)  # 3 x the read timeout
+    assert len(got) == 2
+    assert "event: ping" in proxy.fault_log[0].detail
