@@ -311,14 +311,14 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["burst", "paced", "faults", "families"],
+        choices=["burst", "paced", "faults", "families", "formats"],
         help="Run only these parts.",
     )
     parser.add_argument("--modes", nargs="*", help="Only these proxies (direct is the baseline).")
     parser.add_argument("--streams", type=int, help="Override the paced/fault stream count.")
     parser.add_argument("--paced-s", type=float, help="Length of the paced run in seconds.")
     args = parser.parse_args()
-    parts = args.only or ["burst", "paced", "faults", "families"]
+    parts = args.only or ["burst", "paced", "faults", "families", "formats"]
     many = args.streams or (200 if args.quick else 1000)
     paced_s = args.paced_s or (4.0 if args.quick else 10.0)
     loads = {
@@ -359,12 +359,23 @@ def main() -> None:
         for name, profile in family_profiles().items():
             print(f"[bench] families: {name} ...", file=sys.stderr, flush=True)
             runs[name] = measure("chaosstream", load, profile)
+    if "formats" in parts:
+        from bench import formats
+
+        print("[bench] formats: CPU per event, per wire format ...", file=sys.stderr, flush=True)
+        results["formats"] = formats.measure(400 if args.quick else 2000)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     text = json.dumps(results, indent=2)
     (RESULTS / f"{stamp}.json").write_text(text)
     (RESULTS / "latest.json").write_text(text)
     table = markdown(results)
+    if "formats" in results:
+        from bench import formats
+
+        table += "\n\n## CPU per event, per wire format\n\n" + "\n".join(
+            formats.table(results["formats"])
+        )
     (RESULTS / "latest.md").write_text(table)
     print(table)
 

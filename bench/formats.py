@@ -1,0 +1,113 @@
+"""CPU per event with a stream-aware fault armed, per wire format.
+
+Each format's stream is recorded once from the embedded mock (the real bytes
+its endpoint sends), then run through the proxy's fault path in process:
+framing by the format's framer and a ``disconnect after_tokens`` set past the
+end, so every frame is parsed for its text and nothing is cut. The figure is
+CPU seconds (``time.process_time``) per event; the rule (issue 13) is that no
+format costs more than 1.5x Chat Completions.
+
+Run alone: ``python -m bench.formats [--events N] [--rounds R]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from chaosstream.faults import Disconnect
+from chaosstream.mock import MockSettings, start_mock
+from chaosstream.streams.registry import framer_for, get
+from chaosstream.testing import make_request, run_fault
+
+# name -> (request path, JSON body); every body asks the mock to stream.
+MESSAGES = [{"role": "user", "content": "Tell me about rivers."}]
+REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "openai": ("/v1/chat/completions", {"model": "m", "messages": MESSAGES, "stream": True}),
+    "openai-responses": ("/v1/responses", {"model": "m", "input": "rivers", "stream": True}),
+    "anthropic": (
+        "/v1/messages",
+        {"model": "m", "max_tokens": 9, "messages": MESSAGES, "stream": True},
+    ),
+    "gemini": (
+        "/v1beta/models/m:streamGenerateContent?alt=sse",
+        {"contents": [{"role": "user", "parts": [{"text": "rivers"}]}]},
+    ),
+    "ollama": ("/api/chat", {"model": "m", "messages": MESSAGES}),
+}
+
+
+async def record(tokens: int) -> dict[str, bytes]:
+    """Each format's stream body as the mock sends it."""
+    bodies: dict[str, bytes] = {}
+    settings = MockSettings(ttft_ms=0, tokens_per_s=0, tokens=tokens)
+    async with await start_mock(settings=settings) as mock, aiohttp.ClientSession() as http:
+        for name, (path, body) in REQUESTS.items():
+            async with http.post(mock.url + path, json=body) as resp:
+                bodies[name] = await resp.read()
+    return bodies
+
+
+def per_event_us(name: str, body: bytes, rounds: int) -> tuple[float, int]:
+    """Best-of-``rounds`` CPU microseconds per event through the armed fault path."""
+    path = REQUESTS[name][0].split("?", 1)[0]
+    request = make_request(path)
+    assert request.provider == name, (name, request.provider)
+    events = sum(1 for f in framer_for(get(name)).splitter().feed(body) if f.strip())
+    fault = Disconnect(type="disconnect", after_tokens=10**9, mode="reset")
+    # The proxy reads about 64 KiB at a time; so does this.
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        result = asyncio.run(run_fault(fault, chunks, request=request))
+        best = min(best, time.process_time() - start)
+        assert result.data == body, name
+    return best / max(events, 1) * 1e6, events
+
+
+def measure(tokens: int = 2000, rounds: int = 5) -> dict[str, Any]:
+    """Per format: events, CPU us per event, and the ratio to Chat Completions."""
+    bodies = asyncio.run(record(tokens))
+    out: dict[str, Any] = {}
+    for name, body in bodies.items():
+        us, events = per_event_us(name, body, rounds)
+        out[name] = {"events": events, "bytes": len(body), "cpu_us_per_event": round(us, 2)}
+    base = out["openai"]["cpu_us_per_event"]
+    for row in out.values():
+        row["vs_chat"] = round(row["cpu_us_per_event"] / base, 2)
+    return out
+
+
+def table(rows: dict[str, Any]) -> list[str]:
+    """Markdown lines for the report."""
+    lines = [
+        "| format | events | CPU us/event | vs Chat Completions |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| {name} | {row['events']} | {row['cpu_us_per_event']} | {row['vs_chat']}x |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.formats", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--tokens", type=int, default=2000, help="Tokens per recorded stream.")
+    parser.add_argument("--rounds", type=int, default=5, help="Runs per format (best is kept).")
+    args = parser.parse_args()
+    rows = measure(args.tokens, args.rounds)
+    print(json.dumps(rows, indent=2))
+    print("\n".join(table(rows)))
+
+
+if __name__ == "__main__":
+    main()
