@@ -179,6 +179,10 @@ class Exchange:
     content_type: str | None = None
     retry_after: str | None = None
     """The Retry-After header the client was sent, as sent."""
+    retry_after_ms: str | None = None
+    """The ``retry-after-ms`` header the client was sent (Stainless SDKs read it first)."""
+    should_retry: str | None = None
+    """The ``x-should-retry`` header the client was sent."""
     first_byte: float | None = None
     ended: float | None = None
     bytes_out: int = 0
@@ -391,6 +395,8 @@ class Exchange:
             "last_event_id": self.last_event_id,
             "status": self.status,
             "retry_after": self.retry_after,
+            "retry_after_ms": self.retry_after_ms,
+            "should_retry": self.should_retry,
             "ttft_ms": _ms(self.ttft_ms),
             "ttlt_ms": _ms(self.duration_ms),
             "tokens_per_s": None if tps is None else round(tps, 1),

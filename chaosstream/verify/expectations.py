@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import email.utils
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ __all__ = [
     "align",
     "evaluate",
     "observe",
+    "retry_hint",
     "shown_fraction",
 ]
 
@@ -255,13 +257,33 @@ def _describe(ex: Exchange) -> str:
     return f"#{ex.id} {what} {status} {ex.outcome}" + (f" [{fired}]" if fired else "")
 
 
-def _retry_after_s(value: str | None) -> float | None:
+def retry_hint(ex: Exchange) -> tuple[float, str] | None:
+    """The wait this exchange's response asked for, and the header that said so.
+
+    Read as the Stainless SDKs read it (openai-python / anthropic-python
+    ``_base_client.py``, ``_parse_retry_after_header``): ``retry-after-ms``
+    first, at millisecond precision, then ``Retry-After`` as delay-seconds,
+    then as an HTTP-date, which counts from when the response was sent.
+    """
+    if ex.retry_after_ms is not None:
+        try:
+            wait = max(0.0, float(ex.retry_after_ms) / 1000.0)
+            return wait, f"retry-after-ms {ex.retry_after_ms}"
+        except ValueError:
+            pass
+    value = ex.retry_after
     if value is None:
         return None
     try:
-        return max(0.0, float(value.strip()))
+        return max(0.0, float(value.strip())), f"Retry-After {value}"
     except ValueError:
-        return None  # an HTTP date: chaosstream's faults never send one
+        pass
+    try:
+        at = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    sent = ex.wall + ((ex.first_byte or ex.started) - ex.started)
+    return max(0.0, at - sent), f"Retry-After {value!r} (an HTTP-date)"
 
 
 def _tail(text: str, limit: int = 160) -> str:
@@ -384,15 +406,25 @@ def observe(ev: Evidence) -> Observed:
     respected = True
     waits: list[str] = []
     for prev, nxt in itertools.pairwise(group):
-        wait = _retry_after_s(prev.retry_after)
-        if wait is None:
-            continue
         gap = nxt.started - (prev.ended or prev.started)
+        if prev.should_retry == "false" and prev.failed:
+            # x-should-retry: false is the server saying "do not retry this at all";
+            # the Stainless SDKs obey it over their retry-by-status rule (_should_retry).
+            respected = False
+            waits.append(
+                f"#{prev.id} {prev.status} x-should-retry: false -> #{nxt.id} retried after "
+                f"{_fmt_s(gap)} (told not to)"
+            )
+            continue
+        hint = retry_hint(prev)
+        if hint is None:
+            continue
+        wait, header = hint
         ok = gap >= wait - RETRY_AFTER_TOLERANCE_S
         respected = respected and ok
         waits.append(
-            f"#{prev.id} {prev.status} Retry-After {prev.retry_after} -> #{nxt.id} after "
-            f"{_fmt_s(gap)}" + ("" if ok else " (too soon)")
+            f"#{prev.id} {prev.status} {header} -> #{nxt.id} after "
+            f"{_fmt_s(gap)}" + ("" if ok else f" (too soon: {_fmt_s(wait)} asked)")
         )
     notes["respected_retry_after"] = "; ".join(waits) or "no retry followed a Retry-After"
 

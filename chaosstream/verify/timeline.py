@@ -26,7 +26,7 @@ from typing import Any
 from chaosstream._version import __version__
 from chaosstream.proxy.record import Exchange
 from chaosstream.streams.registry import framer_for, get
-from chaosstream.verify.expectations import RETRY_AFTER_TOLERANCE_S, align
+from chaosstream.verify.expectations import RETRY_AFTER_TOLERANCE_S, align, retry_hint
 from chaosstream.verify.page import api_exchanges
 from chaosstream.verify.report import fault_label, repro
 from chaosstream.verify.results import RunReport, ScenarioResult
@@ -106,13 +106,6 @@ def _events(ex: Exchange, t0: float, lane: str) -> tuple[list[dict[str, Any]], i
             kind = "other"
         out.append({"lane": lane, "exchange": ex.id, "n": len(out) + 1, "t_ms": at, "kind": kind})
     return _sample(out, EVENT_LIMIT), len(out)
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    try:
-        return None if value is None else max(0.0, float(value.strip()))
-    except ValueError:
-        return None  # an HTTP date: chaosstream's faults never send one
 
 
 def _segments(answer: str, shown_text: str) -> dict[str, Any]:
@@ -202,9 +195,10 @@ def scenario_timeline(result: ScenarioResult, upstream: str) -> dict[str, Any]:
     waits = []
     group = [ex for ex in judged if ex.fingerprint == fp]
     for i, prev in enumerate(group):
-        wait = _retry_after_s(prev.retry_after)
-        if wait is None:
+        hint = retry_hint(prev)
+        if hint is None:
             continue
+        wait, header = hint
         nxt = group[i + 1] if i + 1 < len(group) else None
         start = _ms((prev.ended or prev.started) - t0)
         actual = None if nxt is None else _ms(nxt.started - t0)
@@ -217,7 +211,7 @@ def scenario_timeline(result: ScenarioResult, upstream: str) -> dict[str, Any]:
                 "retry_after_ms": round(start + wait * 1000.0, 1),
                 "next_ms": actual,
                 "waited_ms": None if actual is None else round(actual - start, 1),
-                "label": f"Retry-After {wait:g} s: "
+                "label": f"{header.split(' ', 1)[0]} {wait:g} s: "
                 + (
                     "no retry"
                     if actual is None

@@ -52,3 +52,15 @@ async def test_concurrency_limit_status_and_provider_body() -> None:
     assert (r.refusal.status, r.refusal.headers) == (529, {"Retry-After": "1"})
     assert json.loads(r.refusal.body)["error"]["type"] == "overloaded_error"
     assert [(e.action, e.detail) for e in r.log] == [("refuse", "status 529")]
+
+
+async def test_concurrency_limit_sends_the_retry_hints() -> None:
+    """One too many gets retry-after-ms and x-should-retry next to Retry-After."""
+    fault = ConcurrencyLimit(max_streams=0, retry_after_s=2, retry_after_ms=250, should_retry=True)
+    r = await run_fault(fault, STREAM)
+    assert r.refusal is not None
+    assert r.refusal.headers == {
+        "retry-after-ms": "250",
+        "Retry-After": "2",
+        "x-should-retry": "true",
+    }

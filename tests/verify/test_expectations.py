@@ -120,3 +120,38 @@ def test_fallback_needs_a_failed_stream_first() -> None:
         [],
     )
     assert obs.fell_back and obs.attempts == 2
+
+
+def test_retry_after_ms_is_judged_first_at_ms_precision() -> None:
+    """retry-after-ms wins over Retry-After, at millisecond precision, and evidence names it."""
+    refused = _ex(1, 0.0, status=429, retry_after="5")
+    refused.retry_after_ms = "650"
+    refused.ended = 0.01
+    ok = evaluate(Evidence(_client(0, ANSWER), [refused, _ex(2, 0.65)], ANSWER), [])[0]
+    soon = evaluate(Evidence(_client(0, ANSWER), [refused, _ex(2, 0.55)], ANSWER), [])[0]
+    assert ok.respected_retry_after and not soon.respected_retry_after
+    assert "retry-after-ms 650" in ok.notes["respected_retry_after"]
+    assert "too soon: 0.65 s asked" in soon.notes["respected_retry_after"]
+
+
+def test_retry_after_http_date_counts_from_when_it_was_sent() -> None:
+    """A Retry-After HTTP-date is judged as the wait from the response to that date."""
+    import email.utils
+
+    refused = _ex(1, 0.0, status=503)
+    refused.wall = 1_700_000_000.0
+    refused.first_byte, refused.ended = 0.0, 0.01
+    refused.retry_after = email.utils.formatdate(1_700_000_002, usegmt=True)
+    ok = evaluate(Evidence(_client(0, ANSWER), [refused, _ex(2, 2.0)], ANSWER), [])[0]
+    soon = evaluate(Evidence(_client(0, ANSWER), [refused, _ex(2, 1.5)], ANSWER), [])[0]
+    assert ok.respected_retry_after and not soon.respected_retry_after
+    assert "an HTTP-date" in soon.notes["respected_retry_after"]
+
+
+def test_retry_after_x_should_retry_false_forbids_any_retry() -> None:
+    """After x-should-retry: false, any retry breaks the server's hint, however late."""
+    refused = _ex(1, 0.0, status=503)
+    refused.should_retry = "false"
+    obs = evaluate(Evidence(_client(0, ANSWER), [refused, _ex(2, 9.0)], ANSWER), [])[0]
+    assert not obs.respected_retry_after
+    assert "x-should-retry: false" in obs.notes["respected_retry_after"]
