@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -117,18 +117,38 @@ async def proxy_websocket(
         if ex.outcome == "pending":
             ex.outcome = "client_gone"
     finally:
-        if upstream is not None:
-            await upstream.close()
-        if client.prepared and not client.closed:
-            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-                await client.close()
         ex.ended = clock.now()
         if ex.outcome == "pending":
             ex.outcome = "complete"
         for a in armed:
             a.release()
         proxy.recorder.finish(ex)
+        # A client that hangs up after a close frame makes aiohttp cancel this handler,
+        # often inside the awaits below: the record is finished first, and the closes
+        # are shielded so the upstream socket is closed all the same.
+        await _shielded(_close_both(upstream, client))
     return client
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _close_both(
+    upstream: aiohttp.ClientWebSocketResponse[bool] | None, client: web.WebSocketResponse
+) -> None:
+    if upstream is not None:
+        await upstream.close()
+    if client.prepared and not client.closed:
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await client.close()
+
+
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile (then re-raise)."""
+    task = asyncio.ensure_future(work)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+    await asyncio.shield(task)
 
 
 async def _pump_ws(

@@ -149,17 +149,10 @@ async def test_disconnect_counts_messages_and_cuts_the_socket(
     assert last.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR)
     assert close_code == code
     assert [f.action for f in proxy.fault_log] == [mode]
-    if mode == "reset":  # close: see the xfail test below
-        await _settled(proxy, 1)
-        assert proxy.recorder.exchanges[-1].outcome == "fault"
+    await _settled(proxy, 1)
+    assert proxy.recorder.exchanges[-1].outcome == "fault"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: after a close-mode cut the client hangs up, aiohttp cancels the handler"
-    " inside the `finally` of proxy_websocket (await upstream.close()/client.close()), so"
-    " recorder.finish() and Armed.release() never run: the exchange stays open until shutdown",
-)
 async def test_close_cut_websocket_exchange_is_recorded(
     mock: MockServer, proxy_factory: ProxyFactory
 ) -> None:
