@@ -169,3 +169,29 @@ def test_package_states_its_job(package: str) -> None:
     ]
     # Its order is ruff's RUF022 (constants, classes, functions), checked by the lint test.
     assert names, f"{package}: no __all__"
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _twin(path: Path) -> Path:
+    rel = path.relative_to(PACKAGE)
+    return TESTS / rel.parent / f"test_{path.name}"
+
+
+def _public_modules() -> list[Path]:
+    return sorted(
+        p
+        for p in PACKAGE.rglob("*.py")
+        if not p.name.startswith("_") and not any(part.startswith("_") for part in p.parts)
+    )
+
+
+def test_every_public_module_has_a_test_twin() -> None:
+    """chaosstream/x/y.py is tested in tests/x/test_y.py (mitmproxy's habit)."""
+    missing = [
+        f"{p.relative_to(PACKAGE.parent)} -> {_twin(p).relative_to(TESTS.parent)}"
+        for p in _public_modules()
+        if not _twin(p).is_file()
+    ]
+    assert not missing, "modules without a test twin:\n" + "\n".join(missing)
