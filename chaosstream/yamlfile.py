@@ -79,9 +79,9 @@ def _too_big(source: str, cap: int) -> InputError:
     return InputError(f"{source}: larger than the {_size(cap)} input cap (set {MAX_INPUT_ENV})")
 
 
-def check_size(text: str | bytes, source: str) -> None:
-    """Refuse input larger than the cap (:func:`max_input_bytes`), counted in UTF-8 bytes."""
-    cap = max_input_bytes()
+def check_size(text: str | bytes, source: str, cap: int | None = None) -> None:
+    """Refuse input larger than ``cap`` (default :func:`max_input_bytes`), in UTF-8 bytes."""
+    cap = max_input_bytes() if cap is None else cap
     if len(text) > cap:  # a character is at least one byte: too big without encoding it
         raise _too_big(source, cap)
     if isinstance(text, str) and len(text) * 4 > cap and len(text.encode("utf-8", "replace")) > cap:
@@ -251,13 +251,16 @@ def _check_unique_keys(root: yaml.Node, source: str) -> None:
             first[key.tag, key.value] = line
 
 
-def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+def parse_yaml(
+    text: str, source: str, max_bytes: int | None = None
+) -> tuple[Any, yaml.Node | None]:
     """The document as Python data plus its node tree (for line numbers).
 
-    Parsed once; refused when larger than the cap or when a mapping repeats a key.
-    Synchronous and pure, so a server can run it in a worker thread.
+    Parsed once; refused when larger than the cap (``max_bytes``, default
+    :func:`max_input_bytes`: cassettes pass a bigger one) or when a mapping
+    repeats a key. Synchronous and pure, so a server can run it in a worker thread.
     """
-    check_size(text, source)
+    check_size(text, source, max_bytes)
     loader: yaml.SafeLoader | None = None
     try:
         loader = yaml.SafeLoader(text)  # its reader refuses unprintable characters at once
@@ -294,9 +297,9 @@ def validate(model: type[M], data: Any, source: str, root: yaml.Node | None = No
         raise InputError(_format_errors(e, source, root, model)) from None
 
 
-def load_text(model: type[M], text: str, source: str) -> M:
-    """Parse and validate YAML text."""
-    data, root = parse_yaml(text, source)
+def load_text(model: type[M], text: str, source: str, max_bytes: int | None = None) -> M:
+    """Parse and validate YAML text (``max_bytes``: see :func:`parse_yaml`)."""
+    data, root = parse_yaml(text, source, max_bytes)
     return validate(model, data, source, root)
 
 
