@@ -300,6 +300,14 @@ class Fault(BaseModel):
         """
         return False
 
+    def head_delay_ms(self, ctx: FaultContext) -> float:
+        """How long the response head (status line and headers) is held back.
+
+        The proxy holds the head for the sum over the firing faults, then sends
+        it; the body's delays stay separate and count from each chunk's arrival.
+        """
+        return 0.0
+
     @property
     def acts_on_stream(self) -> bool:
         """False when ``apply`` is the identity, so the proxy can skip the chain."""

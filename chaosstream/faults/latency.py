@@ -21,14 +21,30 @@ class Latency(Fault):
     every 20 ms delivers every event 100 ms late, not 100 ms apart. Jitter is
     drawn per chunk, but a chunk never leaves before the one ahead of it, so
     bytes are never reordered. On a WebSocket every message is an event.
+
+    `headers_ms` holds the response head (status line and headers) back, apart
+    from the body: "headers on time, body late" is the opposite case
+    (`first_byte_ms` alone), and a slow head is what a cold model, a queue in
+    front of it or a slow TLS-terminating gateway look like. SDKs time the two
+    differently: openai-python's `timeout` covers the wait for the head, its
+    read timeout then restarts with every chunk of the body.
     """
 
     type: Literal["latency"] = "latency"
     first_byte_ms: float = Field(0.0, ge=0, description="Extra delay before the first byte.")
     per_event_ms: float = Field(0.0, ge=0, description="Extra delay for every event after it.")
+    headers_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Hold the response head this long after upstream's head arrived (the "
+        "body's delays are separate; its first byte never comes before the head).",
+    )
     jitter_ms: float = Field(
         0.0, ge=0, description="Uniform +/- jitter added to each delay (never below zero)."
     )
+
+    def head_delay_ms(self, ctx: FaultContext) -> float:
+        return self.headers_ms
 
     @property
     def needs_events(self) -> bool:

@@ -24,7 +24,9 @@ class Network(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     latency_ms: float = Field(
-        0.0, ge=0, description="One-way delay added to each direction's data."
+        0.0,
+        ge=0,
+        description="One-way delay added to each direction's data, and to the response head.",
     )
     jitter_ms: float = Field(
         0.0, ge=0, description="Uniform +/- jitter on that delay; never reorders bytes."
@@ -52,6 +54,11 @@ class LinkDelay(Fault):
     type: Literal["link_delay"] = "link_delay"
     delay_ms: float = Field(0.0, ge=0, description="One-way delay.")
     jitter_ms: float = Field(0.0, ge=0, description="Uniform +/- jitter; never reorders bytes.")
+
+    def head_delay_ms(self, ctx: FaultContext) -> float:
+        """The response head crosses the same link as the body: the base delay, no jitter
+        (a draw here would shift every seeded body jitter after it)."""
+        return self.delay_ms
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         async for chunk in self._delayed(chunks, ctx, "delay"):

@@ -40,3 +40,58 @@ async def test_latency_same_seed_same_delays() -> None:
     c = await run_fault(fault, STREAM, seed=10)
     assert a.times == b.times
     assert a.times != c.times
+
+
+async def test_latency_headers_ms_holds_only_the_head() -> None:
+    """headers_ms is the head's delay; in memory (no head) the body is untouched."""
+    fault = Latency(headers_ms=250)
+    assert fault.head_delay_ms(None) == 250  # type: ignore[arg-type]
+    r = await run_fault(fault, STREAM)
+    assert (r.data, r.times[-1]) == (WHOLE, 0.0)
+
+
+async def _head_and_first_event(url: str) -> tuple[float, float]:
+    """Seconds from send to the response head and to the first token, read with the
+    OpenAI SDK (with_raw_response returns when the head is in)."""
+    import time
+
+    import openai
+
+    from tests.test_fault_e2e import CHAT
+
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+    start = time.monotonic()
+    raw = await client.chat.completions.with_raw_response.create(**CHAT)
+    head = time.monotonic() - start
+    first = None
+    async for part in raw.parse():  # type: ignore[attr-defined]
+        if first is None and part.choices and part.choices[0].delta.content:
+            first = time.monotonic() - start
+    await client.close()
+    assert first is not None
+    return head, first
+
+
+async def test_latency_headers_ms_with_the_openai_sdk() -> None:
+    """Headers late: the SDK gets the head after headers_ms; the body is right behind it."""
+    from tests.test_fault_e2e import chaos
+
+    async with chaos([{"type": "latency", "headers_ms": 400}]) as (proxy, url, _m):
+        head, first = await _head_and_first_event(url)
+    assert 0.38 <= head < 1.5
+    assert first - head < 0.3
+    assert [e.action for e in proxy.fault_log][:1] == ["delay_headers"]
+
+
+async def test_network_latency_delays_the_head_and_overlaps_the_body() -> None:
+    """The network's one-way delay holds the head too; the body's delay overlaps it."""
+    from chaosstream.mock import MockSettings
+    from tests.test_fault_e2e import chaos
+
+    slow_first = MockSettings(ttft_ms=300, tokens_per_s=0, tokens=20)
+    async with chaos([], network={"latency_ms": 200}, settings=slow_first) as (_p, url, _m):
+        head, first = await _head_and_first_event(url)
+    # upload 200 ms + head 200 ms; the first token: upload 200 + TTFT 300 + down 200, not
+    # + another 200 for the head.
+    assert 0.38 <= head < 1.0
+    assert 0.68 <= first < 1.05
