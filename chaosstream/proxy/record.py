@@ -175,6 +175,8 @@ class Exchange:
     query: str = ""
     request_body: bytes = b""
     last_event_id: str | None = None
+    scope: str | None = None
+    """The scope the request named (``/~/<scope>/`` or X-Chaosstream-Scope); None when unscoped."""
     status: int | None = None
     content_type: str | None = None
     retry_after: str | None = None
@@ -385,6 +387,7 @@ class Exchange:
         tps = self.tokens_per_s
         return {
             "id": self.id,
+            "scope": self.scope,
             "start": round(self.wall, 6),
             "method": self.method,
             "path": self.path,
@@ -426,6 +429,8 @@ class Recorder:
     the oldest, then forgetting them (see the module docstring);
     ``body_limit`` (:data:`BODY_LIMIT`) caps each body as it is recorded;
     ``stamps`` keeps each body's delivery times (off by default: only reports need them).
+    ``scope`` is stamped on every exchange it begins (a scope's own recorder), so
+    records from many scopes in one ``--record`` file can be told apart.
     """
 
     def __init__(
@@ -434,7 +439,9 @@ class Recorder:
         budget_bytes: int = RECORD_BUDGET,
         body_limit: int = BODY_LIMIT,
         stamps: bool = False,
+        scope: str | None = None,
     ) -> None:
+        self.scope = scope
         self.exchanges: deque[Exchange] = deque(maxlen=keep)
         self.listeners: list[Callable[[Exchange], None]] = []
         self.open: dict[int, Exchange] = {}
@@ -455,6 +462,8 @@ class Recorder:
     def begin(self, exchange: Exchange) -> None:
         """An exchange started; faults that fire on it are attached while open."""
         exchange.upstream_chunks.limit = self.body_limit
+        if self.scope is not None:
+            exchange.scope = self.scope
         if self.stamps and exchange.upstream_chunks.stamps is None:
             exchange.upstream_chunks.stamps = array("d")
         self.open[exchange.id] = exchange

@@ -175,7 +175,9 @@ class Scope:
         self.name = name
         self.clock = clock
         self.base_seed = base_seed
-        self.recorder = recorder or Recorder(keep=SCOPE_KEEP, budget_bytes=SCOPE_RECORD_BUDGET)
+        self.recorder = recorder or Recorder(
+            keep=SCOPE_KEEP, budget_bytes=SCOPE_RECORD_BUDGET, scope=name
+        )
         self.fault_log: list[FaultEvent] = []
         #: The built-in profile the path last named (None when set otherwise).
         self.profile_from_path = profile_from_path
@@ -304,7 +306,7 @@ class Scopes:
             self._evict()
         if profile is None:
             profile = self.default_profile().model_copy(deep=True)
-        recorder = Recorder(keep=SCOPE_KEEP, budget_bytes=SCOPE_RECORD_BUDGET)
+        recorder = Recorder(keep=SCOPE_KEEP, budget_bytes=SCOPE_RECORD_BUDGET, scope=name)
         if self.body_limit is not None:
             recorder.body_limit = self.body_limit
         scope = Scope(

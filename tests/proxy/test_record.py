@@ -166,3 +166,20 @@ async def test_stamped_recorder_times_every_delivery_through_the_proxy(mock: Moc
     times = ex.upstream_chunks.times()
     assert times and times[-1][1] == len(body)
     assert ex.started <= times[0][0] <= times[-1][0] <= (ex.ended or 0.0)
+
+
+async def test_scoped_records_name_their_scope(mock: MockServer) -> None:
+    """A scoped exchange's record and JSONL line carry its scope; an unscoped one's is null."""
+    recorder = Recorder()
+    proxy = await _proxy(mock, "clean", recorder)
+    scoped: list[Exchange] = []
+    proxy.scopes.listeners.append(lambda _scope, ex: scoped.append(ex))
+    try:
+        await _post(proxy.url, CHAT)
+        await _post(f"{proxy.url}/~/test-7", CHAT)
+    finally:
+        await proxy.close()
+    (plain,) = recorder.exchanges
+    (ex,) = scoped
+    assert plain.record()["scope"] is None
+    assert ex.scope == "test-7" and json.loads(json.dumps(ex.record()))["scope"] == "test-7"
