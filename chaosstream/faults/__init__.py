@@ -28,6 +28,7 @@ from chaosstream.faults.base import (
 )
 from chaosstream.faults.buffer import Buffer
 from chaosstream.faults.concurrency_limit import ConcurrencyLimit
+from chaosstream.faults.content import Content
 from chaosstream.faults.corrupt import Corrupt
 from chaosstream.faults.disconnect import Disconnect
 from chaosstream.faults.http_error import HttpError
@@ -45,6 +46,7 @@ FAULT_TYPES: tuple[type[Fault], ...] = (
     HttpError,
     StreamError,
     Corrupt,
+    Content,
     Buffer,
     ConcurrencyLimit,
     Noop,
@@ -60,6 +62,7 @@ AnyFault = Annotated[
         HttpError,
         StreamError,
         Corrupt,
+        Content,
         Buffer,
         ConcurrencyLimit,
         Noop,
@@ -78,6 +81,7 @@ __all__ = [
     "Chunk",
     "Clock",
     "ConcurrencyLimit",
+    "Content",
     "Corrupt",
     "Disconnect",
     "EndMode",
