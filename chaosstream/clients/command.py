@@ -54,6 +54,9 @@ def client_env(proxy_url: str, scenario: str, mock: bool) -> dict[str, str]:
         # The ollama package (Client() with no host) and the ollama CLI read it (_client.py
         # `_parse_host(host or os.getenv('OLLAMA_HOST'))`); a full URL keeps the scheme.
         OLLAMA_HOST=proxy_url,
+        # boto3/botocore >= 1.34 read the service-specific endpoint variable (the SDKs'
+        # "service-specific endpoints" setting): bedrock-runtime calls go to the proxy.
+        AWS_ENDPOINT_URL_BEDROCK_RUNTIME=proxy_url,
         # Python clients print as they go, so a killed client's output is not lost.
         PYTHONUNBUFFERED="1",
     )
@@ -64,6 +67,11 @@ def client_env(proxy_url: str, scenario: str, mock: bool) -> dict[str, str]:
             # google-genai takes GOOGLE_API_KEY over GEMINI_API_KEY; give both.
             GEMINI_API_KEY=DUMMY_KEY,
             GOOGLE_API_KEY=DUMMY_KEY,
+            # The mock ignores SigV4, but botocore refuses to sign without credentials
+            # and a region.
+            AWS_ACCESS_KEY_ID="chaosstream-mock",
+            AWS_SECRET_ACCESS_KEY=DUMMY_KEY,
+            AWS_DEFAULT_REGION=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         )
     return env
 

@@ -19,6 +19,7 @@ CorruptAction = Literal[
     "split",
     "invalid_utf8",
     "drop_terminal",
+    "bit_flip",
 ]
 
 
@@ -32,7 +33,11 @@ class Corrupt(Fault):
     puts a byte that is never valid UTF-8 (0xFF) in the middle of its data;
     `drop_terminal` drops the stream's terminal event (`data: [DONE]`,
     `message_stop`) so the response ends cleanly but incomplete, and ignores
-    `after_events`/`rate`. On a WebSocket the same actions apply to messages.
+    `after_events`/`rate`; `bit_flip` flips one bit in the middle of the
+    event's payload and keeps its length, so a binary frame's CRC32 no longer
+    matches (Bedrock's event stream: botocore raises `ChecksumMismatch`) and a
+    text frame carries one wrong character. On a WebSocket the same actions
+    apply to messages.
     """
 
     type: Literal["corrupt"] = "corrupt"
@@ -113,6 +118,10 @@ class Corrupt(Fault):
         middle = start + max(1, (end - start) // 2)
         if action == "malformed_json":
             return [replace(chunk, data=data[:middle] + data[end:])]
+        if action == "bit_flip":
+            # Length kept, so the framing holds and only a checksum (or the JSON) tells.
+            flipped = bytes([data[middle - 1] ^ 0x01])
+            return [replace(chunk, data=data[: middle - 1] + flipped + data[middle:])]
         if action == "invalid_utf8":
             return [replace(chunk, data=data[:middle] + b"\xff" + data[middle:])]
         cut = max(1, len(data) // 2)  # split

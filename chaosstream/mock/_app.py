@@ -8,7 +8,16 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from chaosstream.mock import _anthropic, _gemini, _generic, _ollama, _openai, _responses, _ui_stream
+from chaosstream.mock import (
+    _anthropic,
+    _bedrock,
+    _gemini,
+    _generic,
+    _ollama,
+    _openai,
+    _responses,
+    _ui_stream,
+)
 from chaosstream.mock._guard import GUARDS, watch
 from chaosstream.mock._limits import LIMITS, MockLimits
 from chaosstream.mock._settings import DEFAULT_SETTINGS, SETTINGS, MockSettings
@@ -66,6 +75,8 @@ def create_app(
     app.router.add_get("/api/tags", _ollama.tags)
     app.router.add_get("/api/version", _ollama.version)
     app.router.add_post("/api/ui/chat", _ui_stream.chat)
+    app.router.add_post("/model/{model_id}/converse-stream", _bedrock.converse_stream)
+    app.router.add_post("/model/{model_id}/converse", _bedrock.converse)
     app.router.add_get("/sse", _generic.sse)
     app.router.add_get("/ws", _generic.ws)
     app.router.add_get("/bytes", _generic.random_bytes)

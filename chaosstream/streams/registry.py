@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from chaosstream.streams.anthropic import Anthropic
+from chaosstream.streams.bedrock import Bedrock
+from chaosstream.streams.eventstream import EVENTSTREAM_FRAMER
 from chaosstream.streams.format import Framer, StreamSummary, WireFormat, media_type, summarise
 from chaosstream.streams.gemini import Gemini
 from chaosstream.streams.ndjson import NDJSON_FRAMER
@@ -39,6 +41,7 @@ __all__ = [
 FRAMERS: dict[str, Framer] = {
     SSE_FRAMER.name: SSE_FRAMER,
     NDJSON_FRAMER.name: NDJSON_FRAMER,
+    EVENTSTREAM_FRAMER.name: EVENTSTREAM_FRAMER,
 }
 """Every framing by name: how a byte stream becomes frames."""
 
@@ -52,6 +55,7 @@ FORMATS: tuple[WireFormat, ...] = (
     Gemini(),
     UiMessageStream(),
     Ollama(),
+    Bedrock(),
     PLAIN,
 )
 """Every wire format, in the order ``format_for`` asks them (most specific first)."""

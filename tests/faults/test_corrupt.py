@@ -77,3 +77,17 @@ async def test_corrupt_drop_terminal_on_websocket() -> None:
     done = b'{"type":"done"}'
     drop = await run_fault(Corrupt(action="drop_terminal"), [*msgs, done], request=req)
     assert drop.chunks_out == msgs
+
+
+async def test_corrupt_bit_flip_keeps_the_length_and_changes_one_bit() -> None:
+    """bit_flip changes exactly one bit inside one event's payload; lengths and framing stay."""
+    r = await run_fault(Corrupt(action="bit_flip", after_events=1), STREAM)
+    assert [len(c) for c in r.chunks_out] == [len(c) for c in STREAM]
+    diff = [
+        (a ^ b)
+        for out, src in zip(r.chunks_out, STREAM, strict=True)
+        for a, b in zip(out, src, strict=True)
+        if a != b
+    ]
+    assert diff == [1]
+    assert r.chunks_out[1] != STREAM[1] and r.chunks_out[1].startswith(b"data: ")
