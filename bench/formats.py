@@ -39,6 +39,11 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"contents": [{"role": "user", "parts": [{"text": "rivers"}]}]},
     ),
     "ollama": ("/api/chat", {"model": "m", "messages": MESSAGES}),
+    # Binary framing (issue 21): the AWS event stream, its CRCs checked on every message.
+    "bedrock": (
+        "/model/m/converse-stream",
+        {"messages": [{"role": "user", "content": [{"text": "rivers"}]}]},
+    ),
 }
 
 
