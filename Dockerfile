@@ -10,7 +10,9 @@ WORKDIR /app
 # Metadata first, so a code change does not invalidate the dependency layer.
 COPY pyproject.toml README.md ./
 COPY chaosstream ./chaosstream
-RUN pip install . && useradd --create-home --uid 10001 chaos
+# Optional extras, comma-separated: docker-compose.otel.yml builds with EXTRAS=otel.
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS:+[$EXTRAS]}" && useradd --create-home --uid 10001 chaos
 
 USER chaos
 # 8080 proxy, 9090 control API (+ /metrics), 8000 mock model.

@@ -18,6 +18,7 @@ from chaosstream.cli.args import (
     upstream_option,
     writable_file_option,
 )
+from chaosstream.cli.telemetry import open_telemetry, otel_option
 from chaosstream.yamlfile import InputError
 
 MIB = 1024 * 1024
@@ -303,6 +304,7 @@ def mock(
     help="Scopes (/~/<scope>/ or X-Chaosstream-Scope) held at once; past it the least "
     "recently used idle one is forgotten, and a new scope gets 503 while all are busy.",
 )
+@otel_option
 @click.option(
     "--log-format",
     type=click.Choice(["auto", "console", "json"]),
@@ -329,6 +331,7 @@ def proxy(
     record_body_limit_mib: int,
     max_scopes: int,
     log_format: str,
+    otel: bool | None,
 ) -> None:
     """Run the chaos proxy in front of a model server."""
     from chaosstream.cli.logs import configure_logging
@@ -337,6 +340,7 @@ def proxy(
     from chaosstream.integrations.control import ControlError, check_bind
 
     configure_logging(log_format)  # type: ignore[arg-type]
+    telemetry = open_telemetry(otel)
     profile = load_profile(profile_name)
     if control is not None:
         try:
@@ -364,6 +368,7 @@ def proxy(
             ),
             toxiproxy_url=toxiproxy_url,
             control_allow_hosts=control_allow_hosts,
+            telemetry=telemetry,
         )
     )
 

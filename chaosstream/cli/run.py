@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from chaosstream.cli.args import upstream_option, writable_file_option
+from chaosstream.cli.telemetry import open_telemetry, otel_option
 
 if TYPE_CHECKING:
     from chaosstream.clients.runner import Progress, RunOptions
@@ -203,9 +204,11 @@ def execute(
     title: str,
     mock_settings: MockSettings | None = None,
     html_path: str | None = None,
+    otel: bool | None = None,
 ) -> int:
     """Run, print progress and the table, write the reports; the exit code:
-    0, 1, or 130/143 when SIGINT/SIGTERM stopped the run (see :class:`Interrupts`)."""
+    0, 1, or 130/143 when SIGINT/SIGTERM stopped the run (see :class:`Interrupts`).
+    ``otel`` is ``--otel``/``--no-otel`` (see :func:`chaosstream.cli.telemetry.open_telemetry`)."""
     from rich.console import Console
 
     from chaosstream.cli.logs import quiet
@@ -224,13 +227,20 @@ def execute(
         mock_settings=mock_settings,
         report_path=json_path or junit_path or html_path,
     )
+    telemetry = open_telemetry(otel)
+    if telemetry is not None:
+        options.on_proxy = telemetry.attach
     with Interrupts() as interrupts:
 
         async def main() -> RunReport:
             run = collect(scenarios, command, options, progress, interrupts)
             return await with_ticks(progress, asyncio.ensure_future(run))
 
-        report = asyncio.run(main())
+        try:
+            report = asyncio.run(main())
+        finally:
+            if telemetry is not None:
+                telemetry.shutdown()  # exports what is still batched
         # Off a terminal (CI logs) rich would wrap the table at 80 columns.
         print_report(report, Console(width=None if sys.stdout.isatty() else 140), title=title)
         if json_path is not None:
@@ -286,6 +296,7 @@ _REPORT_OPTIONS = [
     click.option(
         "--seed", type=int, default=None, help="Seed for every scenario (default: random, shown)."
     ),
+    otel_option,
     click.option(
         "--chromium",
         metavar="PATH",
@@ -415,6 +426,7 @@ def run(
     record: str | None,
     upstream: str | None,
     seed: int | None,
+    otel: bool | None,
     timeout_s: float | None,
     only: tuple[str, ...],
     command: tuple[str, ...],
@@ -452,6 +464,7 @@ def run(
             record=record,
             resilient=False,
             title=f"chaosstream run {scenario_file}",
+            otel=otel,
         )
     )
 
@@ -484,6 +497,7 @@ def check(
     record: str | None,
     upstream: str | None,
     seed: int | None,
+    otel: bool | None,
     timeout_s: float,
     only: tuple[str, ...],
     list_only: bool,
@@ -524,5 +538,6 @@ def check(
             record=record,
             resilient=True,
             title="chaosstream check",
+            otel=otel,
         )
     )

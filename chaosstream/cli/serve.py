@@ -7,7 +7,7 @@ import contextlib
 import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,6 +22,9 @@ from chaosstream.proxy.server import (
     UPSTREAM_HEAD_TIMEOUT_S,
     ChaosProxy,
 )
+
+if TYPE_CHECKING:
+    from chaosstream.integrations.otel import ProxyTelemetry
 
 T = TypeVar("T")
 
@@ -74,6 +77,7 @@ async def serve_proxy(
     limits: ProxyLimits = ProxyLimits(),
     toxiproxy_url: str | None = None,
     control_allow_hosts: tuple[str, ...] = (),
+    telemetry: ProxyTelemetry | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; with no upstream, start the embedded mock first.
 
@@ -85,6 +89,8 @@ async def serve_proxy(
     Its Toxiproxy is ``toxiproxy_url``, else the start profile's ``url``, else
     Toxiproxy's default: profiles pushed over the API may only use that one.
     ``control_allow_hosts`` are extra ``Host`` names the control API answers to.
+    ``telemetry`` (``--otel``: chaosstream.cli.telemetry) traces every exchange, scoped
+    ones too; what it still holds is exported at exit.
     """
     from chaosstream.faults.toxiproxy_section import (
         DEFAULT_URL,
@@ -145,6 +151,8 @@ async def serve_proxy(
     if sink is not None:
         # Scoped exchanges go to --record too (each scope numbers its exchanges from 1).
         proxy.scopes.listeners.append(lambda _scope, ex: sink(ex))
+    if telemetry is not None:
+        telemetry.attach(proxy)  # before start: it adds a middleware
     try:
         # Handlers first: a SIGTERM during start-up still runs the clean-up below.
         stop = asyncio.Event()
@@ -160,6 +168,8 @@ async def serve_proxy(
         click.echo(f"  upstream: {upstream}{' (embedded mock)' if mock else ''}", err=True)
         click.echo(f"  profile:  {profile.name}   seed: {proxy.seed}", err=True)
         click.echo(f"  clients:  OPENAI_BASE_URL={url}/v1  ANTHROPIC_BASE_URL={url}", err=True)
+        if telemetry is not None:
+            click.echo(f"  otel:     {telemetry.where}", err=True)
         if section is not None:
             try:
                 external = await apply_toxiproxy(section, toxiproxy_timeout_s)
@@ -197,6 +207,9 @@ async def serve_proxy(
             with contextlib.suppress(ToxiproxyError):
                 await remove_toxiproxy(external)
         await proxy.close()
+        if telemetry is not None:
+            # A blocking export of what is batched (bounded by the exporter's timeout).
+            await asyncio.to_thread(telemetry.shutdown)
         if mock is not None:
             await mock.close()
         if sink is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -59,6 +59,8 @@ class RunOptions:
     """A started browser for page scenarios; None starts one when a scenario needs it."""
     artifacts_dir: str | Path = "chaosstream-artifacts"
     """Where a failed page scenario's screenshot and console log go."""
+    on_proxy: Callable[[ChaosProxy], None] | None = None
+    """Called with the proxy before it starts (``--otel`` attaches its tracing here)."""
 
 
 class Progress(Protocol):
@@ -134,6 +136,8 @@ async def run_scenarios(
             insecure=options.insecure,
             ca_file=options.ca_file,
         )
+        if options.on_proxy is not None:
+            options.on_proxy(proxy)
         url = await proxy.start()
         try:
             if options.page_driver is None and any(s.client for s, _ in scenarios):
