@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from chaosstream.faults.profile import Profile
 from chaosstream.proxy.record import Exchange
-from chaosstream.verify.scenario import ErrorSignal, Expect, RetriesOptions
+from chaosstream.verify.scenario import (
+    INCOMPLETE_WORDS,
+    CompletesOptions,
+    ErrorSignal,
+    Expect,
+    FlagsIncompleteOptions,
+    RetriesOptions,
+)
 
 if TYPE_CHECKING:
     from chaosstream.verify.page import PageObservation
@@ -126,6 +133,11 @@ class Observed:
     """What a browser client's page showed (see chaosstream.clients.browser.page_observed)."""
     artifacts: dict[str, str] = field(default_factory=dict)
     """Files saved for a failed page scenario: screenshot, console log."""
+    stopped: str | None = None
+    """How the last attempt's answer was stopped short (``length``, ``content_filter``,
+    ``refusal``, ``empty``: the ``content`` fault), or None (not in the JSON block)."""
+    flagged_incomplete: bool = False
+    """The client told its user the answer is not whole (output words or exit code)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The report's ``observed`` block: exactly the contract's keys."""
@@ -446,7 +458,15 @@ def observe(ev: Evidence) -> Observed:
             notes["completed"] = (
                 f"exit code {client.exit_code}; stdout has {shown.describe()} (whitespace ignored)"
             )
+    stopped = _stopped(group)
+    flagged, notes["flags_incomplete"] = _flags(client, stopped, INCOMPLETE_WORDS)
+    if stopped is not None and completed:
+        # A stub that ends with a terminal event is still a stub (DESIGN.md, completes).
+        completed = False
+        notes["completed"] = f"the answer was stopped by {stopped}; {notes['completed']}"
+    # A stopped answer the client said was stopped is not presented as complete.
     silent = succeeded and not surfaced and shown is not None and not completed
+    silent = silent and not (stopped is not None and flagged)
     notes["silent_truncation"] = (
         f"exit 0 while stdout has only {shown.describe()}: {_tail(client.stdout, 80)!r}"
         if silent and shown is not None
@@ -477,6 +497,35 @@ def observe(ev: Evidence) -> Observed:
         fault_met=True if faults else (False if _has_faults(ev.profile) else None),
         faults=faults,
         notes=notes,
+        stopped=stopped,
+        flagged_incomplete=flagged,
+    )
+
+
+def _stopped(group: list[Exchange]) -> str | None:
+    """The stop the last attempt's answer met (a ``content`` fault), if any."""
+    if not group:
+        return None
+    for f in group[-1].faults:
+        if f.type == "content":
+            return f"{f.action} ({f.detail})" if f.detail else f.action
+    return None
+
+
+def _flags(client: ClientRun, stopped: str | None, pattern: str) -> tuple[bool, str]:
+    """Did the client tell its user the answer is not whole, and the evidence."""
+    if stopped is None:
+        return False, "no answer was stopped short"
+    found = re.search(pattern, f"{client.stdout}\n{client.stderr}")
+    if found is not None:
+        return True, f"answer stopped by {stopped}; the client said {found.group(0)!r}"
+    if client.timed_out:
+        return False, f"answer stopped by {stopped}; the client hung"
+    if client.exit_code != 0:
+        return True, f"answer stopped by {stopped}; the client exited {client.exit_code}"
+    return False, (
+        f"answer stopped by {stopped}, but the client exited 0 and printed nothing that says "
+        f"so: {_tail(client.stdout, 80)!r}"
     )
 
 
@@ -532,7 +581,9 @@ def _resilient(obs: Observed) -> Verdict:
     problems = []
     if obs.silent_truncation:
         problems.append(f"silent truncation: {obs.notes['silent_truncation']}")
-    elif not (obs.completed or obs.surfaced_error):
+    elif obs.stopped is not None and not (obs.completed or obs.flagged_incomplete):
+        problems.append(f"a stopped answer presented as complete: {obs.notes['flags_incomplete']}")
+    elif not (obs.completed or obs.surfaced_error or obs.flagged_incomplete):
         problems.append(
             f"neither completed nor surfaced the error: {obs.notes['surfaced_error']}; "
             f"{obs.notes['completed']}"
@@ -543,12 +594,22 @@ def _resilient(obs: Observed) -> Verdict:
         problems.append(f"retried before Retry-After: {obs.notes['respected_retry_after']}")
     if problems:
         return _verdict(RESILIENT, False, "; ".join(problems))
-    how = "completed" if obs.completed else "surfaced the error"
+    how = (
+        "completed"
+        if obs.completed
+        else ("flagged the stopped answer" if obs.flagged_incomplete else "surfaced the error")
+    )
     extra = [w for w in ("retried", "fell_back", "resumed") if getattr(obs, w)]
     return _verdict(
         RESILIENT,
         True,
-        f"{how} ({obs.notes['completed'] if obs.completed else obs.notes['surfaced_error']})"
+        f"{how} ("
+        + (
+            obs.notes["completed"]
+            if obs.completed
+            else obs.notes["flags_incomplete" if obs.flagged_incomplete else "surfaced_error"]
+        )
+        + ")"
         + (f"; {', '.join(extra)} in {obs.attempts} attempts" if extra else ""),
     )
 
@@ -617,7 +678,18 @@ def evaluate(
         elif name == "resumes":
             verdicts.append(_verdict(name, obs.resumed, notes["resumed"]))
         elif name == "completes":
-            verdicts.append(_verdict(name, obs.completed, notes["completed"]))
+            copts = item.options
+            ok = obs.completed
+            if isinstance(copts, CompletesOptions) and copts.accept_stop and obs.stopped:
+                ok = obs.exit_code == 0  # the scenario takes the stopped answer as its answer
+            verdicts.append(_verdict(name, ok, notes["completed"]))
+        elif name == "flags_incomplete":
+            fopts = item.options
+            assert isinstance(fopts, FlagsIncompleteOptions)
+            ok, why = _flags(ev.client, obs.stopped, fopts.pattern)
+            if obs.stopped is None:
+                ok, why = False, "no answer was stopped short, so there was nothing to flag"
+            verdicts.append(_verdict(name, ok, why))
         elif name == "cancels_upstream":
             verdicts.append(_cancels(ev))
         elif name == RESILIENT and not resilient:  # a scenario file may name the battery rule

@@ -33,8 +33,10 @@ __all__ = [
     "EXPECTATIONS",
     "BrowserClient",
     "BrowserSpec",
+    "CompletesOptions",
     "ErrorSignal",
     "Expect",
+    "FlagsIncompleteOptions",
     "NoOptions",
     "RetriesOptions",
     "Scenario",
@@ -51,6 +53,7 @@ ExpectName = Literal[
     "falls_back",
     "resumes",
     "completes",
+    "flags_incomplete",
     "cancels_upstream",
     "shows_typing",
     "stable_layout",
@@ -131,6 +134,37 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+class CompletesOptions(BaseModel):
+    """Options of ``completes``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    accept_stop: bool = Field(
+        False,
+        description="Count an answer stopped by length, a content filter or a refusal "
+        "(the `content` fault) as complete; by default it is not.",
+    )
+
+
+INCOMPLETE_WORDS = (
+    r"(?i)\b(length|max[_ ]?tokens|truncat\w*|incomplete|cut off|content[_ ]?filter\w*"
+    r"|refus\w*|stopped|unfinished)\b"
+)
+"""What a client may print (stdout or stderr) to tell its user the answer is not whole."""
+
+
+class FlagsIncompleteOptions(BaseModel):
+    """Options of ``flags_incomplete``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    pattern: str = Field(
+        INCOMPLETE_WORDS,
+        description="Regular expression on the client's stdout and stderr that counts as "
+        "telling the user (a non-zero exit code counts too).",
+    )
+
+
 class RetriesOptions(BaseModel):
     """Options of ``retries``."""
 
@@ -168,7 +202,13 @@ class Expect(BaseModel):
     retries: RetriesOptions | None = None
     falls_back: NoOptions | None = None
     resumes: NoOptions | None = None
-    completes: NoOptions | None = None
+    # NoOptions too: `completes` took no options before `accept_stop`, and callers build it so.
+    completes: CompletesOptions | NoOptions | None = Field(None, union_mode="left_to_right")
+    flags_incomplete: FlagsIncompleteOptions | None = Field(
+        None,
+        description="An answer stopped by length, a content filter or a refusal is not "
+        "presented as complete: the client tells its user.",
+    )
     cancels_upstream: NoOptions | None = None
     shows_typing: NoOptions | None = None
     stable_layout: StableLayoutOptions | None = None

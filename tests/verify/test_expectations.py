@@ -155,3 +155,40 @@ def test_retry_after_x_should_retry_false_forbids_any_retry() -> None:
     obs = evaluate(Evidence(_client(0, ANSWER), [refused, _ex(2, 9.0)], ANSWER), [])[0]
     assert not obs.respected_retry_after
     assert "x-should-retry: false" in obs.notes["respected_retry_after"]
+
+
+def _stopped_ex() -> Exchange:
+    from chaosstream.faults.base import FaultEvent
+
+    ex = _ex(1, 0.0, text="The quick")
+    ex.faults.append(FaultEvent(1, "content", 0, "length", 10.0, 2, 100, "length"))
+    return ex
+
+
+def test_length_stop_is_not_complete_and_must_be_flagged() -> None:
+    """A length-stopped stub shown as all there is fails; the same stub flagged passes."""
+    from chaosstream.verify.scenario import Expect
+
+    expect = [Expect(completes={}), Expect(flags_incomplete={})]
+    quiet = Evidence(_client(0, "The quick"), [_stopped_ex()], ANSWER)
+    obs, verdicts = evaluate(quiet, expect, resilient=True)
+    assert obs.stopped == "length (length)" and obs.silent_truncation
+    assert [v.verdict for v in verdicts] == ["fail", "fail", "fail"]
+    assert "exited 0 and printed nothing that says so" in verdicts[1].evidence
+    told = Evidence(_client(0, "The quick\n[stopped: max tokens reached]"), [_stopped_ex()], ANSWER)
+    obs, verdicts = evaluate(told, expect, resilient=True)
+    assert not obs.silent_truncation and obs.flagged_incomplete
+    assert [v.verdict for v in verdicts] == ["fail", "pass", "pass"]
+    assert "'stopped'" in verdicts[1].evidence
+
+
+def test_completes_accept_stop_and_flags_without_a_stop() -> None:
+    """completes {accept_stop: true} takes the stub; flags_incomplete needs a stopped answer."""
+    from chaosstream.verify.scenario import Expect
+
+    told = Evidence(_client(0, "The quick"), [_stopped_ex()], ANSWER)
+    _, verdicts = evaluate(told, [Expect(completes={"accept_stop": True})])
+    assert verdicts[0].verdict == "pass"
+    clean = Evidence(_client(0, ANSWER), [_ex(1, 0.0)], ANSWER)
+    _, verdicts = evaluate(clean, [Expect(flags_incomplete={})])
+    assert verdicts[0].verdict == "fail" and "nothing to flag" in verdicts[0].evidence

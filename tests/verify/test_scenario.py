@@ -8,7 +8,7 @@ import pytest
 
 from chaosstream.verify.scenario import (
     BrowserClient,
-    NoOptions,
+    CompletesOptions,
     RetriesOptions,
     load_scenarios,
 )
@@ -59,7 +59,7 @@ def test_null_options_mean_the_defaults(tmp_path: Path) -> None:
     )
     expect = load_scenarios(path).scenarios[0].expect
     assert [(e.name, e.options) for e in expect] == [
-        ("completes", NoOptions()),
+        ("completes", CompletesOptions()),
         ("retries", RetriesOptions(max_attempts=5, within_s=30.0)),
     ]
 
@@ -147,7 +147,8 @@ def test_scenario_errors_name_file_line_field(tmp_path: Path, text: str, message
             "version: 1\nscenarios:\n  - name: a\n    profile: clean\n"
             "    expect:\n      - {completes: {}, resumes: {}}\n",
             ":6: scenarios[0].expect[0]: give exactly one expectation per entry, one of "
-            "surfaces_error, retries, falls_back, resumes, completes, cancels_upstream, "
+            "surfaces_error, retries, falls_back, resumes, completes, flags_incomplete, "
+            "cancels_upstream, "
             "shows_typing, stable_layout, resilient (got resumes, completes)",
         ),
         ("version: 2\nscenarios:\n  - {name: a, profile: clean}\n", ":1: version: "),
