@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from chaosstream.cli.args import BadInput, cut
+from chaosstream.cli.cassette import CassetteOptions, open_cassette
+from chaosstream.cli.workers import WorkerLink, serve_health
 from chaosstream.faults.profile import Profile
 from chaosstream.mock import MockServer, start_mock
 from chaosstream.proxy.record import BODY_LIMIT, RECORD_BUDGET, JsonlSink, Recorder
@@ -42,6 +44,10 @@ class ProxyLimits:
     record_budget_bytes: int = RECORD_BUDGET
     record_body_limit: int = BODY_LIMIT
     max_scopes: int = MAX_SCOPES
+
+
+def _quiet(*_args: Any, **_kwargs: Any) -> None:
+    """A worker of ``--workers N`` prints no banner: the front prints the one users read."""
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -78,6 +84,8 @@ async def serve_proxy(
     toxiproxy_url: str | None = None,
     control_allow_hosts: tuple[str, ...] = (),
     telemetry: ProxyTelemetry | None = None,
+    cassette: CassetteOptions | None = None,
+    worker: WorkerLink | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; with no upstream, start the embedded mock first.
 
@@ -91,6 +99,11 @@ async def serve_proxy(
     ``control_allow_hosts`` are extra ``Host`` names the control API answers to.
     ``telemetry`` (``--otel``: chaosstream.cli.telemetry) traces every exchange, scoped
     ones too; what it still holds is exported at exit.
+    ``cassette`` records to (and per its mode replays from) a cassette; an
+    ``upstream`` of ``cassette:DIR`` replays DIR (chaosstream.cli.cassette).
+    ``worker`` serves as one of ``--workers N`` (chaosstream.cli.workers): on a private
+    loopback port, handed its connections by the front, quiet, and only worker 0
+    applies a ``toxiproxy:`` section (one Toxiproxy is shared by all).
     """
     from chaosstream.faults.toxiproxy_section import (
         DEFAULT_URL,
@@ -124,6 +137,8 @@ async def serve_proxy(
     mock: MockServer | None = None
     panel: ControlServer | None = None
     external: AppliedToxics | None = None
+    asked = upstream
+    upstream, tap, replay = await open_cassette(cassette, upstream)
     if upstream is None:
         mock = await start_mock()
         upstream = mock.url
@@ -147,6 +162,7 @@ async def serve_proxy(
         idle_timeout_s=limits.idle_timeout_s,
         upstream_head_timeout_s=limits.upstream_head_timeout_s,
         max_scopes=limits.max_scopes,
+        cassette=tap,
     )
     if sink is not None:
         # Scoped exchanges go to --record too (each scope numbers its exchanges from 1).
@@ -156,26 +172,31 @@ async def serve_proxy(
     try:
         # Handlers first: a SIGTERM during start-up still runs the clean-up below.
         stop = asyncio.Event()
+        echo = click.echo if worker is None else _quiet
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         try:
-            url = await proxy.start(*listen)
+            url = await (worker.start(proxy) if worker else serve_health(proxy, *listen))
         except OSError as e:
             raise BadInput(f"cannot listen on {listen[0]}:{listen[1]}: {e.strerror or e}") from None
-        click.echo(f"chaosstream proxy listening on {url}", err=True)
-        click.echo(f"  upstream: {upstream}{' (embedded mock)' if mock else ''}", err=True)
-        click.echo(f"  profile:  {profile.name}   seed: {proxy.seed}", err=True)
-        click.echo(f"  clients:  OPENAI_BASE_URL={url}/v1  ANTHROPIC_BASE_URL={url}", err=True)
+        echo(f"chaosstream proxy listening on {url}", err=True)
+        echo(f"  upstream: {upstream}{' (embedded mock)' if mock else ''}", err=True)
+        echo(f"  profile:  {profile.name}   seed: {proxy.seed}", err=True)
+        if tap is not None or replay is not None:
+            doing = "recording to" if tap is not None else "replaying"
+            where = tap.path if tap is not None else (cassette.path if cassette else "") or asked
+            echo(f"  cassette: {doing} {where}", err=True)
+        echo(f"  clients:  OPENAI_BASE_URL={url}/v1  ANTHROPIC_BASE_URL={url}", err=True)
         if telemetry is not None:
-            click.echo(f"  otel:     {telemetry.where}", err=True)
-        if section is not None:
+            echo(f"  otel:     {telemetry.where}", err=True)
+        if section is not None and (worker is None or worker.index == 0):
             try:
                 external = await apply_toxiproxy(section, toxiproxy_timeout_s)
             except ToxiproxyError as e:
                 raise click.ClickException(str(e)) from None
-            click.echo(
+            echo(
                 f"  toxiproxy: {len(external.added)} toxic(s) on {section.proxy!r} "
                 f"at {section.url}",
                 err=True,
@@ -196,7 +217,9 @@ async def serve_proxy(
                 raise BadInput(
                     f"cannot listen on {control[0]}:{control[1]}: {e.strerror or e}"
                 ) from None
-            click.echo(f"  control:  {control_url}  (metrics: {control_url}/metrics)", err=True)
+            echo(f"  control:  {control_url}  (metrics: {control_url}/metrics)", err=True)
+        if worker is not None:
+            await worker.ready(url, panel.url if panel is not None else None, stop)
         await stop.wait()
     finally:
         if panel is not None:
@@ -207,10 +230,14 @@ async def serve_proxy(
             with contextlib.suppress(ToxiproxyError):
                 await remove_toxiproxy(external)
         await proxy.close()
+        if worker is not None:
+            await worker.close()
         if telemetry is not None:
             # A blocking export of what is batched (bounded by the exporter's timeout).
             await asyncio.to_thread(telemetry.shutdown)
         if mock is not None:
             await mock.close()
+        if replay is not None:
+            await replay.close()
         if sink is not None:
             sink.close()
