@@ -16,12 +16,14 @@ from botocore.exceptions import BotoCoreError, ClientError, EventStreamError
 from urllib3.exceptions import HTTPError
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "careful"
-# One attempt: the scenarios judge the client's own retries, not botocore's. The careful
+# One attempt (botocore's own retries, measured: it retries a 429 after ~0.3 s whatever its
+# Retry-After says; `max_attempts` counts retries, `total_max_attempts` attempts): the
+# scenarios judge the client's own retries. The careful
 # client bounds a silent stream (botocore's default read_timeout is 60 s: measured, a stall
 # hangs it that long).
 TIMEOUT = 60 if MODE == "naive" else 3
 client = boto3.client(
-    "bedrock-runtime", config=Config(retries={"max_attempts": 1}, read_timeout=TIMEOUT)
+    "bedrock-runtime", config=Config(retries={"total_max_attempts": 1}, read_timeout=TIMEOUT)
 )
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "Tell me about rivers."}]}]

@@ -133,7 +133,7 @@ def _client(url: str, attempts: int = 1) -> Any:
         region_name="us-east-1",
         aws_access_key_id="chaosstream",
         aws_secret_access_key="chaosstream",
-        config=Config(retries={"max_attempts": attempts, "mode": "standard"}, read_timeout=10),
+        config=Config(retries={"total_max_attempts": attempts}, read_timeout=10),
     )
 
 
