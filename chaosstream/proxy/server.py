@@ -14,7 +14,7 @@ import contextlib
 import io
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -284,6 +284,8 @@ class ChaosProxy:
                 ex.outcome = "refused"
                 ex.status = refusal.status
                 ex.retry_after = refusal.headers.get("Retry-After")
+                ex.retry_after_ms = refusal.headers.get("retry-after-ms")
+                ex.should_retry = refusal.headers.get("x-should-retry")
                 a.ctx.fired("refuse", detail=f"status {refusal.status}")
                 resp = web.Response(
                     status=refusal.status,
@@ -372,6 +374,8 @@ class ChaosProxy:
         ex.status = upstream.status
         ex.content_type = upstream.headers.get("Content-Type")
         ex.retry_after = upstream.headers.get("Retry-After")
+        ex.retry_after_ms = upstream.headers.get("retry-after-ms")
+        ex.should_retry = upstream.headers.get("x-should-retry")
         if ex.provider == "sse" or get(ex.provider).framing != "sse":
             # A path that named no format may still answer in one its headers show
             # (the AI SDK UI stream of an app's own chat route); so may Ollama's
@@ -391,18 +395,30 @@ class ChaosProxy:
             # break the client's next request on this connection as well.
             resp.force_close()
         keep = _is_text(ex.content_type)
+        head_s = self._head_delay_s(armed)
+        head: asyncio.Future[None] | None = None
         try:
-            await resp.prepare(request)
+            if head_s > 0 and chain:
+                # The head is held while the body is already read (and stamped as it
+                # arrives): on a link both cross at once, so their delays overlap.
+                head = asyncio.ensure_future(self._prepare_after(request, resp, head_s))
+            else:
+                await self.clock.sleep(head_s)
+                await resp.prepare(request)
             if chain:
-                await self._pump_faults(upstream, resp, ex, chain, keep)
+                await self._pump_faults(upstream, resp, ex, chain, keep, head)
             else:
                 await self._pump(upstream, resp, ex, keep)
+            if head is not None:
+                await head
             await resp.write_eof()
         except StreamEnd as end:
             ex.outcome = "fault"
             upstream.close()
             # The client may leave while the cut is being staged: nothing to report.
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
+                if head is not None:
+                    await head
                 await self._end(request, resp, end)
             return resp
         except aiohttp.ClientPayloadError as e:
@@ -413,7 +429,28 @@ class ChaosProxy:
             return resp
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             ex.outcome = "client_gone"
+        finally:
+            if head is not None and not head.done():
+                head.cancel()
         return resp
+
+    @staticmethod
+    def _head_delay_s(armed: list[Armed]) -> float:
+        """The firing faults' hold on the response head (latency's ``headers_ms``, the
+        network's one-way delay: the head crosses the link too), in seconds."""
+        total = 0.0
+        for a in armed:
+            ms = a.fault.head_delay_ms(a.ctx)
+            if ms > 0:
+                total += ms
+                a.ctx.fired("delay_headers", detail=f"{ms:g} ms")
+        return total / 1000.0
+
+    async def _prepare_after(
+        self, request: web.Request, resp: web.StreamResponse, delay_s: float
+    ) -> None:
+        await self.clock.sleep(delay_s)
+        await resp.prepare(request)
 
     async def _pump(
         self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, ex: Exchange, keep: bool
@@ -444,6 +481,7 @@ class ChaosProxy:
         ex: Exchange,
         chain: list[Armed],
         keep: bool,
+        head: asyncio.Future[None] | None = None,
     ) -> None:
         clock = self.clock
         kept = ex.upstream_chunks
@@ -454,7 +492,17 @@ class ChaosProxy:
         # blocks: one send per read instead of one per event (a quarter of the CPU).
         batch = all(a.fault.prompt and a.fault.window is None for a in chain)
         held: list[bytes] = []
-        write = resp.write
+        write: Callable[[bytes], Awaitable[None]] = resp.write
+        if head is not None:
+            sent_head = head
+
+            async def after_head(data: bytes) -> None:  # the body never overtakes its head
+                if not sent_head.done():
+                    await sent_head
+                    ex.first_byte = clock.now()  # the first byte could leave only now
+                await resp.write(data)
+
+            write = after_head
 
         async def flush() -> None:
             if held:
@@ -505,6 +553,8 @@ class ChaosProxy:
             await _aclose(stream)
             await _aclose(raw)
         if framing.overflow is not None:
+            if head is not None:
+                await head
             await self._pass_unframed(upstream, resp, ex, framing.overflow, keep)
 
     async def _pass_unframed(
