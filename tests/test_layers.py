@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"faults"},
     {"proxy", "mock", "toxiproxy"},
     {"verify"},
-    {"clients"},
+    {"clients", "load"},
     {"integrations", "testing", "examples"},
     {"cli"},
     {"__main__"},

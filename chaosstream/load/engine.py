@@ -1,0 +1,377 @@
+"""Locust as the engine: one User class per profile of the mix, master/worker as Locust does it.
+
+Importing this module imports Locust, which monkey-patches the process for
+gevent (sockets, threads, time.sleep): only ``chaosstream load`` imports it, in
+its own process, never the rest of the package.
+
+How the asyncio fault engine runs under gevent: each Locust process starts one
+native thread with an asyncio loop (:class:`AsyncBridge`); a user greenlet hands
+its attempt to that loop and waits on a gevent ``AsyncResult`` (safe to set
+from another thread since gevent 20.12), so the greenlet yields to the others
+meanwhile. All sockets, faults and timers of every user live on that one loop,
+with the unpatched socket class. We chose it over a synchronous adapter of the
+faults (fake clock swapped for gevent sleeps) because faults run tasks and
+queues of their own (``prefetched``, ``Feed``): one loop runs them unchanged.
+The bench measures what it costs (``python -m bench --only load``).
+"""
+
+# ruff: noqa: E402 -- the warning filter must come before the imports that patch
+from __future__ import annotations
+
+import warnings
+
+# The CLI imported ssl before Locust could patch it: harmless here, since the users'
+# sockets and TLS run on the asyncio thread with the unpatched classes.
+warnings.filterwarnings("ignore", message="Monkey-patching ssl after ssl")
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import socket
+import sys
+import time
+import zlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TextIO, TypeVar
+
+import gevent  # type: ignore[import-untyped]
+import gevent.monkey  # type: ignore[import-untyped]
+from gevent.event import AsyncResult  # type: ignore[import-untyped]
+from locust import User, constant, task
+from locust.env import Environment
+from locust.event import Events
+from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_history
+
+from chaosstream.faults.trigger import Injector
+from chaosstream.load.client import stream_attempt
+from chaosstream.load.metrics import Answer, Attempt, LoadStats
+from chaosstream.load.plan import LoadPlan, MixEntry, retryable
+
+__all__ = ["AsyncBridge", "Collector", "EngineOptions", "LoadError", "run_load", "user_classes"]
+
+T = TypeVar("T")
+REPORT_KEY = "chaosstream"
+"""Key of our totals in a Locust worker's stats report."""
+_socket_class: Any = gevent.monkey.get_original("socket", "socket")
+
+
+class LoadError(Exception):
+    """The run could not take place (no workers came, a port is taken...): exit 2."""
+
+
+class AsyncBridge:
+    """An asyncio loop in a native thread; greenlets run coroutines on it and wait cooperatively."""
+
+    def __init__(self) -> None:
+        # The unpatched Event: set from the loop's native thread, waited on here briefly.
+        self._ready = gevent.monkey.get_original("threading", "Event")()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        start = gevent.monkey.get_original("_thread", "start_new_thread")
+        start(self._run, ())
+        if not self._ready.wait(10):
+            raise LoadError("the asyncio thread did not start")
+
+    def _run(self) -> None:
+        selector_class = gevent.monkey.get_original("selectors", "DefaultSelector")
+        loop = asyncio.SelectorEventLoop(selector_class())
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        self._ready.set()
+        loop.run_forever()
+        loop.close()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop; the calling greenlet yields until it is done.
+
+        Killing the greenlet (Locust stopping a user) cancels the coroutine.
+        """
+        assert self.loop is not None
+        result: AsyncResult = AsyncResult()
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+        def done(f: Any) -> None:
+            if f.cancelled():
+                result.set_exception(gevent.GreenletExit())
+            elif f.exception() is not None:
+                result.set_exception(f.exception())
+            else:
+                result.set(f.result())
+
+        future.add_done_callback(done)
+        try:
+            value: T = result.get()
+        except BaseException:
+            future.cancel()
+            raise
+        return value
+
+    def stop(self) -> None:
+        if self.loop is not None and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@dataclass
+class Collector:
+    """This process's totals and the streams open right now, per profile."""
+
+    plan: LoadPlan
+    stats: LoadStats = field(default_factory=LoadStats)
+    open: dict[str, int] = field(default_factory=dict)
+
+    def attempt(self, profile: str, attempt: Attempt) -> None:
+        self.stats.of(profile).add_attempt(attempt, time.time())
+
+    def answer(self, profile: str, answer: Answer) -> None:
+        self.stats.of(profile).add_answer(answer, self.plan.ttft_slo_ms, self.plan.ttlt_slo_ms)
+
+    def sample(self) -> None:
+        now = time.time()
+        for entry in self.plan.mix:
+            self.stats.of(entry.name).sample_open(now, self.open.get(entry.name, 0))
+
+
+class StreamUser(User):
+    """A person on a bad network asking a model, over and over (base of the generated classes)."""
+
+    abstract = True
+    wait_time = constant(0)
+    entry: MixEntry
+    plan: LoadPlan
+    bridge: AsyncBridge
+    collector: Collector
+    numbers: itertools.count[int]
+
+    address: tuple[int, tuple[Any, ...]] | None = None
+
+    def on_start(self) -> None:
+        n = next(self.numbers)
+        # Each simulated person is a device of its own: its own request counters and seed
+        # (a profile's `requests: [1, 2]` means this user's first two requests).
+        seed = zlib.crc32(f"{self.plan.seed}:{self.entry.name}:{os.getpid()}:{n}".encode())
+        self.injector = Injector(self.entry.profile.all_faults(), seed)
+        self.rng = random.Random(seed)
+
+    @task
+    def ask(self) -> None:
+        plan, profile = self.plan, self.entry.name
+        body = plan.body(self.rng.choice(plan.prompts))
+        info, headers, target = plan.request_info(body), plan.headers(), plan.target
+        attempts: list[Attempt] = []
+        for number in range(1, plan.retry.max_attempts + 1):
+            self.collector.open[profile] = self.collector.open.get(profile, 0) + 1
+            try:
+                attempt = self.bridge.call(
+                    stream_attempt(
+                        target,
+                        headers,
+                        body,
+                        self.injector,
+                        info,
+                        timeout_s=plan.timeout_s,
+                        sock_factory=_socket_class,
+                        address=self.address,
+                    )
+                )
+            finally:
+                self.collector.open[profile] -= 1
+            attempts.append(attempt)
+            self.collector.attempt(profile, attempt)
+            self.environment.events.request.fire(
+                request_type="STREAM",
+                name=profile,
+                response_time=(attempt.ended - attempt.started) * 1000.0,
+                response_length=attempt.nbytes,
+                exception=None if attempt.completed else StreamFailure(attempt.outcome),
+                context={"ttft_ms": (attempt.ttft_s or 0.0) * 1000.0},
+            )
+            if attempt.completed or not retryable(attempt.outcome):
+                break
+            if number < plan.retry.max_attempts:
+                gevent.sleep(plan.retry.delay_s(number, attempt.retry_after_s, self.rng))
+        self.collector.answer(profile, Answer(attempts))
+        if plan.think_s:
+            gevent.sleep(plan.think_s)
+
+
+class StreamFailure(Exception):
+    """How Locust's failure table names an attempt that did not complete."""
+
+
+def user_classes(plan: LoadPlan, bridge: AsyncBridge, collector: Collector) -> list[type[User]]:
+    """One User class per profile, named after it, weighted by its share of the mix."""
+    classes: list[type[User]] = []
+    for entry in plan.mix:
+        attrs = {
+            "entry": entry,
+            "plan": plan,
+            "bridge": bridge,
+            "collector": collector,
+            "numbers": itertools.count(1),
+            # Locust spreads users by weight; 1,000ths keep shares like 0.7/0.2/0.1 exact.
+            "weight": max(1, round(entry.share * 1000)),
+            "abstract": False,
+        }
+        classes.append(type(entry.name, (StreamUser,), attrs))
+    return classes
+
+
+@dataclass
+class EngineOptions:
+    """How to run: Locust's own knobs, as ``chaosstream load`` passes them."""
+
+    users: int
+    spawn_rate: float
+    run_time_s: float
+    mode: str = "local"  # local | master | worker
+    master_host: str = "127.0.0.1"
+    master_port: int = 5557
+    master_bind_host: str = "*"
+    expect_workers: int = 1
+    expect_workers_timeout_s: float = 60.0
+    web: bool = False
+    web_host: str = "127.0.0.1"
+    web_port: int = 8089
+    csv_prefix: str | None = None
+    progress: TextIO | None = field(default_factory=lambda: sys.stderr)
+
+
+@dataclass
+class EngineResult:
+    stats: LoadStats
+    duration_s: float
+    started_wall: float
+    workers: int = 0
+    locust_requests: int = 0
+
+
+def _progress(
+    out: TextIO, runner: Any, collector: Collector, started: float, every: float
+) -> Callable[[], None]:
+    tty = out.isatty()
+
+    def loop() -> None:
+        while True:
+            gevent.sleep(every)
+            total = collector.stats.overall()
+            elapsed = time.monotonic() - started
+            line = (
+                f"{elapsed:6.0f}s  users {runner.user_count:>5}  "
+                f"open {sum(collector.open.values()):>5}  streams {total.streams:>7}  "
+                f"done {total.completed:>7}  tok/s {total.tokens / max(elapsed, 1e-9):>8.0f}  "
+                f"interrupted {total.interrupted:>5}  errors {sum(total.errors.values()):>5}"
+            )
+            out.write(("\r" + line) if tty else line + "\n")
+            out.flush()
+
+    return loop
+
+
+def _every_second(fn: Callable[[], None]) -> None:
+    while True:
+        # Half past each wall-clock second: one sample per second per process, so the
+        # master can add the workers' samples up second by second.
+        now = time.time()
+        gevent.sleep(1.5 - (now % 1.0) if now % 1.0 > 0.5 else 0.5 - (now % 1.0))
+        fn()
+
+
+def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
+    """Run the load as ``options.mode`` says and return the totals (empty on a worker)."""
+    bridge = AsyncBridge()
+    collector = Collector(plan)
+    classes = user_classes(plan, bridge, collector)
+    if options.mode != "master":
+        target = plan.target
+        try:  # once, here: gevent's resolver in a greenlet (see stream_attempt)
+            infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            bridge.stop()
+            raise LoadError(f"cannot resolve {target.host}: {e}") from None
+        for cls in classes:
+            cls.address = (int(infos[0][0]), tuple(infos[0][4]))  # type: ignore[attr-defined]
+    env = Environment(
+        user_classes=classes,
+        events=Events(),  # type: ignore[no-untyped-call]
+        host=plan.upstream,
+        stop_timeout=0,
+    )
+    workers = 0
+    greenlets: list[Any] = []
+    started_wall = time.time()
+    started = time.monotonic()
+    try:
+        if options.mode == "worker":
+            runner: Any = env.create_worker_runner(options.master_host, options.master_port)
+
+            def report(client_id: str, data: dict[str, Any]) -> None:
+                data[REPORT_KEY] = collector.stats.drain().to_wire()
+
+            env.events.report_to_master.add_listener(report)  # type: ignore[no-untyped-call]
+            greenlets.append(gevent.spawn(_every_second, collector.sample))
+            runner.greenlet.join()
+            return EngineResult(LoadStats(), time.monotonic() - started, started_wall)
+        if options.mode == "master":
+            runner = env.create_master_runner(options.master_bind_host, options.master_port)
+
+            def merge(client_id: str, data: dict[str, Any]) -> None:
+                if REPORT_KEY in data:
+                    collector.stats.merge(LoadStats.from_wire(data[REPORT_KEY]))
+
+            env.events.worker_report.add_listener(merge)  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + options.expect_workers_timeout_s
+            while len(runner.clients.ready) < options.expect_workers:
+                if time.monotonic() > deadline:
+                    raise LoadError(
+                        f"{len(runner.clients.ready)} of {options.expect_workers} workers "
+                        f"connected within {options.expect_workers_timeout_s:g} s"
+                    )
+                gevent.sleep(0.1)
+            workers = len(runner.clients.ready)
+        else:
+            runner = env.create_local_runner()
+            greenlets.append(gevent.spawn(_every_second, collector.sample))
+        if options.web:
+            env.create_web_ui(options.web_host, options.web_port)
+            greenlets.append(gevent.spawn(stats_history, runner))
+        writer = None
+        if options.csv_prefix:
+            writer = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, options.csv_prefix)
+            greenlets.append(gevent.spawn(writer.stats_writer))
+        if options.progress is not None:
+            every = 1.0 if options.progress.isatty() else 5.0
+            greenlets.append(
+                gevent.spawn(_progress(options.progress, runner, collector, started, every))
+            )
+        started_wall = time.time()
+        started = time.monotonic()
+        runner.start(options.users, options.spawn_rate)
+        gevent.sleep(options.run_time_s)
+        duration = time.monotonic() - started
+        if isinstance(runner, MasterRunner):
+            runner.quit()  # workers stop, send their last report; the master waits 0.5 s for it
+        else:
+            runner.stop()
+            collector.sample()
+        if writer is not None:
+            gevent.sleep(1.1)  # one more pass of Locust's CSV writer, over the final totals
+        if options.progress is not None and options.progress.isatty():
+            options.progress.write("\n")
+        return EngineResult(
+            collector.stats,
+            duration,
+            started_wall,
+            workers,
+            env.stats.total.num_requests,
+        )
+    finally:
+        for g in greenlets:
+            g.kill(block=False)
+        if options.mode != "worker" and not isinstance(env.runner, WorkerRunner):
+            with contextlib.suppress(Exception):
+                if env.runner is not None and not isinstance(env.runner, MasterRunner):
+                    env.runner.quit()
+        bridge.stop()
