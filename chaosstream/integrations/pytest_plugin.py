@@ -15,6 +15,16 @@ Marker
 Helper
     :func:`assert_verdicts` checks the verdicts ``chaosstream run`` would give.
 
+Cassettes (record once, replay in CI; in the spirit of pytest-recording)
+    ``@pytest.mark.chaos_cassette(upstream="https://api.openai.com")`` and the
+    ``chaos_cassette`` fixture (a :class:`CassetteHandle`: ``.url``,
+    ``.openai_base_url``, ``.path``, ``.recording``) record the test's traffic to
+    ``cassettes/<module>/<test>.yaml`` beside the test file when
+    ``--chaos-record-mode`` says so (``once``, ``new_episodes``, ``all``) and
+    replay it otherwise (default ``none``: replay only). ``chaos_proxy()`` in a
+    marked test forwards to the cassette, so faults act on the recorded traffic.
+    Without ``upstream`` the marker records ``chaos_mock``. See docs/cassettes.md.
+
 A shared proxy
     ``pytest --chaos-proxy URL --chaos-control URL`` points every ``chaos_proxy()``
     at one running ``chaosstream proxy`` (a CI fleet's, or one per job) instead of
@@ -43,6 +53,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -55,6 +66,7 @@ from chaosstream.proxy.server import ChaosProxy
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "CassetteHandle",
     "ChaosHandle",
     "ProfileSpec",
     "ScopeHandle",
@@ -460,13 +472,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="The shared proxy's control API: sets each scope's profile and seed, reads its "
         "records and verdicts (env CHAOSSTREAM_CONTROL_URL).",
     )
+    group.addoption(
+        "--chaos-record-mode",
+        choices=("once", "new_episodes", "all", "none"),
+        default=os.environ.get("CHAOSSTREAM_RECORD_MODE", "none"),
+        help="Cassettes of tests marked chaos_cassette: none (default) replays only, once "
+        "records a missing cassette, new_episodes adds new requests, all re-records "
+        "(env CHAOSSTREAM_RECORD_MODE).",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker, so ``--strict-markers`` suites accept it."""
+    """Register the markers, so ``--strict-markers`` suites accept them."""
     config.addinivalue_line(
         "markers",
         "chaos_profile(*names): run the test once per chaosstream profile; chaos_proxy() uses it",
+    )
+    config.addinivalue_line(
+        "markers",
+        "chaos_cassette(name=None, upstream=None): record this test's model traffic to a "
+        "cassette (--chaos-record-mode) and replay it; chaos_proxy() forwards to it",
     )
 
 
@@ -540,6 +565,8 @@ def chaos_proxy(
         resolved = resolve_profile(profile or chaos_profile or DEFAULT_PROFILE)
         mock: MockServer | None = None
         settings: MockSettings | None = None
+        if upstream is None and request.node.get_closest_marker("chaos_cassette") is not None:
+            upstream = request.getfixturevalue("chaos_cassette").url
         if upstream is None:
             mock = request.getfixturevalue("chaos_mock")
             settings = request.getfixturevalue("chaos_mock_settings")
@@ -587,3 +614,73 @@ def _shared_scopes(
         # A scope left behind is forgotten under --max-scopes anyway: never fail the test here.
         with contextlib.suppress(RuntimeError, OSError):
             handle.delete()
+
+
+class CassetteHandle:
+    """The ``chaos_cassette`` fixture: where the test's model traffic is recorded or replayed."""
+
+    def __init__(self, url: str, path: Path, mode: str, recording: bool) -> None:
+        #: Base URL that answers from the cassette (or records through to the upstream).
+        self.url = url
+        #: The cassette file.
+        self.path = path
+        #: The record mode in force (``--chaos-record-mode``).
+        self.mode = mode
+        #: True when requests reach the upstream and are written to the cassette.
+        self.recording = recording
+
+    @property
+    def openai_base_url(self) -> str:
+        """``url`` + ``/v1``, for ``openai.OpenAI(base_url=...)``."""
+        return self.url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+
+def _cassette_file(request: pytest.FixtureRequest, name: str | None) -> Path:
+    """``cassettes/<module>/<test>.yaml`` beside the test file (pytest-recording's layout)."""
+    node = request.node
+    test = name or re.sub(r"[^A-Za-z0-9_.-]", "_", node.name)
+    return Path(node.path).parent / "cassettes" / Path(node.path).stem / f"{test}.yaml"
+
+
+@pytest.fixture
+def chaos_cassette(
+    request: pytest.FixtureRequest, _chaos_loop: _LoopThread
+) -> Iterator[CassetteHandle]:
+    """The test's cassette: recorded or replayed per ``--chaos-record-mode`` (marker optional)."""
+    from chaosstream.clients.cassette import CassetteOptions, open_cassette
+    from chaosstream.yamlfile import InputError
+
+    marker = request.node.get_closest_marker("chaos_cassette")
+    kwargs = dict(marker.kwargs) if marker is not None else {}
+    name = marker.args[0] if marker is not None and marker.args else kwargs.get("name")
+    path = _cassette_file(request, name)
+    mode = str(request.config.getoption("chaos_record_mode", "none"))
+    upstream = kwargs.get("upstream")
+    if upstream is None and (mode != "none" and not (mode == "once" and path.is_file())):
+        upstream = request.getfixturevalue("chaos_mock").url
+    if mode != "none":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    problem = ""
+    try:
+        url, tap, replay = _chaos_loop.run(
+            open_cassette(CassetteOptions(str(path), mode), upstream)
+        )
+    except InputError as e:
+        problem = str(e)
+    if problem:
+        pytest.fail(f"{problem}: record it with --chaos-record-mode once", pytrace=False)
+    proxy: ChaosProxy | None = None
+    if tap is not None:
+        assert url is not None
+        proxy = ChaosProxy(url, load_profile("clean"), cassette=tap)
+        url = _chaos_loop.run(proxy.start("127.0.0.1", 0))
+    assert url is not None
+    yield CassetteHandle(url, path, mode, recording=tap is not None)
+    if proxy is not None:
+        _chaos_loop.run(proxy.close())
+    if replay is not None:
+        _chaos_loop.run(replay.close())
