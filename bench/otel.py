@@ -89,7 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     scale = 4 if args.quick else 1
     loads = [
-        Load("short streams", 200 // scale, 50),
+        Load("short streams", 400 // scale, 50),
+        Load("answer-length streams", 100 // scale, 200),
         Load("long streams", 20 // scale, 2000),
     ]
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
