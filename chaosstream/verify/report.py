@@ -68,7 +68,9 @@ def repro(result: ScenarioResult, upstream: str) -> str | None:
     if result.profile not in builtin_names():
         return None
     command = ["chaosstream", "proxy"]
-    if upstream.startswith(("http://", "https://")):  # not the embedded mock
+    # Not the embedded mock: a server, or a cassette (docs/cassettes.md), which makes the
+    # repro offline and the upstream's answers the same as in the failed run.
+    if upstream.startswith(("http://", "https://", "cassette:")):
         command += ["--upstream", upstream]
     return shlex.join([*command, "--profile", result.profile, "--seed", str(result.seed)])
 

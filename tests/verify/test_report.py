@@ -150,8 +150,8 @@ def test_interrupted_is_in_the_json_only_when_a_signal_stopped_the_run() -> None
 
 
 def test_repro_names_the_proxy_command_or_nothing() -> None:
-    """A built-in profile replays by name and seed (with --upstream off the mock); a file's
-    own profile has no name to give."""
+    """A built-in profile replays by name and seed (with --upstream off the mock, a cassette
+    too); a file's own profile has no name to give."""
     result = cut_swallowed()
     assert repro(result, "embedded mock") == (
         "chaosstream proxy --profile midstream-reset --seed 7"
@@ -159,6 +159,9 @@ def test_repro_names_the_proxy_command_or_nothing() -> None:
     assert repro(result, "https://api.example.test/v1?x=1&y=2") == (
         "chaosstream proxy --upstream 'https://api.example.test/v1?x=1&y=2' "
         "--profile midstream-reset --seed 7"
+    )
+    assert repro(result, "cassette:tapes/chat") == (
+        "chaosstream proxy --upstream cassette:tapes/chat --profile midstream-reset --seed 7"
     )
     inline = cut_swallowed(profile="my-own-cut")
     assert repro(inline, "embedded mock") is None
