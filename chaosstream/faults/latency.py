@@ -65,14 +65,16 @@ class Latency(Fault):
                 if jitter:
                     delay = max(0.0, delay + rng.uniform(-jitter, jitter))
                 due = max(chunk.received + delay / 1000.0, not_before)
-                await clock.sleep(due - clock.now())
-                not_before = due
                 if not logged:
+                    # Logged as the hold begins: a client that gives up during it (a read
+                    # timeout shorter than first_byte_ms) has met the fault all the same.
                     logged = True
                     action = "delay_first_byte" if first else "delay_events"
                     ctx.fired(
                         action, events=0 if first else 1, nbytes=sent, detail=f"{delay:.1f} ms"
                     )
+                await clock.sleep(due - clock.now())
+                not_before = due
                 # Re-stamped: a fault after this one measures from when the chunk left here.
                 chunk = replace(chunk, received=due)
             first = False

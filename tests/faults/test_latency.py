@@ -16,6 +16,8 @@ async def test_latency_first_byte() -> None:
     assert r.times[-1] == pytest.approx(0.3)
     assert r.data == WHOLE
     assert [e.action for e in r.log] == ["delay_first_byte"]
+    # Logged as the hold begins, so a client that gives up during it has met it.
+    assert r.log[0].at_ms == pytest.approx(0.0)
 
 
 async def test_latency_per_event_does_not_accumulate() -> None:
