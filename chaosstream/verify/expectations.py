@@ -303,6 +303,21 @@ def _tail(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
+def _damaged(ex: Exchange) -> str:
+    """The corrupt action that spoiled this stream's content, or "" (none did).
+
+    A malformed, dropped, doubled, reordered or mangled event leaves the client
+    without the upstream's answer even when every byte up to the terminal event
+    arrived (a short stream is often all in the client's socket before it stops
+    reading): the stream failed for the client, so a non-streaming request after
+    it is a fallback. `split` is not damage: a correct SSE parser joins the halves.
+    """
+    for f in ex.faults:
+        if f.type == "corrupt" and f.action != "split":
+            return f"corrupt {f.action}"
+    return ""
+
+
 def _main_group(exchanges: list[Exchange]) -> list[Exchange]:
     """The client's request and its equivalents (the first request's fingerprint)."""
     if not exchanges:
@@ -386,12 +401,13 @@ def observe(ev: Evidence) -> Observed:
     # Fallback: a non-streaming equivalent after a failed streaming one.
     fell_back = False
     for i, ex in enumerate(group):
-        if ex.stream and ex.failed:
+        if ex.stream and (ex.failed or _damaged(ex)):
             later = next((e for e in group[i + 1 :] if not e.stream), None)
             if later is not None:
                 fell_back = True
+                how = ex.outcome if ex.failed else f"{_damaged(ex)}, terminal event delivered"
                 notes["fell_back"] = (
-                    f"streaming #{ex.id} failed ({ex.outcome}); non-streaming #{later.id} "
+                    f"streaming #{ex.id} failed ({how}); non-streaming #{later.id} "
                     f"followed {_fmt_s(later.started - (ex.ended or ex.started))} later"
                 )
                 break

@@ -122,6 +122,22 @@ def test_fallback_needs_a_failed_stream_first() -> None:
     assert obs.fell_back and obs.attempts == 2
 
 
+def test_fallback_after_a_stream_a_corrupt_fault_spoiled() -> None:
+    """A non-streaming request after a malformed event is a fallback, even with the terminal sent;
+    after a mere split (a correct parser joins it) it is a retry only."""
+    from chaosstream.faults.base import FaultEvent
+
+    for action, fell_back in (("malformed_json", True), ("split", False)):
+        spoiled = _ex(1, 0.0)
+        spoiled.faults.append(FaultEvent(1, "corrupt", 0, action, 30.0, 5, 400))
+        obs, _ = evaluate(
+            Evidence(_client(0, ANSWER), [spoiled, _ex(2, 0.5, stream=False)], ANSWER), []
+        )
+        assert (obs.fell_back, obs.retried) == (fell_back, True), action
+        if fell_back:
+            assert "(corrupt malformed_json, terminal event delivered)" in obs.notes["fell_back"]
+
+
 def test_retry_after_ms_is_judged_first_at_ms_precision() -> None:
     """retry-after-ms wins over Retry-After, at millisecond precision, and evidence names it."""
     refused = _ex(1, 0.0, status=429, retry_after="5")
