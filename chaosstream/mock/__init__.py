@@ -1,9 +1,23 @@
 """The embedded mock model server.
 
-OpenAI ``/v1/chat/completions`` and Anthropic ``/v1/messages`` (streaming and not),
-a generic ``/sse`` and ``/ws``, plus byte-exactness helpers. The answer for a
-prompt is deterministic, so a test can compare what a client shows with
-:func:`answer_text`.
+Routes, one module per wire format, each streaming and not, so the official
+SDKs work against it unchanged:
+
+- OpenAI Chat Completions ``POST /v1/chat/completions`` (``_openai``);
+- OpenAI Responses ``POST /v1/responses`` and ``GET /v1/responses/{id}``
+  (``?stream=true&starting_after=N`` resumes a background response) (``_responses``);
+- Anthropic Messages ``POST /v1/messages`` (``_anthropic``);
+- Gemini ``POST /v1beta/models/{m}:streamGenerateContent?alt=sse`` and
+  ``:generateContent``, also under ``/v1`` (``_gemini``);
+- Ollama ``POST /api/chat`` and ``/api/generate`` (NDJSON, streaming unless
+  ``"stream": false``), ``GET /api/tags``, ``/api/version`` (``_ollama``);
+- the AI SDK UI message stream ``POST /api/ui/chat``, and ``POST /api/chat``
+  when the body is ``useChat``'s (it carries ``trigger``) (``_ui_stream``);
+- a generic ``/sse`` and ``/ws``, ``/bytes``, ``/echo``, ``/healthz`` (``_generic``).
+
+The answer for a prompt is deterministic, so a test can compare what a client
+shows with :func:`answer_text` (:func:`mock_answer` for a recorded request of
+any format).
 
 Limits against hostile clients (:class:`MockLimits`, ``CHAOSSTREAM_MOCK_*``):
 a request head within 30 s, idle keep-alive 75 s, /ws messages up to 1 MiB and
@@ -11,6 +25,7 @@ a request head within 30 s, idle keep-alive 75 s, /ws messages up to 1 MiB and
 16 MiB at most; JSON nests at most 128 levels.
 """
 
+from chaosstream.mock._answers import mock_answer
 from chaosstream.mock._app import WEB_DIR, create_app
 from chaosstream.mock._limits import MockLimits
 from chaosstream.mock._server import MockServer, run_mock, start_mock
@@ -41,6 +56,7 @@ __all__ = [
     "answer_text",
     "answer_tokens",
     "create_app",
+    "mock_answer",
     "mock_bytes",
     "prompt_key",
     "run_mock",
