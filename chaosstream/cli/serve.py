@@ -13,6 +13,7 @@ import click
 
 from chaosstream.cli.args import BadInput, cut
 from chaosstream.cli.cassette import CassetteOptions, open_cassette
+from chaosstream.cli.intercept import REAL, InterceptOptions, describe, start_front
 from chaosstream.cli.workers import WorkerLink, serve_health
 from chaosstream.faults.profile import Profile
 from chaosstream.mock import MockServer, start_mock
@@ -27,6 +28,7 @@ from chaosstream.proxy.server import (
 
 if TYPE_CHECKING:
     from chaosstream.integrations.otel import ProxyTelemetry
+    from chaosstream.proxy.intercept import InterceptProxy
 
 T = TypeVar("T")
 
@@ -86,6 +88,7 @@ async def serve_proxy(
     telemetry: ProxyTelemetry | None = None,
     cassette: CassetteOptions | None = None,
     worker: WorkerLink | None = None,
+    intercept: InterceptOptions | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; with no upstream, start the embedded mock first.
 
@@ -138,8 +141,11 @@ async def serve_proxy(
     panel: ControlServer | None = None
     external: AppliedToxics | None = None
     asked = upstream
-    upstream, tap, replay = await open_cassette(cassette, upstream)
-    if upstream is None:
+    # ``--mode intercept --upstream real``: each request goes to the host it names.
+    real = intercept is not None and upstream == REAL
+    front: InterceptProxy | None = None
+    upstream, tap, replay = await open_cassette(cassette, None if real else upstream)
+    if upstream is None and not real:
         mock = await start_mock()
         upstream = mock.url
     recorder = Recorder(
@@ -152,7 +158,7 @@ async def serve_proxy(
     if sink is not None:
         recorder.listeners.append(sink)
     proxy = ChaosProxy(
-        upstream,
+        upstream or "https://chaosstream.invalid",  # proxy.intercept.NOWHERE: never called
         profile,
         seed=seed,
         recorder=recorder,
@@ -177,18 +183,28 @@ async def serve_proxy(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        try:
-            url = await (worker.start(proxy) if worker else serve_health(proxy, *listen))
-        except OSError as e:
-            raise BadInput(f"cannot listen on {listen[0]}:{listen[1]}: {e.strerror or e}") from None
+        if intercept is not None:
+            front = await start_front(proxy, intercept, upstream, profile, listen)
+            url = front.url
+        else:
+            try:
+                url = await (worker.start(proxy) if worker else serve_health(proxy, *listen))
+            except OSError as e:
+                addr = f"{listen[0]}:{listen[1]}"
+                raise BadInput(f"cannot listen on {addr}: {e.strerror or e}") from None
         echo(f"chaosstream proxy listening on {url}", err=True)
-        echo(f"  upstream: {upstream}{' (embedded mock)' if mock else ''}", err=True)
+        if front is not None:
+            for line in describe(front, mock is not None):
+                echo(line, err=True)
+        else:
+            echo(f"  upstream: {upstream}{' (embedded mock)' if mock else ''}", err=True)
         echo(f"  profile:  {profile.name}   seed: {proxy.seed}", err=True)
         if tap is not None or replay is not None:
             doing = "recording to" if tap is not None else "replaying"
             where = tap.path if tap is not None else (cassette.path if cassette else "") or asked
             echo(f"  cassette: {doing} {where}", err=True)
-        echo(f"  clients:  OPENAI_BASE_URL={url}/v1  ANTHROPIC_BASE_URL={url}", err=True)
+        if front is None:
+            echo(f"  clients:  OPENAI_BASE_URL={url}/v1  ANTHROPIC_BASE_URL={url}", err=True)
         if telemetry is not None:
             echo(f"  otel:     {telemetry.where}", err=True)
         if section is not None and (worker is None or worker.index == 0):
@@ -229,6 +245,9 @@ async def serve_proxy(
         elif external is not None:
             with contextlib.suppress(ToxiproxyError):
                 await remove_toxiproxy(external)
+        if front is not None:
+            await front.close()
+            front.ca.close()
         await proxy.close()
         if worker is not None:
             await worker.close()

@@ -99,6 +99,9 @@ class RequestInfo:
     """The parsed JSON body, or None when it is not JSON."""
     websocket: bool = False
     """A WebSocket exchange: every chunk is one message, and a message is an event."""
+    host: str = ""
+    """The host the request is for, lower-cased, no port: the one the client called through
+    the intercepting proxy (``api.openai.com``), else the upstream's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,12 @@ class Match(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+    host: str | None = Field(
+        None,
+        description="Glob on the host the request is for, e.g. `api.anthropic.com` or "
+        "`*.openai.azure.com`: the host the client called through the intercepting proxy "
+        "(`proxy --mode intercept`; such hosts are intercepted), else the upstream's host.",
+    )
     path: str | None = Field(None, description="Glob on the request path, e.g. `/v1/*`.")
     method: str | None = Field(None, description="HTTP method, case-insensitive.")
     stream: bool | None = Field(
