@@ -11,9 +11,18 @@ to a class (429 ``RateLimitError``, >=500 ``InternalServerError``, 503
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from chaosstream.streams.format import ErrorKind, WireFormat, dumps, json_or_none
+from chaosstream.streams.format import (
+    ErrorKind,
+    StopKind,
+    ToolCall,
+    WireFormat,
+    dumps,
+    json_or_none,
+    words,
+)
 from chaosstream.streams.sse import Event
 
 __all__ = ["STATUS_TYPES", "STREAM_ERRORS", "Anthropic"]
@@ -39,6 +48,34 @@ STATUS_TYPES: dict[int, tuple[str, str]] = {
     529: ("overloaded_error", "Overloaded"),
 }
 """HTTP status -> (Anthropic error type, default message)."""
+
+
+# `stop_reason` per stop (docs "Handling stop reasons": "end_turn" | "max_tokens" |
+# "tool_use" | "refusal"). Anthropic has no content-filter reason: its streaming
+# classifiers stop with "refusal", and a refusal is that stop, not a text.
+_STOP: dict[StopKind, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+    "refusal": "refusal",
+    "tool_calls": "tool_use",
+}
+
+
+def _event(obj: dict[str, Any]) -> bytes:
+    return f"event: {obj['type']}\ndata: {dumps(obj)}\n\n".encode()
+
+
+def _blocks(last: Event | None) -> tuple[bytes, int]:
+    """After ``last``: the ``content_block_stop`` an open block still needs, and the
+    index the next block takes (blocks are numbered from 0 in order)."""
+    obj = json_or_none(last.data) if last is not None and last.has_data else None
+    if not isinstance(obj, dict) or not isinstance(obj.get("index"), int):
+        return b"", 0
+    index: int = obj["index"]
+    if obj.get("type") == "content_block_stop":
+        return b"", index + 1
+    return _event({"type": "content_block_stop", "index": index}), index + 1
 
 
 def status_error(status: int) -> tuple[str, str]:
@@ -89,6 +126,44 @@ class Anthropic(WireFormat):
 
     def terminal_frame(self) -> bytes:
         return b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+    def stop_frame(
+        self, kind: StopKind, last: Event | None = None, *, text: str = "", tokens: int = 0
+    ) -> bytes | None:
+        close, _ = _blocks(last)
+        delta = {"stop_reason": _STOP[kind], "stop_sequence": None}
+        stop = {"type": "message_delta", "delta": delta, "usage": {"output_tokens": tokens}}
+        return close + _event(stop) + self.terminal_frame()
+
+    def tool_call_frames(
+        self, calls: Sequence[ToolCall], last: Event | None = None
+    ) -> bytes | None:
+        # A tool_use block per call, its input streamed as `input_json_delta`
+        # pieces (docs "Streaming Messages", "Input JSON delta"); the SDK's
+        # MessageStream parses the joined pieces as partial JSON as they come.
+        out, index = _blocks(last)
+        for call in calls:
+            block = {"type": "tool_use", "id": f"toolu_{call.id}", "name": call.name, "input": {}}
+            out += _event({"type": "content_block_start", "index": index, "content_block": block})
+            for piece in call.arguments:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                out += _event({"type": "content_block_delta", "index": index, "delta": delta})
+            out += _event({"type": "content_block_stop", "index": index})
+            index += 1
+        return out
+
+    def reasoning_frames(self, text: str, last: Event | None = None) -> bytes | None:
+        # Extended thinking (docs "Building with extended thinking", streaming): a
+        # thinking block of thinking_delta pieces closed by a signature_delta.
+        out, index = _blocks(last)
+        block = {"type": "thinking", "thinking": "", "signature": ""}
+        out += _event({"type": "content_block_start", "index": index, "content_block": block})
+        for word in words(text):
+            delta = {"type": "thinking_delta", "thinking": word}
+            out += _event({"type": "content_block_delta", "index": index, "delta": delta})
+        signature = {"type": "signature_delta", "signature": "Q2hhb3NzdHJlYW0="}
+        out += _event({"type": "content_block_delta", "index": index, "delta": signature})
+        return out + _event({"type": "content_block_stop", "index": index})
 
     def error_body(self, status: int, message: str | None = None) -> bytes:
         err_type, default_message = status_error(status)

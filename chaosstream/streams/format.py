@@ -17,7 +17,9 @@ Who asks what:
 - the faults (``faults/_events.py``, ``stream_error``, ``corrupt``,
   ``http_error``, ``concurrency_limit``): :meth:`Framer.dispatches`,
   :meth:`Framer.payload`, :meth:`WireFormat.tokens`, :meth:`WireFormat.is_terminal`,
-  :meth:`WireFormat.error_frame`, :meth:`WireFormat.error_body`;
+  :meth:`WireFormat.error_frame`, :meth:`WireFormat.error_body`; ``content`` builds
+  answers with :meth:`WireFormat.stop_frame`, :meth:`WireFormat.tool_call_frames` and
+  :meth:`WireFormat.reasoning_frames` (None where the format has no such thing);
 - the recorder (``proxy/record.py``): :func:`summarise`, :meth:`WireFormat.body_text`,
   :meth:`WireFormat.equivalent` (the fingerprint of "equivalent requests");
 - the verifier reads those records.
@@ -26,30 +28,56 @@ Who asks what:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 from chaosstream.streams.sse import Event
 
 __all__ = [
+    "REASONING",
+    "REFUSAL",
     "ErrorKind",
     "FrameDecoder",
     "Framer",
     "RequestView",
     "Splitter",
+    "StopKind",
     "StreamSummary",
+    "ToolCall",
     "WireFormat",
     "dumps",
     "json_or_none",
     "media_type",
     "summarise",
+    "words",
 ]
 
 ErrorKind = Literal["overloaded", "server_error", "rate_limit"]
 """The in-stream error kinds of the ``stream_error`` fault."""
 
 ERROR_KINDS: tuple[ErrorKind, ...] = ("overloaded", "server_error", "rate_limit")
+
+StopKind = Literal["stop", "length", "content_filter", "refusal", "tool_calls"]
+"""How an answer ends, in neutral words; each format says it its own way (OpenAI's
+``finish_reason``, Anthropic's ``stop_reason``, Gemini's ``finishReason``...)."""
+
+REFUSAL = "I'm sorry, but I can't help with that."
+"""The refusal a ``refusal`` stop carries (OpenAI's ``delta.refusal``, or plain text)."""
+
+REASONING = "The user wants a short answer. Let me think about what to say first."
+"""The hidden reasoning a reasoning-only answer carries, one word a frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call to stream: the format prefixes ``id`` its way (``call_``, ``toolu_``)."""
+
+    id: str
+    name: str
+    arguments: tuple[str, ...]
+    """The arguments' JSON text in the pieces it streams in (need not be valid JSON)."""
+
 
 # Body fields that say *how* to deliver, not *what* to answer: a streaming
 # request and its non-streaming fallback differ only in these (DESIGN.md,
@@ -136,6 +164,15 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
+def words(text: str) -> list[str]:
+    """``"a b c"`` -> ``["a ", "b ", "c"]``: the pieces a model streams text in."""
+    out: list[str] = []
+    for word in text.split(" "):
+        out.append(word + " ")
+    out[-1] = out[-1][:-1]
+    return [w for w in out if w]
+
+
 def media_type(content_type: str | None) -> str:
     """``text/event-stream; charset=utf-8`` -> ``text/event-stream``."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -220,6 +257,29 @@ class WireFormat:
     def terminal_frame(self) -> bytes:
         """The frame a complete stream ends with, framed (for tests and the mock)."""
         raise NotImplementedError
+
+    def stop_frame(
+        self, kind: StopKind, last: Event | None = None, *, text: str = "", tokens: int = 0
+    ) -> bytes | None:
+        """The frames that end an answer with a ``kind`` stop, terminal frame included.
+
+        ``last`` is the last frame delivered (ids, models, open blocks and sequence
+        numbers continue from it), ``text`` the answer text delivered and ``tokens``
+        its pieces (formats whose last frame repeats them). None: the format has no
+        such stop (the default), and the ``content`` fault leaves the stream alone.
+        """
+        return None
+
+    def tool_call_frames(
+        self, calls: Sequence[ToolCall], last: Event | None = None
+    ) -> bytes | None:
+        """Frames streaming ``calls`` after ``last`` (no stop); None when not supported."""
+        return None
+
+    def reasoning_frames(self, text: str, last: Event | None = None) -> bytes | None:
+        """Frames carrying hidden reasoning ``text``, a word a frame, after ``last`` (no
+        stop); None when the format has no reasoning stream (the default)."""
+        return None
 
     def error_body(self, status: int, message: str | None = None) -> bytes:
         """The JSON body the format's server sends with HTTP error ``status``."""

@@ -18,7 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from chaosstream.streams.format import ErrorKind, RequestView, WireFormat, dumps, json_or_none
+from chaosstream.streams.format import (
+    REFUSAL,
+    ErrorKind,
+    RequestView,
+    StopKind,
+    WireFormat,
+    dumps,
+    json_or_none,
+)
 from chaosstream.streams.sse import Event
 
 __all__ = ["Gemini", "gemini_error", "gemini_text"]
@@ -46,6 +54,16 @@ _STATUS: dict[int, tuple[str, str]] = {
 }
 
 _KIND_STATUS: dict[ErrorKind, int] = {"overloaded": 503, "server_error": 500, "rate_limit": 429}
+
+
+# `finishReason` per stop (API reference, Candidate.FinishReason: STOP, MAX_TOKENS,
+# SAFETY...). Gemini has no refusal field: a refusal is answer text ending STOP.
+_FINISH: dict[StopKind, str] = {
+    "stop": "STOP",
+    "length": "MAX_TOKENS",
+    "content_filter": "SAFETY",
+    "refusal": "STOP",
+}
 
 
 def gemini_error(status: int, message: str | None = None) -> dict[str, Any]:
@@ -133,6 +151,34 @@ class Gemini(WireFormat):
                 {"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": "STOP"}
             ],
             "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 0},
+        }
+        return f"data: {dumps(body)}\n\n".encode()
+
+    def stop_frame(
+        self, kind: StopKind, last: Event | None = None, *, text: str = "", tokens: int = 0
+    ) -> bytes | None:
+        if kind not in _FINISH:
+            return None  # function calls end STOP with functionCall parts: not built here
+        prev = json_or_none(last.data) if last is not None and last.has_data else None
+        prev = prev if isinstance(prev, dict) else {}
+        words = REFUSAL if kind == "refusal" else ""
+        candidate: dict[str, Any] = {
+            "content": {"parts": [{"text": words}], "role": "model"},
+            "finishReason": _FINISH[kind],
+            "index": 0,
+        }
+        if kind == "content_filter":
+            # A SAFETY stop names the blocked category (API reference, SafetyRating).
+            rating = {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH"}
+            candidate["safetyRatings"] = [{**rating, "blocked": True}]
+        body = {
+            "candidates": [candidate],
+            "usageMetadata": {
+                "promptTokenCount": 1,
+                "candidatesTokenCount": tokens,
+                "totalTokenCount": tokens + 1,
+            },
+            "modelVersion": prev.get("modelVersion", "chaosstream"),
         }
         return f"data: {dumps(body)}\n\n".encode()
 

@@ -14,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from chaosstream.streams.format import ErrorKind, RequestView, WireFormat, json_or_none
+from chaosstream.streams.format import (
+    REFUSAL,
+    ErrorKind,
+    RequestView,
+    StopKind,
+    WireFormat,
+    json_or_none,
+)
 from chaosstream.streams.ndjson import format_line
 from chaosstream.streams.sse import Event
 
@@ -88,6 +95,34 @@ class Ollama(WireFormat):
                 "done_reason": "stop",
             }
         )
+
+    def stop_frame(
+        self, kind: StopKind, last: Event | None = None, *, text: str = "", tokens: int = 0
+    ) -> bytes | None:
+        # Ollama ends with `done_reason` "stop" or "length" (num_predict reached;
+        # api.md, "done_reason"); it has no filter or tool-call stop, and a model
+        # refuses in plain text.
+        if kind not in ("stop", "length", "refusal"):
+            return None
+        prev = json_or_none(last.data) if last is not None and last.has_data else None
+        prev = prev if isinstance(prev, dict) else {}
+        base = {
+            "model": prev.get("model", ""),
+            "created_at": prev.get("created_at", "1970-01-01T00:00:00Z"),
+        }
+        generate = "response" in prev  # /api/generate lines carry `response`, chat `message`
+
+        def line(content: str, **end: Any) -> bytes:
+            body = (
+                {"response": content}
+                if generate
+                else {"message": {"role": "assistant", "content": content}}
+            )
+            return format_line({**base, **body, **end})
+
+        out = line(REFUSAL, done=False) if kind == "refusal" else b""
+        reason = "length" if kind == "length" else "stop"
+        return out + line("", done=True, done_reason=reason, eval_count=tokens)
 
     def error_body(self, status: int, message: str | None = None) -> bytes:
         default = {

@@ -10,10 +10,19 @@ HTTP error status the SDK maps the status to a class (429 ``RateLimitError``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from chaosstream.streams.format import ErrorKind, WireFormat, dumps, json_or_none
+from chaosstream.streams.format import (
+    REFUSAL,
+    ErrorKind,
+    StopKind,
+    ToolCall,
+    WireFormat,
+    dumps,
+    json_or_none,
+    words,
+)
 from chaosstream.streams.sse import Event
 
 __all__ = ["OpenAIChat", "first_choice", "openai_error", "openai_stream_error"]
@@ -93,6 +102,32 @@ def openai_error(status: int, message: str | None) -> dict[str, Any]:
     }
 
 
+# `finish_reason` per stop (API reference, the chat completion chunk object:
+# "stop" | "length" | "tool_calls" | "content_filter"); a refusal is `delta.refusal`
+# text that ends with "stop" (structured outputs, "Refusals").
+_FINISH: dict[StopKind, str] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "refusal": "stop",
+    "tool_calls": "tool_calls",
+}
+
+
+def _chunk(last: Event | None, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    """One chunk continuing ``last``'s id, created and model."""
+    prev = json_or_none(last.data) if last is not None and last.has_data else None
+    prev = prev if isinstance(prev, dict) else {}
+    body = {
+        "id": prev.get("id", "chatcmpl-chaosstream"),
+        "object": "chat.completion.chunk",
+        "created": prev.get("created", 0),
+        "model": prev.get("model", "chaosstream"),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {dumps(body)}\n\n".encode()
+
+
 class OpenAIChat(WireFormat):
     """``data:`` JSON chunks, text in ``choices[0].delta.content``, ending ``data: [DONE]``."""
 
@@ -130,6 +165,45 @@ class OpenAIChat(WireFormat):
 
     def terminal_frame(self) -> bytes:
         return b"data: [DONE]\n\n"
+
+    def stop_frame(
+        self, kind: StopKind, last: Event | None = None, *, text: str = "", tokens: int = 0
+    ) -> bytes | None:
+        out = b""
+        if kind == "refusal":
+            delta = {"role": "assistant", "content": None, "refusal": REFUSAL}
+            out += _chunk(last, delta)
+        return out + _chunk(last, {}, _FINISH[kind]) + self.terminal_frame()
+
+    def tool_call_frames(
+        self, calls: Sequence[ToolCall], last: Event | None = None
+    ) -> bytes | None:
+        # The API streams each call as a first delta with index, id, type and name,
+        # then argument pieces under the same index (openai-python's
+        # ChoiceDeltaToolCall; its stream helper joins them by index).
+        out = b""
+        for i, call in enumerate(calls):
+            head = {
+                "index": i,
+                "id": f"call_{call.id}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            out += _chunk(last, {"role": "assistant", "content": None, "tool_calls": [head]})
+            for piece in call.arguments:
+                out += _chunk(
+                    last, {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
+                )
+        return out
+
+    def reasoning_frames(self, text: str, last: Event | None = None) -> bytes | None:
+        # OpenAI's own API never streams reasoning on Chat Completions; the
+        # compatible servers that do (DeepSeek's "Reasoning Model" guide, vLLM's
+        # reasoning outputs) send `delta.reasoning_content`, which the SDK keeps
+        # as an extra field.
+        return b"".join(
+            _chunk(last, {"content": None, "reasoning_content": w}) for w in words(text)
+        )
 
     def error_body(self, status: int, message: str | None = None) -> bytes:
         return dumps(openai_error(status, message)).encode()

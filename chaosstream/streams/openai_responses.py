@@ -27,8 +27,10 @@ from typing import Any
 
 from chaosstream.streams.format import (
     DELIVERY_FIELDS,
+    REFUSAL,
     ErrorKind,
     RequestView,
+    StopKind,
     WireFormat,
     dumps,
     json_or_none,
@@ -65,6 +67,27 @@ def response_output_text(obj: Any) -> str:
                 if isinstance(text, str):
                     pieces.append(text)
     return "".join(pieces)
+
+
+# Events after which a message item is still open (its text parts not yet done).
+_OPEN = ("response.output_item.added", "response.content_part.added", _DELTA)
+# A limit or a filter ends the response "incomplete" with its reason (API reference,
+# the Response object's `incomplete_details.reason`: max_output_tokens | content_filter).
+_INCOMPLETE: dict[StopKind, str] = {
+    "length": "max_output_tokens",
+    "content_filter": "content_filter",
+}
+
+
+def _message(item_id: str, status: str, part: dict[str, Any] | None) -> dict[str, Any]:
+    content = [] if part is None else [part]
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
 
 
 def _type(frame: Event) -> str | None:
@@ -152,6 +175,78 @@ class OpenAIResponses(WireFormat):
             "response": {"id": "resp_0", "object": "response", "status": "completed"},
         }
         return f"event: response.completed\ndata: {dumps(body)}\n\n".encode()
+
+    def stop_frame(
+        self, kind: StopKind, last: Event | None = None, *, text: str = "", tokens: int = 0
+    ) -> bytes | None:
+        if kind == "tool_calls":
+            return None  # function-call items are not built here
+        prev = json_or_none(last.data) if last is not None and last.has_data else None
+        prev = prev if isinstance(prev, dict) else {}
+        seq = prev.get("sequence_number")
+        frames: list[dict[str, Any]] = []
+        output: list[dict[str, Any]] = []
+        reason = _INCOMPLETE.get(kind)
+        status = "incomplete" if reason else "completed"
+        if prev.get("type") in _OPEN:
+            # Close the message being streamed as the API does before the end:
+            # text done, part done, item done (with the text delivered so far).
+            item = prev.get("item")
+            item_id = prev.get("item_id") or (item.get("id") if isinstance(item, dict) else None)
+            item_id = item_id if isinstance(item_id, str) else "msg_chaosstream"
+            where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            message = _message(item_id, status, part)
+            frames += [
+                {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+                {"type": "response.content_part.done", **where, "part": part},
+                {"type": "response.output_item.done", "output_index": 0, "item": message},
+            ]
+            output.append(message)
+        if kind == "refusal":
+            # A refusal is its own content part (API reference, "response.refusal.delta").
+            refusal_id = "msg_chaosstream_refusal"
+            where = {"item_id": refusal_id, "output_index": len(output), "content_index": 0}
+            done = {"type": "refusal", "refusal": REFUSAL}
+            message = _message(refusal_id, "completed", done)
+            frames += [
+                {
+                    "type": "response.output_item.added",
+                    "output_index": len(output),
+                    "item": _message(refusal_id, "in_progress", None),
+                },
+                {
+                    "type": "response.content_part.added",
+                    **where,
+                    "part": {"type": "refusal", "refusal": ""},
+                },
+                {"type": "response.refusal.delta", **where, "delta": REFUSAL},
+                {"type": "response.refusal.done", **where, "refusal": REFUSAL},
+                {"type": "response.content_part.done", **where, "part": done},
+                {"type": "response.output_item.done", "output_index": len(output), "item": message},
+            ]
+            output.append(message)
+        response = {
+            "id": "resp_chaosstream",
+            "object": "response",
+            "created_at": 0,
+            "status": status,
+            "error": None,
+            "incomplete_details": {"reason": reason} if reason else None,
+            "model": "chaosstream",
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": None,
+        }
+        frames.append({"type": f"response.{status}", "response": response})
+        n = seq + 1 if isinstance(seq, int) else 0
+        out = b""
+        for i, body in enumerate(frames):
+            body = {"type": body["type"], "sequence_number": n + i, **body}
+            out += f"event: {body['type']}\ndata: {dumps(body)}\n\n".encode()
+        return out
 
     def error_body(self, status: int, message: str | None = None) -> bytes:
         return dumps(openai_error(status, message)).encode()

@@ -53,3 +53,28 @@ def test_helpers_never_raise() -> None:
     assert json_or_none('{"a":1}') == {"a": 1} and dumps({"a": 1}) == '{"a":1}'
     assert media_type("Text/Event-Stream; charset=utf-8") == "text/event-stream"
     assert media_type(None) == ""
+
+
+def test_stop_frames_end_with_the_formats_terminal_or_say_unsupported() -> None:
+    """stop_frame ends with a frame the format calls terminal; None where it has no such stop."""
+    from chaosstream.streams.format import words
+    from chaosstream.streams.registry import framer_for
+
+    supported = {
+        "openai": {"stop", "length", "content_filter", "refusal", "tool_calls"},
+        "anthropic": {"stop", "length", "content_filter", "refusal", "tool_calls"},
+        "openai-responses": {"stop", "length", "content_filter", "refusal"},
+        "gemini": {"stop", "length", "content_filter", "refusal"},
+        "ollama": {"stop", "length", "refusal"},
+        "sse": set(),
+    }
+    for name, kinds in supported.items():
+        fmt = get(name)
+        for kind in ("stop", "length", "content_filter", "refusal", "tool_calls"):
+            data = fmt.stop_frame(kind, text="a b", tokens=2)  # type: ignore[arg-type]
+            assert (data is not None) == (kind in kinds), (name, kind)
+            if data is not None:
+                framer = framer_for(fmt)
+                events = [framer.parse(r, False) for r in framer.splitter().feed(data)]
+                assert fmt.is_terminal(events[-1]) and not any(map(fmt.is_error, events))
+    assert words("a b  c") == ["a ", "b ", " ", "c"] and words("") == []
