@@ -311,14 +311,14 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["burst", "paced", "faults", "families", "formats"],
+        choices=["burst", "paced", "faults", "families", "formats", "cassette"],
         help="Run only these parts.",
     )
     parser.add_argument("--modes", nargs="*", help="Only these proxies (direct is the baseline).")
     parser.add_argument("--streams", type=int, help="Override the paced/fault stream count.")
     parser.add_argument("--paced-s", type=float, help="Length of the paced run in seconds.")
     args = parser.parse_args()
-    parts = args.only or ["burst", "paced", "faults", "families", "formats"]
+    parts = args.only or ["burst", "paced", "faults", "families", "formats", "cassette"]
     many = args.streams or (200 if args.quick else 1000)
     paced_s = args.paced_s or (4.0 if args.quick else 10.0)
     loads = {
@@ -364,6 +364,13 @@ def main() -> None:
 
         print("[bench] formats: CPU per event, per wire format ...", file=sys.stderr, flush=True)
         results["formats"] = formats.measure(400 if args.quick else 2000)
+    if "cassette" in parts:
+        import asyncio
+
+        from bench import cassette
+
+        print("[bench] cassette: replay fidelity ...", file=sys.stderr, flush=True)
+        results["cassette"] = asyncio.run(cassette.measure())
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     text = json.dumps(results, indent=2)
@@ -376,6 +383,10 @@ def main() -> None:
         table += "\n\n## CPU per event, per wire format\n\n" + "\n".join(
             formats.table(results["formats"])
         )
+    if "cassette" in results:
+        from bench import cassette
+
+        table += "\n\n## Cassette replay fidelity\n\n" + cassette.table(results["cassette"])
     (RESULTS / "latest.md").write_text(table)
     print(table)
 

@@ -94,8 +94,11 @@ async def _replay(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
             headers={"X-Chaosstream-Cassette": "unmatched"},
         )
-    recorded = player.cassette.interactions[index].response
-    return await _play(request, recorded, start, request.app[SPEED])
+    interaction = player.cassette.interactions[index]
+    # Frame times count from the request's arrival at the recording proxy; this clock
+    # starts when the request arrives here, as the upstream's did at sent_ms.
+    start -= interaction.request.sent_ms / 1000.0 / max(request.app[SPEED], 1e-9)
+    return await _play(request, interaction.response, start, request.app[SPEED])
 
 
 async def _play(

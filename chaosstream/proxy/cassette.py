@@ -22,6 +22,7 @@ it (:meth:`CassetteTap.route`) with the interaction's number in a header.
 
 from __future__ import annotations
 
+import time
 from array import array
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ class CassetteTap:
         The matched interaction's number goes in :data:`INDEX_HEADER`, and the
         exchange is not recorded again.
         """
+        state = self._open.get(id(ex))
+        if state is not None:
+            state["sent"] = time.monotonic()  # the proxy's SystemClock, as ex.started
         if self.player is None or self.replay_url is None:
             return None
         found = self.player.lookup(
@@ -113,6 +117,7 @@ class CassetteTap:
     def interaction(self, ex: Exchange, state: dict[str, Any]) -> Interaction:
         """One exchange as a cassette interaction, secrets redacted."""
         red = self.redactor
+        t0 = ex.started
         body = red.body(ex.request_body)
         try:
             text: str | None = body.decode("utf-8")
@@ -130,9 +135,9 @@ class CassetteTap:
             body_base64=b64,
             stream=ex.stream,
             format=ex.provider,
+            sent_ms=round(max(0.0, (state.get("sent", t0) - t0) * 1000.0), 3),
         )
         raw = bytes(ex.upstream_chunks)
-        t0 = ex.started
         times = [(t - t0, n) for t, n in ex.upstream_chunks.times()]
         frames = [
             Frame.of(data, max(0.0, t * 1000.0))

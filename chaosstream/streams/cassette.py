@@ -158,6 +158,12 @@ class RecordedRequest(_Model):
     body: str | None = Field(None, description="The body as UTF-8 text.")
     body_base64: str | None = None
     stream: bool = Field(False, description="The request asked for a stream.")
+    sent_ms: float = Field(
+        0.0,
+        ge=0,
+        description="When the recording proxy sent it upstream, ms since it arrived: a "
+        "replay counts frame times from here, as its own clock starts when the request reaches it.",
+    )
     format: str = Field("sse", description="Wire format name (openai, anthropic, ollama, ...).")
 
     @field_validator("method")
