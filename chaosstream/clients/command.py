@@ -40,9 +40,45 @@ def check_command(command: Sequence[str]) -> None:
         raise InputError(f"client command not found: {program!r} is not on PATH")
 
 
-def client_env(proxy_url: str, scenario: str, mock: bool) -> dict[str, str]:
-    """The client's environment: ours plus the variables that point it at the proxy."""
+def client_env(
+    proxy_url: str, scenario: str, mock: bool, *, ca: tuple[str, str] | None = None
+) -> dict[str, str]:
+    """The client's environment: ours plus the variables that point it at the proxy.
+
+    With ``ca`` (the intercepting proxy's certificate and its bundle with the system
+    roots) ``proxy_url`` is a forward proxy: the client gets it as HTTPS_PROXY and the
+    CA variables instead of base URLs, so it calls the providers' real hostnames.
+    """
     env = dict(os.environ)
+    if ca is not None:
+        for name in BASE_URL_VARIABLES:
+            env.pop(name, None)  # one inherited from the shell would skip the proxy
+        cert, bundle = ca
+        loopback = "localhost,127.0.0.1,::1"
+        env.update(
+            CHAOSSTREAM_URL=proxy_url,
+            CHAOSSTREAM_SCENARIO=scenario,
+            # curl reads only the lower-case http_proxy (its man page, ENVIRONMENT); most
+            # others read either: give both spellings of each.
+            HTTPS_PROXY=proxy_url,
+            https_proxy=proxy_url,
+            HTTP_PROXY=proxy_url,
+            http_proxy=proxy_url,
+            NO_PROXY=loopback,
+            no_proxy=loopback,
+            # Python (ssl, httpx, aiohttp) and requests: these replace the trust store,
+            # hence the bundle with the system roots. Node adds NODE_EXTRA_CA_CERTS to its own.
+            SSL_CERT_FILE=bundle,
+            REQUESTS_CA_BUNDLE=bundle,
+            CURL_CA_BUNDLE=bundle,
+            NODE_EXTRA_CA_CERTS=cert,
+            # Node >= 24 honours HTTPS_PROXY in fetch/undici only when told to.
+            NODE_USE_ENV_PROXY="1",
+            PYTHONUNBUFFERED="1",
+        )
+        if mock:
+            env.update(_dummy_keys())
+        return env
     env.update(
         CHAOSSTREAM_URL=proxy_url,
         CHAOSSTREAM_SCENARIO=scenario,
@@ -61,19 +97,33 @@ def client_env(proxy_url: str, scenario: str, mock: bool) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     if mock:
-        env.update(
-            OPENAI_API_KEY=DUMMY_KEY,
-            ANTHROPIC_API_KEY=DUMMY_KEY,
-            # google-genai takes GOOGLE_API_KEY over GEMINI_API_KEY; give both.
-            GEMINI_API_KEY=DUMMY_KEY,
-            GOOGLE_API_KEY=DUMMY_KEY,
-            # The mock ignores SigV4, but botocore refuses to sign without credentials
-            # and a region.
-            AWS_ACCESS_KEY_ID="chaosstream-mock",
-            AWS_SECRET_ACCESS_KEY=DUMMY_KEY,
-            AWS_DEFAULT_REGION=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        )
+        env.update(_dummy_keys())
     return env
+
+
+BASE_URL_VARIABLES = (
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_BASE_URL",
+    "GOOGLE_GEMINI_BASE_URL",
+    "OLLAMA_HOST",
+    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+)
+"""What points a client at the proxy in reverse mode (and away from it in intercept mode)."""
+
+
+def _dummy_keys() -> dict[str, str]:
+    return dict(
+        OPENAI_API_KEY=DUMMY_KEY,
+        ANTHROPIC_API_KEY=DUMMY_KEY,
+        # google-genai takes GOOGLE_API_KEY over GEMINI_API_KEY; give both.
+        GEMINI_API_KEY=DUMMY_KEY,
+        GOOGLE_API_KEY=DUMMY_KEY,
+        # The mock ignores SigV4, but botocore refuses to sign without credentials
+        # and a region.
+        AWS_ACCESS_KEY_ID="chaosstream-mock",
+        AWS_SECRET_ACCESS_KEY=DUMMY_KEY,
+        AWS_DEFAULT_REGION=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
 
 
 async def _read_all(

@@ -20,6 +20,7 @@ No aiohttp here: the ``ca`` command uses it on its own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -49,6 +50,7 @@ HOME_ENV = "CHAOSSTREAM_HOME"
 """Where the CA lives when no directory is given (default ``~/.chaosstream``)."""
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
+CA_BUNDLE_FILE = "ca-bundle.pem"
 CA_NAME = "chaosstream local CA"
 # Ten years: a QA machine should not have to re-trust a new CA every year. Leaves are short.
 CA_DAYS = 3650
@@ -151,6 +153,26 @@ class CertificateAuthority:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+    def bundle(self) -> Path:
+        """``ca-bundle.pem`` beside the CA: its certificate plus the system's trusted roots
+        (certifi's when installed), for SSL_CERT_FILE and REQUESTS_CA_BUNDLE, which
+        *replace* a client's trust store: tunnelled hosts still verify with it."""
+        roots = b""
+        try:
+            import certifi
+
+            roots = Path(certifi.where()).read_bytes()
+        except (ImportError, OSError):
+            cafile = ssl.get_default_verify_paths().cafile
+            if cafile:
+                with contextlib.suppress(OSError):
+                    roots = Path(cafile).read_bytes()
+        path = self.directory / CA_BUNDLE_FILE
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(self.cert_pem() + b"\n" + roots)
+        tmp.replace(path)  # atomic: a client reading it never sees half a bundle
+        return path
 
     # -- leaves ----------------------------------------------------------------
 

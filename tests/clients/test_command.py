@@ -106,6 +106,25 @@ def test_client_env_keeps_real_keys_for_a_real_upstream(monkeypatch: pytest.Monk
     assert client_env("http://127.0.0.1:4242", "clean", mock=True)["OPENAI_API_KEY"] == DUMMY_KEY
 
 
+def test_client_env_intercept_gives_proxy_and_ca_not_base_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the intercepting proxy's CA the client gets HTTPS_PROXY/HTTP_PROXY (both cases),
+    loopback in NO_PROXY, the CA variables, dummy keys for the mock, and no base URL, not
+    even one inherited from the shell."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://elsewhere.test/v1")
+    env = client_env(
+        "http://127.0.0.1:4242", "clean", mock=True, ca=("/ca/ca.pem", "/ca/ca-bundle.pem")
+    )
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        assert env[name] == "http://127.0.0.1:4242"
+    assert "127.0.0.1" in env["NO_PROXY"].split(",") and env["no_proxy"] == env["NO_PROXY"]
+    assert env["SSL_CERT_FILE"] == env["REQUESTS_CA_BUNDLE"] == "/ca/ca-bundle.pem"
+    assert env["NODE_EXTRA_CA_CERTS"] == "/ca/ca.pem"
+    assert env["OPENAI_API_KEY"] == DUMMY_KEY
+    assert not {"OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "OLLAMA_HOST"} & set(env)
+
+
 async def test_run_client_returns_exit_code_output_and_environment() -> None:
     """The client sees the environment it was given; its exit code, stdout and stderr return."""
     env = client_env("http://127.0.0.1:1", "clean", mock=True)

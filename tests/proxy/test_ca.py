@@ -177,3 +177,12 @@ def test_trust_hints_cover_every_client_and_never_the_key(ca: CertificateAuthori
     ):
         assert word in text
     assert "PRIVATE KEY" not in text
+
+
+def test_bundle_is_the_ca_plus_the_system_roots(ca: CertificateAuthority) -> None:
+    """ca-bundle.pem starts with the CA and holds more roots after it, so a client given it
+    as SSL_CERT_FILE still verifies the hosts that are tunnelled."""
+    data = ca.bundle().read_bytes()
+    assert data.startswith(ca.cert_pem())
+    assert data.count(b"BEGIN CERTIFICATE") > 10
+    assert ssl.create_default_context(cafile=str(ca.bundle())).cert_store_stats()["x509_ca"] > 10
