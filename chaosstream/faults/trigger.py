@@ -7,6 +7,7 @@ describes what happens once it fires.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import itertools
 import random
@@ -27,6 +28,7 @@ from chaosstream.faults.base import (
     Refuses,
     RequestInfo,
     SystemClock,
+    Uploads,
     Window,
 )
 
@@ -37,6 +39,7 @@ __all__ = [
     "Injector",
     "describe_trigger",
     "matches",
+    "waits_on_head",
     "window_edge",
     "window_open",
     "window_over",
@@ -52,6 +55,8 @@ def matches(match: Match | None, request: RequestInfo) -> bool:
     if match is None:
         return True
     if match.path is not None and not fnmatch.fnmatchcase(request.path, match.path):
+        return False
+    if match.host is not None and not fnmatch.fnmatchcase(request.host, match.host.lower()):
         return False
     if match.method is not None and match.method.upper() != request.method.upper():
         return False
@@ -210,41 +215,111 @@ class Injector:
         return next(self._exchanges)
 
     def arm(self, exchange: int, request: RequestInfo, started: float) -> list[Armed]:
-        """The faults that fire on this exchange, in profile order."""
+        """The faults that fire on this exchange, in profile order.
+
+        A fault whose ``match.stream`` waits on the response (see :func:`waits_on_head`)
+        is left out here; :meth:`arm_on_response` decides it once the head is in.
+        """
         armed: list[Armed] = []
-        since_start = started - self.started
         for index, fault in enumerate(self.faults):
-            if not fault.enabled or not matches(fault.match, request):
+            if waits_on_head(fault, request):
                 continue
-            self._matched[index] += 1
-            nth = self._matched[index]
-            if fault.requests is not None and nth not in fault.requests:
-                continue
-            if fault.every is not None and nth % fault.every:
-                continue
-            if fault.window is not None and window_over(fault.window, since_start):
-                continue
-            rng = random.Random(f"{self.seed}:{exchange}:{index}")
-            if fault.probability < 1.0 and rng.random() >= fault.probability:
-                continue
-            ctx = FaultContext(
-                exchange=exchange,
-                request=request,
-                rng=rng,
-                clock=self.clock,
-                started=started,
-                index=index,
-                type=fault.type,
-                log=self._log,
-                proxy_started=self.started,
-                trigger=describe_trigger(fault, nth),
-                state=self._state[index],
-            )
-            armed.append(Armed(fault, ctx))
-        # The proxy frames the stream into events when any fault acting on it asks.
-        framed = request.websocket or any(
-            a.fault.needs_events for a in armed if a.fault.acts_on_stream
-        )
-        for a in armed:
-            a.ctx.framed = framed
+            a = self._arm_one(index, fault, exchange, request, started)
+            if a is not None:
+                armed.append(a)
+        _set_framed(armed, request)
         return armed
+
+    def arm_on_response(
+        self, exchange: int, request: RequestInfo, started: float, armed: list[Armed]
+    ) -> None:
+        """Decide the faults :meth:`arm` left to the response head, adding them to ``armed``.
+
+        Call it once the head is in and ``request.stream`` says what the response is
+        (a stream by its content type, whatever the request said), and only when
+        :meth:`arm` saw a request that did not ask to stream. Their ``requests`` and
+        ``every`` counters count the exchanges that matched once the head was known.
+        """
+        before = dataclasses.replace(request, stream=False)
+        added = False
+        for index, fault in enumerate(self.faults):
+            if not waits_on_head(fault, before):
+                continue
+            a = self._arm_one(index, fault, exchange, request, started)
+            if a is not None:
+                armed.append(a)
+                added = True
+        if added:
+            armed.sort(key=lambda a: a.ctx.index)
+            _set_framed(armed, request)
+
+    def may_arm_on_response(self, request: RequestInfo) -> bool:
+        """Could a fault that needs frames arm once the head shows a stream? (No counters,
+        windows or draws are consulted: a yes may turn out to be a no.)"""
+        streaming = dataclasses.replace(request, stream=True)
+        return any(
+            waits_on_head(f, request)
+            and f.enabled
+            and f.acts_on_stream
+            and f.needs_events
+            and matches(f.match, streaming)
+            for f in self.faults
+        )
+
+    def _arm_one(
+        self, index: int, fault: Fault, exchange: int, request: RequestInfo, started: float
+    ) -> Armed | None:
+        if not fault.enabled or not matches(fault.match, request):
+            return None
+        self._matched[index] += 1
+        nth = self._matched[index]
+        if fault.requests is not None and nth not in fault.requests:
+            return None
+        if fault.every is not None and nth % fault.every:
+            return None
+        if fault.window is not None and window_over(fault.window, started - self.started):
+            return None
+        rng = random.Random(f"{self.seed}:{exchange}:{index}")
+        if fault.probability < 1.0 and rng.random() >= fault.probability:
+            return None
+        ctx = FaultContext(
+            exchange=exchange,
+            request=request,
+            rng=rng,
+            clock=self.clock,
+            started=started,
+            index=index,
+            type=fault.type,
+            log=self._log,
+            proxy_started=self.started,
+            trigger=describe_trigger(fault, nth),
+            state=self._state[index],
+        )
+        return Armed(fault, ctx)
+
+
+def waits_on_head(fault: Fault, request: RequestInfo) -> bool:
+    """Does ``fault``'s match wait for the response head before it is decided?
+
+    ``match.stream`` asks whether the exchange is a stream, and a request that did
+    not ask to stream may still get one: useChat's POST sends neither
+    ``"stream": true`` nor ``Accept: text/event-stream``, yet the route answers a
+    UI message stream. So such a fault is decided on the response (its content
+    type), unless it must act before upstream is called: a refusal or an upload
+    fault is decided on the request alone.
+    """
+    m = fault.match
+    return (
+        m is not None
+        and m.stream is not None
+        and not request.stream
+        and not request.websocket
+        and not isinstance(fault, Refuses | Uploads)
+    )
+
+
+def _set_framed(armed: list[Armed], request: RequestInfo) -> None:
+    # The proxy frames the stream into events when any fault acting on it asks.
+    framed = request.websocket or any(a.fault.needs_events for a in armed if a.fault.acts_on_stream)
+    for a in armed:
+        a.ctx.framed = framed

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from chaosstream.faults.base import FaultEvent
+from chaosstream.proxy.encoding import decode_body
 from chaosstream.streams.providers import Provider, StreamSummary, response_text, stream_summary
 from chaosstream.streams.registry import get as get_format
 from chaosstream.streams.registry import is_stream_body
@@ -179,6 +180,9 @@ class Exchange:
     """The scope the request named (``/~/<scope>/`` or X-Chaosstream-Scope); None when unscoped."""
     status: int | None = None
     content_type: str | None = None
+    content_encoding: str | None = None
+    """The body's Content-Encoding as recorded (decoded when its text is read); None when
+    recorded as identity."""
     retry_after: str | None = None
     """The Retry-After header the client was sent, as sent."""
     retry_after_ms: str | None = None
@@ -274,7 +278,10 @@ class Exchange:
 
     def _body(self, client: bool) -> bytes:
         chunks = self.client_chunks if client and self.client_chunks is not None else None
-        return bytes(chunks if chunks is not None else self.upstream_chunks)
+        body = bytes(chunks if chunks is not None else self.upstream_chunks)
+        if self.content_encoding is not None:  # a clean exchange keeps upstream's bytes as sent
+            return decode_body(body, self.content_encoding)
+        return body
 
     def _summary(self, client: bool) -> StreamSummary | None:
         """Counts and flags; its ``text`` is "" on a compacted exchange (ask :meth:`_text`)."""

@@ -15,6 +15,7 @@ import io
 import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,8 @@ from yarl import URL
 from chaosstream.faults import Chunk, Clock, FaultEvent, RequestInfo, StreamEnd, SystemClock
 from chaosstream.faults.profile import Profile
 from chaosstream.faults.trigger import Armed
+from chaosstream.proxy.cassette import CassetteTap
+from chaosstream.proxy.encoding import Decoder, decoder_for, is_encoded
 from chaosstream.proxy.exchange import abort, drained, request_info
 from chaosstream.proxy.headers import end_to_end
 from chaosstream.proxy.record import Exchange, Recorder
@@ -41,7 +44,7 @@ from chaosstream.proxy.scopes import (
 )
 from chaosstream.streams.format import Framer
 from chaosstream.streams.providers import error_body
-from chaosstream.streams.registry import format_for_response, framer_for, get
+from chaosstream.streams.registry import format_for_response, framer_for, get, is_stream_body
 from chaosstream.streams.sse import SSE_FRAMER
 
 log = structlog.get_logger("chaosstream.proxy.server")
@@ -69,6 +72,20 @@ SHUTDOWN_TIMEOUT_S = 1.0
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a request goes when a front (proxy/intercept.py) decided, not the proxy."""
+
+    upstream: URL
+    """Base URL the request's path is appended to."""
+    host: str
+    """The host the client called: what a fault's ``match.host`` sees."""
+
+
+#: Set on a request by the intercepting front; absent in reverse mode.
+ROUTE = web.RequestKey("chaosstream.route", Route)
+
+
 class ChaosProxy:
     """A reverse proxy for one upstream, applying one profile at a time."""
 
@@ -86,6 +103,7 @@ class ChaosProxy:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         upstream_head_timeout_s: float | None = UPSTREAM_HEAD_TIMEOUT_S,
         max_scopes: int = MAX_SCOPES,
+        cassette: CassetteTap | None = None,
     ) -> None:
         self.upstream = URL(upstream.rstrip("/"))
         if self.upstream.scheme not in ("http", "https") or not self.upstream.host:
@@ -95,6 +113,8 @@ class ChaosProxy:
         self.upstream_head_timeout_s = upstream_head_timeout_s
         self.clock = clock or SystemClock()
         self.recorder = recorder or Recorder()
+        #: Records exchanges to a cassette file (``--cassette``); None records none.
+        self.cassette = cassette
         self.fault_log: list[FaultEvent] = []
         self.state = ProxyState(profile, seed, self.clock, self._log_fault)
         #: Per-scope states (``/~/<scope>/...`` or the X-Chaosstream-Scope header). A new
@@ -220,10 +240,14 @@ class ChaosProxy:
             from chaosstream.proxy.websocket import Relay, proxy_websocket
 
             assert self._session is not None
-            relay = Relay(self.upstream, self.clock, recorder, injector)
+            route = request.get(ROUTE)
+            base = self.upstream if route is None else route.upstream
+            relay = Relay(base, self.clock, recorder, injector)
             return await proxy_websocket(relay, self._session, request)
         body = await request.read()
         info = request_info(request, body)
+        route = request.get(ROUTE)
+        info.host = (self.upstream.host or "") if route is None else route.host
         exchange_id = injector.next_exchange()
         started = self.clock.now()
         ex = Exchange(
@@ -238,9 +262,28 @@ class ChaosProxy:
             last_event_id=request.headers.get("Last-Event-ID"),
         )
         recorder.begin(ex)
+        tap = self.cassette
+        if tap is not None:
+            tap.begin(ex, request.headers)
         armed = injector.arm(exchange_id, info, started)
+        requested_stream = info.stream
+
+        def on_head(stream: bool) -> bool:
+            """Once the head is in: a stream by its content type is one, whatever the
+            request said; faults whose ``match.stream`` waited on it are decided."""
+            if stream and not info.stream:
+                info.stream = ex.stream = True
+            if not requested_stream:
+                injector.arm_on_response(exchange_id, info, started, armed)
+            return stream
+
+        # A fault that reads frames cannot read them compressed: ask for identity when
+        # one is armed or may arm on the head (clean exchanges keep the client's header).
+        identity = any(a.fault.acts_on_stream and a.fault.needs_events for a in armed) or (
+            not requested_stream and injector.may_arm_on_response(info)
+        )
         try:
-            return await self._exchange(request, info, ex, armed)
+            return await self._exchange(request, info, ex, armed, on_head, identity)
         except asyncio.CancelledError:
             if ex.outcome == "pending":
                 ex.outcome = "client_gone"
@@ -251,6 +294,8 @@ class ChaosProxy:
                 ex.outcome = "complete"
             for a in armed:
                 a.release()
+            if tap is not None:
+                tap.finish(ex)
             recorder.finish(ex)
             if scope is None:
                 log.info("exchange", seed=state.seed, **ex.summary())
@@ -276,7 +321,13 @@ class ChaosProxy:
             raise ScopeError("request headers: not UTF-8, cannot strip the scope header") from None
 
     async def _exchange(
-        self, request: web.Request, info: RequestInfo, ex: Exchange, armed: list[Armed]
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        ex: Exchange,
+        armed: list[Armed],
+        on_head: Callable[[bool], bool] | None = None,
+        identity: bool = False,
     ) -> web.StreamResponse:
         for a in armed:
             refusal = await a.refuse()
@@ -298,6 +349,9 @@ class ChaosProxy:
 
         assert self._session is not None
         headers = end_to_end(request.headers, drop=("Host", "Content-Length"))
+        if identity:
+            # RFC 9110 12.5.3: identity alone; a server may still compress (decoded below).
+            headers["Accept-Encoding"] = "identity"
         uploads = [a for a in armed if hasattr(a.fault, "apply_upload")]
         # aiohttp warns that a large bytes body may block the loop; a BytesIO streams it.
         data: Any = info.body if len(info.body) <= 1 << 20 else io.BytesIO(info.body)
@@ -305,7 +359,11 @@ class ChaosProxy:
             data = self._upload(info.body, uploads)
             if info.body:
                 headers["Content-Length"] = str(len(info.body))
-        url = URL(str(self.upstream) + request.raw_path, encoded=True)
+        route = request.get(ROUTE)
+        base = self.upstream if route is None else route.upstream
+        if self.cassette is not None:  # new_episodes: what the cassette answers is replayed
+            base = self.cassette.route(ex, info, headers) or base
+        url = URL(str(base) + request.raw_path, encoded=True)
         try:
             # session.request returns once the response head is in: the timeout
             # bounds the wait for it, never the body (a stream may be long).
@@ -323,14 +381,14 @@ class ChaosProxy:
             )
         except aiohttp.ClientError as e:
             # First: aiohttp's connect timeout is a ClientError (and a TimeoutError).
-            return self._bad_gateway(ex, f"cannot reach upstream {self.upstream}: {_describe(e)}")
+            return self._bad_gateway(ex, f"cannot reach upstream {base}: {_describe(e)}")
         except asyncio.TimeoutError:  # before OSError: TimeoutError is one
             return self._gateway_timeout(ex, info)
         except OSError as e:
-            return self._bad_gateway(ex, f"cannot reach upstream {self.upstream}: {_describe(e)}")
+            return self._bad_gateway(ex, f"cannot reach upstream {base}: {_describe(e)}")
 
         try:
-            return await self._respond(request, upstream, ex, armed)
+            return await self._respond(request, upstream, ex, armed, on_head)
         finally:
             # Closing (not releasing) drops the upstream connection unless the
             # body was read to the end: a client that left closes upstream too.
@@ -370,6 +428,7 @@ class ChaosProxy:
         upstream: aiohttp.ClientResponse,
         ex: Exchange,
         armed: list[Armed],
+        on_head: Callable[[bool], bool] | None = None,
     ) -> web.StreamResponse:
         ex.status = upstream.status
         ex.content_type = upstream.headers.get("Content-Type")
@@ -385,16 +444,43 @@ class ChaosProxy:
             ex.provider = fmt.name
             for a in armed:
                 a.ctx.request.provider = fmt.name
+        if on_head is not None:
+            on_head(is_stream_body(ex.provider, ex.content_type))
         chain = [a for a in armed if a.fault.acts_on_stream]
         # A fault may change the body's length, so the proxy re-frames it as chunked.
-        drop = ("Content-Length",) if chain else ()
+        drop: tuple[str, ...] = ("Content-Length",) if chain else ()
+        coding = upstream.headers.get("Content-Encoding")
+        decoder: Decoder | None = None
+        if is_encoded(coding):
+            if chain and any(a.fault.needs_events for a in chain):
+                decoder = decoder_for(coding)
+            if decoder is not None:
+                # Upstream compressed though asked for identity: the faults see decoded
+                # frames and the client gets identity, which every client accepts
+                # (RFC 9110 12.5.3) -- re-encoding would need a sync flush per event, and a
+                # byte-level fault (split, invalid_utf8) would hit the gzip framing instead
+                # of the text the profile meant.
+                drop = (*drop, "Content-Encoding")
+            else:
+                # Recorded as sent; the recorder decodes it when its text is asked for.
+                ex.content_encoding = coding
+                if chain and any(a.fault.needs_events for a in chain):
+                    ex.error = (
+                        f"cannot decode Content-Encoding {coding!r}: the faults that need "
+                        "events saw the encoded bytes"
+                    )
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         resp.headers.extend(end_to_end(upstream.headers, drop=drop))
         if any(a.fault.closes_connection for a in chain):
             # Announce the close now: a FIN the headers did not promise would
             # break the client's next request on this connection as well.
             resp.force_close()
-        keep = _is_text(ex.content_type)
+        # Binary stream framings (Bedrock's event stream) are recorded too: the recorder
+        # rebuilds their text.
+        keep = _is_text(ex.content_type) or is_stream_body(ex.provider, ex.content_type)
+        if self.cassette is not None:
+            self.cassette.response(ex, upstream.headers)
+            keep = True  # a cassette keeps every body, binary ones too
         head_s = self._head_delay_s(armed)
         head: asyncio.Future[None] | None = None
         try:
@@ -406,7 +492,7 @@ class ChaosProxy:
                 await self.clock.sleep(head_s)
                 await resp.prepare(request)
             if chain:
-                await self._pump_faults(upstream, resp, ex, chain, keep, head)
+                await self._pump_faults(upstream, resp, ex, chain, keep, head, decoder)
             else:
                 await self._pump(upstream, resp, ex, keep)
             if head is not None:
@@ -482,6 +568,7 @@ class ChaosProxy:
         chain: list[Armed],
         keep: bool,
         head: asyncio.Future[None] | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         clock = self.clock
         kept = ex.upstream_chunks
@@ -511,8 +598,9 @@ class ChaosProxy:
                 await write(data)
                 ex.bytes_out += len(data)
 
+        read = _decoded(upstream.content.readany, decoder)
+
         async def source() -> AsyncIterator[Chunk]:
-            read = upstream.content.readany
             while True:
                 # The chain is prompt, so nothing it made from the last read is
                 # still inside it: send it all before waiting for more.
@@ -555,11 +643,11 @@ class ChaosProxy:
         if framing.overflow is not None:
             if head is not None:
                 await head
-            await self._pass_unframed(upstream, resp, ex, framing.overflow, keep)
+            await self._pass_unframed(read, resp, ex, framing.overflow, keep)
 
     async def _pass_unframed(
         self,
-        upstream: aiohttp.ClientResponse,
+        read: Callable[[], Awaitable[bytes]],
         resp: web.StreamResponse,
         ex: Exchange,
         data: bytes,
@@ -572,7 +660,6 @@ class ChaosProxy:
         )
         log.warning("event_too_large", exchange=ex.id, max_event_bytes=self.max_event_bytes)
         sent = ex.client_chunks
-        read = upstream.content.readany
         first = True
         while data:
             if keep:
@@ -648,6 +735,33 @@ def frame_events(
             yield Chunk(rest, chunk.received)
 
     return framed()
+
+
+def _decoded(
+    read: Callable[[], Awaitable[bytes]], decoder: Decoder | None
+) -> Callable[[], Awaitable[bytes]]:
+    """``read`` with the body's content coding undone; b"" still means the end.
+
+    Each read is decoded at once (zlib/brotli emit what a read completes), so a
+    compressed stream is never held whole: an event leaves as soon as its bytes do.
+    """
+    if decoder is None:
+        return read
+    done = False
+
+    async def decoded() -> bytes:
+        nonlocal done
+        while not done:
+            data = await read()
+            if not data:
+                done = True
+                return decoder.flush()
+            out = decoder.decompress(data)
+            if out:
+                return out
+        return b""
+
+    return decoded
 
 
 async def _aclose(stream: AsyncIterator[Chunk]) -> None:
