@@ -111,7 +111,13 @@ def pct(
 async def load(args: argparse.Namespace) -> dict[str, Any]:
     """Run all streams, return the summary."""
     stats = Stats()
-    url = f"{args.url.rstrip('/')}/v1/chat/completions?events={args.events}&rate={args.rate}"
+    path = f"/v1/chat/completions?events={args.events}&rate={args.rate}"
+    base = args.url.rstrip("/")
+    # --scopes N: stream i names scope s<i mod N> by the base-URL prefix (docs/fleet.md).
+    urls = [
+        f"{base}/~/s{i % args.scopes}{path}" if args.scopes else base + path
+        for i in range(args.streams)
+    ]
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -124,7 +130,7 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             hi = stats.first_ns + int((args.events / args.rate - 0.5) * 1e9)
             stats.window = (lo, hi)
         await asyncio.gather(
-            *(one_stream(session, url, stats, i * ramp, args.gaps) for i in range(args.streams))
+            *(one_stream(session, urls[i], stats, i * ramp, args.gaps) for i in range(args.streams))
         )
     wall = (stats.last_ns - stats.first_ns) / 1e9 if stats.last_ns else 0.0
     counts = Counter(stats.counts)
@@ -156,6 +162,7 @@ def main() -> None:
     parser.add_argument("--ramp-s", type=float, default=0.0, help="Spread stream starts.")
     parser.add_argument("--gaps", action="store_true", help="Keep inter-arrival gaps.")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--scopes", type=int, default=0, help="Spread streams over N scopes.")
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args()
     result = run(load(args), use_uvloop=have_uvloop() and not args.no_uvloop)
