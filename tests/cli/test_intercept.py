@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -114,3 +115,56 @@ def test_bad_combinations_are_exit_2(tmp_path: Path, args: list[str], says: str)
     )
     assert out.returncode == 2, out.stderr
     assert says in out.stderr and "Traceback" not in out.stderr
+
+
+def test_check_intercept_tests_an_unmodified_sdk_client(tmp_path: Path) -> None:
+    """`check --intercept` gives the client HTTPS_PROXY and the CA, no base URL: the SDK
+    calling api.openai.com is judged on clean and midstream-reset from the mock's answer."""
+    client = tmp_path / "client.py"
+    client.write_text(
+        "import os\n"
+        "assert 'OPENAI_BASE_URL' not in os.environ and os.environ['HTTPS_PROXY']\n"
+        + OPENAI_CLIENT
+    )
+    report = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_PROXY")}
+    env.update(CHAOSSTREAM_HOME=str(tmp_path / "home"), OPENAI_BASE_URL="http://192.0.2.1/v1")
+    out = subprocess.run(
+        [
+            *CLI,
+            "check",
+            "--intercept",
+            "--only",
+            "clean",
+            "--only",
+            "midstream-reset",
+            "--json",
+            str(report),
+            "--",
+            sys.executable,
+            str(client),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(report.read_text())
+    observed = {s["name"]: s["observed"] for s in data["scenarios"]}
+    assert observed["clean"]["completed"] and observed["clean"]["attempts"] == 1
+    assert observed["midstream-reset"]["fault_met"]
+    assert observed["midstream-reset"]["surfaced_error"]
+
+
+def test_run_upstream_real_needs_intercept(tmp_path: Path) -> None:
+    """`--upstream real` without --intercept is bad input (exit 2), before any scenario."""
+    out = subprocess.run(
+        [*CLI, "check", "--upstream", "real", "--only", "clean", "--", sys.executable, "-V"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2 and "needs --intercept" in out.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -354,3 +355,92 @@ def test_host_lists() -> None:
         [{"type": "http_error", "status": 503, "match": {"host": "API.Mistral.ai"}}]
     )
     assert profile_hosts(profile) == ("api.mistral.ai",)
+
+
+def chromium_path() -> str | None:
+    """$CHAOSSTREAM_CHROMIUM, else chromium on PATH (scripts/test.sh installs it)."""
+    named = os.environ.get("CHAOSSTREAM_CHROMIUM")
+    if named:
+        return named
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+async def test_chromium_page_calls_the_api_host_through_the_front(
+    front: Front, ca: CertificateAuthority, mock: MockServer
+) -> None:
+    """Chromium with --proxy-server and the CA's SPKI pin (no other trust) opens
+    https://api.openai.com and its script streams a chat completion from the mock, with a
+    profile's fault acting on it; no name resolves beyond loopback."""
+    from playwright.async_api import async_playwright
+
+    profile = make_profile(
+        [{"type": "disconnect", "after_events": 4, "mode": "close", "match": {"stream": True}}]
+    )
+    fp = await front(mock.url, profile)
+    args = [
+        f"--proxy-server={fp.url}",
+        f"--ignore-certificate-errors-spki-list={ca.spki_pin()}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+        "--no-sandbox",
+        "--disable-background-networking",
+    ]
+    async with async_playwright() as p:
+        try:
+            browser = await p.chromium.launch(args=args)
+        except Exception:  # Playwright's own build is not installed: the system's Chromium
+            browser = await p.chromium.launch(executable_path=chromium_path(), args=args)
+        try:
+            page = await browser.new_page()
+            resp = await page.goto("https://api.openai.com/v1/models")
+            assert resp is not None and resp.status == 200
+            body = await page.evaluate(
+                """async () => {
+                  const r = await fetch('/v1/chat/completions', {
+                    method: 'POST', headers: {'content-type': 'application/json'},
+                    body: JSON.stringify({model: 'm', stream: true,
+                                          messages: [{role: 'user', content: 'hi'}]})});
+                  return await r.text();
+                }"""
+            )
+        finally:
+            await browser.close()
+    assert body.count("data: ") == 4 and "[DONE]" not in body
+    chat = [e for e in fp.proxy.recorder.exchanges if e.path == "/v1/chat/completions"]
+    assert [e.outcome for e in chat] == ["fault"]
+
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+
+async def test_node_openai_sdk_through_the_front(
+    front: Front, ca: CertificateAuthority, mock: MockServer
+) -> None:
+    """openai-node with its default base URL, HTTPS_PROXY and NODE_EXTRA_CA_CERTS only, streams
+    the mock's answer for api.openai.com: the same text as in reverse mode."""
+    fp = await front(mock.url)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_BASE_URL", "_PROXY", "_proxy")) and k != "NODE_EXTRA_CA_CERTS"
+    }
+    env.update(
+        HTTPS_PROXY=fp.proxy_url,
+        NODE_EXTRA_CA_CERTS=str(ca.cert_path),
+        OPENAI_API_KEY="sk-test",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(NODE_DIR / "intercept_chat.mjs"),
+        env=env,
+        cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    result = json.loads(err.decode().strip().splitlines()[-1])
+    assert result["baseURL"] == "https://api.openai.com/v1" and result["error"] is None
+    [ex] = fp.proxy.recorder.exchanges
+    assert (ex.path, ex.status, ex.outcome) == ("/v1/chat/completions", 200, "complete")
+    body = json.loads(ex.request_body)
+    assert out.decode() == result["text"] == await reverse_text(mock, ex.path, body)
