@@ -17,5 +17,9 @@ RUN pip install ".${EXTRAS:+[$EXTRAS]}" && useradd --create-home --uid 10001 cha
 USER chaos
 # 8080 proxy, 9090 control API (+ /metrics), 8000 mock model.
 EXPOSE 8080 9090 8000
+# GET /~health on the proxy port: 200 while every worker runs (docs/fleet.md).
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/~health', timeout=2)"]
 ENTRYPOINT ["chaosstream"]
-CMD ["proxy", "--listen", "0.0.0.0:8080"]
+# Two proxy processes behind 8080, a scope always on the same one; size with --workers.
+CMD ["proxy", "--listen", "0.0.0.0:8080", "--workers", "2"]

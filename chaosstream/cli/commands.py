@@ -15,9 +15,15 @@ from chaosstream.cli.args import (
     BadInput,
     ca_file_option,
     hostport_option,
-    upstream_option,
     writable_file_option,
 )
+from chaosstream.cli.cassette import (
+    RECORD_MODES,
+    CassetteOptions,
+    match_on_option,
+    upstream_or_cassette,
+)
+from chaosstream.cli.intercept import InterceptOptions, intercept_options, real_or
 from chaosstream.cli.telemetry import open_telemetry, otel_option
 from chaosstream.yamlfile import InputError
 
@@ -33,6 +39,42 @@ BODY_LIMIT = 8 * MIB
 MAX_SCOPES = 1024  # chaosstream.proxy.scopes.MAX_SCOPES
 # A day: a timeout is a bound, not a way to switch one off (0 does that where allowed).
 MAX_TIMEOUT_S = 86_400.0
+
+
+def _replay_options(f: Any) -> Any:
+    """The options that say how a cassette is matched and replayed (mock and proxy)."""
+    f = click.option(
+        "--replay-speed",
+        type=click.FloatRange(min=0),
+        default=1.0,
+        show_default=True,
+        help="Replay a cassette's frames at this multiple of their recorded pace (0 = as fast "
+        "as possible).",
+    )(f)
+    f = click.option(
+        "--match-on",
+        callback=match_on_option,
+        default=None,
+        metavar="LIST",
+        help="What a request must share with a recorded one: some of method,path,query,body,"
+        "stream. [default: method,path,body, the streaming flag set aside]",
+    )(f)
+    f = click.option(
+        "--redact-field",
+        "redact_fields",
+        multiple=True,
+        metavar="NAME",
+        help="JSON body field to redact before a cassette is written, at any depth "
+        "(repeatable). Secret headers are always redacted: docs/cassettes.md.",
+    )(f)
+    f = click.option(
+        "--redact-header",
+        "redact_headers",
+        multiple=True,
+        metavar="NAME",
+        help="Another header to redact before a cassette is written (repeatable).",
+    )(f)
+    return f
 
 
 class ChaosGroup(click.Group):
@@ -146,6 +188,19 @@ def demo(profiles: tuple[str, ...], seed: int) -> None:
     help="Close a kept-alive connection idle this long; a streaming answer is never cut. "
     "[default: 75; env: CHAOSSTREAM_MOCK_IDLE_TIMEOUT_S]",
 )
+@click.option(
+    "--cassette",
+    metavar="DIR",
+    default=None,
+    help="Replay the cassette in DIR (DIR/cassette.yaml) instead of the synthetic model: "
+    "docs/cassettes.md.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="With --cassette: exit 1 at the end when a request matched no recorded one.",
+)
+@_replay_options
 def mock(
     host: str,
     port: int,
@@ -154,13 +209,30 @@ def mock(
     tokens: int,
     head_timeout_s: float | None,
     idle_timeout_s: float | None,
+    cassette: str | None,
+    strict: bool,
+    redact_headers: tuple[str, ...],
+    redact_fields: tuple[str, ...],
+    match_on: tuple[str, ...] | None,
+    replay_speed: float,
 ) -> None:
-    """Serve the embedded mock model (OpenAI, Anthropic, /sse, /ws).
+    """Serve the embedded mock model (OpenAI, Anthropic, /sse, /ws), or replay a cassette.
 
     Answers are deterministic per prompt, so a verifier knows the full text.
     Limits and timeouts: docs/limits.md.
     """
     import dataclasses
+
+    if cassette is not None:
+        _replay(
+            CassetteOptions(
+                cassette, "none", redact_headers, redact_fields, match_on, replay_speed
+            ),
+            host,
+            port,
+            strict,
+        )
+        return
 
     from chaosstream.mock import MockLimits, MockSettings, run_mock
 
@@ -185,12 +257,36 @@ def mock(
         raise BadInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
+def _replay(opts: CassetteOptions, host: str, port: int, strict: bool) -> None:
+    from chaosstream.cli.cassette import player_for
+    from chaosstream.mock.cassette import run_replay
+
+    player = player_for(opts)
+
+    def ready(url: str) -> None:
+        n = len(player.cassette.interactions)
+        click.echo(f"chaosstream mock listening on {url}", err=True)
+        click.echo(f"  replaying {n} interaction(s) from {opts.path}", err=True)
+
+    try:
+        run_replay(player, host, port, opts.speed, on_ready=ready)
+    except OSError as e:
+        raise BadInput(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    if strict and player.unmatched:
+        for reason in player.unmatched[:20]:
+            click.echo(reason, err=True)
+        click.echo(f"--strict: {len(player.unmatched)} request(s) matched no recording", err=True)
+        sys.exit(1)
+
+
 @cli.command(cls=ProxyCommand)
 @click.option(
     "--upstream",
     metavar="URL",
-    callback=upstream_option,
-    help="Model server to forward to (http:// or https://). Default: start the embedded mock.",
+    callback=real_or(upstream_or_cassette),
+    help="Model server to forward to (http:// or https://), cassette:DIR to replay a "
+    "cassette, or (--mode intercept) real: the host each client calls. Default: start the "
+    "embedded mock.",
 )
 @click.option(
     "--profile",
@@ -304,6 +400,15 @@ def mock(
     help="Scopes (/~/<scope>/ or X-Chaosstream-Scope) held at once; past it the least "
     "recently used idle one is forgotten, and a new scope gets 503 while all are busy.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Proxy processes behind the one port: each scope is served by one of them, unscoped "
+    "requests by the first; /metrics and GET /chaos/scopes merge them all (docs/fleet.md).",
+)
+@click.option("--worker-link", hidden=True, default=None, help="Internal: FD:INDEX:N of a worker.")
 @otel_option
 @click.option(
     "--log-format",
@@ -312,6 +417,23 @@ def mock(
     show_default=True,
     help="Log lines: console on a terminal, JSON otherwise.",
 )
+@click.option(
+    "--cassette",
+    metavar="DIR",
+    default=None,
+    help="Record upstream's exchanges to DIR/cassette.yaml (secrets redacted; frames with "
+    "their arrival times): docs/cassettes.md.",
+)
+@click.option(
+    "--record-mode",
+    type=click.Choice(RECORD_MODES),
+    default="once",
+    show_default=True,
+    help="With --cassette, as in VCR.py: once (record if no cassette yet, else replay), "
+    "new_episodes (replay matches, record the rest), all (record all), none (replay only).",
+)
+@_replay_options
+@intercept_options
 def proxy(
     upstream: str | None,
     profile_name: str,
@@ -330,12 +452,26 @@ def proxy(
     record_budget_mib: int,
     record_body_limit_mib: int,
     max_scopes: int,
+    workers: int,
+    worker_link: str | None,
     log_format: str,
     otel: bool | None,
+    cassette: str | None,
+    record_mode: str,
+    redact_headers: tuple[str, ...],
+    redact_fields: tuple[str, ...],
+    match_on: tuple[str, ...] | None,
+    replay_speed: float,
+    intercept: InterceptOptions | None,
 ) -> None:
-    """Run the chaos proxy in front of a model server."""
+    """Run the chaos proxy in front of a model server (or a cassette: docs/cassettes.md).
+
+    With --mode intercept it is an HTTPS_PROXY for clients that call the providers'
+    own URLs: docs/intercept.md.
+    """
     from chaosstream.cli.logs import configure_logging
     from chaosstream.cli.serve import ProxyLimits, run_loop, serve_proxy
+    from chaosstream.cli.workers import WorkerLink
     from chaosstream.faults.profile import load_profile
     from chaosstream.integrations.control import ControlError, check_bind
 
@@ -347,6 +483,15 @@ def proxy(
             check_bind(control[0], control_token)
         except ControlError as e:
             raise BadInput(f"--control {control[0]}:{control[1]}: {e}") from None
+    if intercept is not None and (workers > 1 or worker_link is not None):
+        raise click.BadParameter("--mode intercept runs in one process", param_hint="--workers")
+    if workers > 1 and worker_link is None:
+        from chaosstream.cli.workers import serve_workers, worker_args
+
+        ctx = click.get_current_context()
+        sys.exit(
+            run_loop(serve_workers(workers, worker_args(ctx), listen, control, control_allow_hosts))
+        )
     run_loop(
         serve_proxy(
             upstream=upstream,
@@ -369,6 +514,18 @@ def proxy(
             toxiproxy_url=toxiproxy_url,
             control_allow_hosts=control_allow_hosts,
             telemetry=telemetry,
+            cassette=None
+            if cassette is None and not (upstream or "").startswith("cassette:")
+            else CassetteOptions(
+                cassette or "",
+                record_mode,
+                redact_headers,
+                redact_fields,
+                match_on,
+                replay_speed,
+            ),
+            worker=None if worker_link is None else WorkerLink.parse(worker_link),
+            intercept=intercept,
         )
     )
 
@@ -430,6 +587,12 @@ def _add_run_commands() -> None:
 
     cli.add_command(run)
     cli.add_command(check)
+    from chaosstream.cli.load import load  # `load` imports Locust only when it runs
+
+    cli.add_command(load)
+    from chaosstream.cli.ca import ca  # click only: cryptography loads when `ca` runs
+
+    cli.add_command(ca)
 
 
 _add_run_commands()
