@@ -123,8 +123,7 @@ def test_check_intercept_tests_an_unmodified_sdk_client(tmp_path: Path) -> None:
     client = tmp_path / "client.py"
     client.write_text(
         "import os\n"
-        "assert 'OPENAI_BASE_URL' not in os.environ and os.environ['HTTPS_PROXY']\n"
-        + OPENAI_CLIENT
+        "assert 'OPENAI_BASE_URL' not in os.environ and os.environ['HTTPS_PROXY']\n" + OPENAI_CLIENT
     )
     report = tmp_path / "report.json"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_PROXY")}
