@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from chaosstream.faults._feed import prefetched
+from chaosstream.faults._shape import DISTRIBUTION_HELP, Distribution, Shape, jitter
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 
 
@@ -28,6 +29,11 @@ class Latency(Fault):
     front of it or a slow TLS-terminating gateway look like. SDKs time the two
     differently: openai-python's `timeout` covers the wait for the head, its
     read timeout then restarts with every chunk of the body.
+
+    `distribution` draws the jitter as netem does (`normal`, `pareto`,
+    `pareto_normal`: a heavy tail of late tokens), and `shape` adds a delay
+    that changes with time (a `ramp`, a `sine` or `sawtooth` wave) to the
+    first byte and to every event; both are seeded.
     """
 
     type: Literal["latency"] = "latency"
@@ -40,7 +46,14 @@ class Latency(Fault):
         "body's delays are separate; its first byte never comes before the head).",
     )
     jitter_ms: float = Field(
-        0.0, ge=0, description="Uniform +/- jitter added to each delay (never below zero)."
+        0.0,
+        ge=0,
+        description="Jitter added to each delay (never below zero): +/- range for `uniform`, "
+        "standard deviation for the others.",
+    )
+    distribution: Distribution = Field("uniform", description=DISTRIBUTION_HELP)
+    shape: Shape | None = Field(
+        None, description="A delay that changes with time, added to every delay (see Shape)."
     )
 
     def head_delay_ms(self, ctx: FaultContext) -> float:
@@ -49,21 +62,23 @@ class Latency(Fault):
     @property
     def needs_events(self) -> bool:
         # Only a per-event delay needs event boundaries; a first-byte delay works on bytes.
-        return self.per_event_ms > 0
+        return self.per_event_ms > 0 or self.shape is not None
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        clock, rng, jitter = ctx.clock, ctx.rng, self.jitter_ms
+        clock, rng, sigma, shape = ctx.clock, ctx.rng, self.jitter_ms, self.shape
         first = True
         not_before = 0.0
         logged = False
         sent = 0
-        if self.per_event_ms or jitter:
+        if self.per_event_ms or sigma or shape:
             chunks = prefetched(chunks)
         async for chunk in chunks:
             delay = self.first_byte_ms if first else self.per_event_ms
-            if delay or jitter:
-                if jitter:
-                    delay = max(0.0, delay + rng.uniform(-jitter, jitter))
+            if shape is not None:
+                delay += shape.extra_ms(chunk.received - ctx.proxy_started)
+            if delay or sigma:
+                if sigma:
+                    delay = max(0.0, delay + jitter(rng, self.distribution, sigma))
                 due = max(chunk.received + delay / 1000.0, not_before)
                 if not logged:
                     # Logged as the hold begins: a client that gives up during it (a read

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from chaosstream.faults._feed import prefetched
+from chaosstream.faults._shape import DISTRIBUTION_HELP, Distribution, Shape, jitter
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 from chaosstream.faults.loss import Loss, lossy
 from chaosstream.faults.throttle import Throttle
@@ -29,7 +30,14 @@ class Network(BaseModel):
         description="One-way delay added to each direction's data, and to the response head.",
     )
     jitter_ms: float = Field(
-        0.0, ge=0, description="Uniform +/- jitter on that delay; never reorders bytes."
+        0.0,
+        ge=0,
+        description="Jitter on that delay (+/- range for `uniform`, standard deviation for "
+        "the others); never reorders bytes.",
+    )
+    distribution: Distribution = Field("uniform", description=DISTRIBUTION_HELP)
+    shape: Shape | None = Field(
+        None, description="A delay that changes with time, added to the one-way delay."
     )
     down_kbps: float | None = Field(
         None, gt=0, description="Server -> client bandwidth, kilobits/s."
@@ -53,12 +61,17 @@ class LinkDelay(Fault):
 
     type: Literal["link_delay"] = "link_delay"
     delay_ms: float = Field(0.0, ge=0, description="One-way delay.")
-    jitter_ms: float = Field(0.0, ge=0, description="Uniform +/- jitter; never reorders bytes.")
+    jitter_ms: float = Field(0.0, ge=0, description="Jitter; never reorders bytes.")
+    distribution: Distribution = Field("uniform", description=DISTRIBUTION_HELP)
+    shape: Shape | None = Field(None, description="A delay that changes with time.")
 
     def head_delay_ms(self, ctx: FaultContext) -> float:
-        """The response head crosses the same link as the body: the base delay, no jitter
-        (a draw here would shift every seeded body jitter after it)."""
-        return self.delay_ms
+        """The response head crosses the same link as the body: the base delay and the
+        shape's, no jitter (a draw here would shift every seeded body jitter after it)."""
+        extra = 0.0
+        if self.shape is not None:
+            extra = self.shape.extra_ms(ctx.clock.now() - ctx.proxy_started)
+        return self.delay_ms + extra
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         async for chunk in self._delayed(chunks, ctx, "delay"):
@@ -71,20 +84,28 @@ class LinkDelay(Fault):
     async def _delayed(
         self, chunks: AsyncIterator[Chunk], ctx: FaultContext, action: str
     ) -> AsyncIterator[Chunk]:
-        clock, rng, jitter = ctx.clock, ctx.rng, self.jitter_ms
+        clock, rng, sigma, shape = ctx.clock, ctx.rng, self.jitter_ms, self.shape
         not_before = 0.0
         first = True
         async for chunk in prefetched(chunks):
             delay = self.delay_ms
-            if jitter:
-                delay = max(0.0, delay + rng.uniform(-jitter, jitter))
+            if shape is not None:
+                delay += shape.extra_ms(chunk.received - ctx.proxy_started)
+            if sigma:
+                delay = max(0.0, delay + jitter(rng, self.distribution, sigma))
             due = max(chunk.received + delay / 1000.0, not_before)
             await clock.sleep(due - clock.now())
             not_before = due
             if first:  # once per direction: the report says the link was slow
                 first = False
-                ctx.fired(action, detail=f"{self.delay_ms:g} ms +/- {jitter:g} ms")
+                ctx.fired(action, detail=self._describe())
             yield replace(chunk, received=due)
+
+    def _describe(self) -> str:
+        text = f"{self.delay_ms:g} ms +/- {self.jitter_ms:g} ms"
+        if self.distribution != "uniform":
+            text += f" {self.distribution}"
+        return text + (f", {self.shape.kind}" if self.shape is not None else "")
 
 
 class LinkDown(Throttle):
@@ -124,8 +145,15 @@ def network_faults(network: Network | None) -> list[Fault]:
     if network is None:
         return []
     faults: list[Fault] = []
-    if network.latency_ms or network.jitter_ms:
-        faults.append(LinkDelay(delay_ms=network.latency_ms, jitter_ms=network.jitter_ms))
+    if network.latency_ms or network.jitter_ms or network.shape is not None:
+        faults.append(
+            LinkDelay(
+                delay_ms=network.latency_ms,
+                jitter_ms=network.jitter_ms,
+                distribution=network.distribution,
+                shape=network.shape,
+            )
+        )
     if network.down_kbps:
         faults.append(LinkDown(bytes_per_s=kbps(network.down_kbps)))
     if network.up_kbps:

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from chaosstream.faults._events import is_event, tokens
-from chaosstream.faults.base import Chunk, Fault, FaultContext
+from chaosstream.faults.base import Chunk, Clock, Fault, FaultContext
 
 # Unframed byte streams are cut into pieces of at most this much link time, so
 # a large chunk trickles out instead of arriving whole after a long pause.
@@ -29,18 +29,39 @@ class Throttle(Fault):
     pieces of OpenAI and Anthropic events (events without text pass without
     waiting, in order); plain SSE and WebSocket messages count one per event.
     Give exactly one rate.
+
+    Or bursts instead of a rate: `burst_events` events leave together, then
+    nothing for `burst_every_ms`, then the next burst (a provider that
+    batches tokens server-side, or a gateway that flushes in groups: the UI
+    jumps by a few words at a time). A burst never leaves before its events
+    arrived, and a slow upstream earns no credit.
     """
 
     type: Literal["throttle"] = "throttle"
     bytes_per_s: float | None = Field(None, gt=0, description="Bytes per second.")
     events_per_s: float | None = Field(None, gt=0, description="Data events per second.")
     tokens_per_s: float | None = Field(None, gt=0, description="Token events per second.")
+    burst_events: int | None = Field(
+        None, ge=1, description="Bursts: this many data events leave together (no rate then)."
+    )
+    burst_every_ms: float | None = Field(
+        None, gt=0, description="Bursts: the gap from one burst to the next."
+    )
 
     @model_validator(mode="after")
     def _one_rate(self) -> Throttle:
         given = [n for n in ("bytes_per_s", "events_per_s", "tokens_per_s") if getattr(self, n)]
-        if len(given) != 1:
-            raise ValueError("give exactly one of bytes_per_s, events_per_s, tokens_per_s")
+        burst = (self.burst_events is not None, self.burst_every_ms is not None)
+        if any(burst):
+            if not all(burst):
+                raise ValueError("bursts need both burst_events and burst_every_ms")
+            if given:
+                raise ValueError("give a rate or bursts, not both")
+        elif len(given) != 1:
+            raise ValueError(
+                "give exactly one of bytes_per_s, events_per_s, tokens_per_s "
+                "(or burst_events with burst_every_ms)"
+            )
         return self
 
     @property
@@ -50,6 +71,8 @@ class Throttle(Fault):
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         if self.bytes_per_s is not None:
             stream = self._bytes(chunks, ctx, self.bytes_per_s)
+        elif self.burst_events is not None and self.burst_every_ms is not None:
+            stream = self._bursts(chunks, ctx, self.burst_events, self.burst_every_ms / 1000.0)
         else:
             stream = self._events(chunks, ctx)
         async for chunk in stream:
@@ -74,6 +97,38 @@ class Throttle(Fault):
                     ctx.fired("throttle", detail=f"{1 / interval:g}/s")
                 chunk = replace(chunk, received=max(chunk.received, due))
             yield chunk
+
+    async def _bursts(
+        self, chunks: AsyncIterator[Chunk], ctx: FaultContext, size: int, gap_s: float
+    ) -> AsyncIterator[Chunk]:
+        # Held until the burst is whole, then sent together: a burst leaves when its
+        # last event arrived, and never sooner than `gap_s` after the one before.
+        clock = ctx.clock
+        held: list[Chunk] = []
+        events = 0
+        last_at: float | None = None
+        async for chunk in chunks:
+            held.append(chunk)
+            events += is_event(chunk.data, ctx)
+            if events < size:
+                continue
+            if last_at is None:
+                ctx.fired("burst", detail=f"{size} events every {gap_s * 1000:g} ms")
+            last_at = await self._release(held, clock, last_at, gap_s)
+            for c in held:
+                yield c
+            held, events = [], 0
+        if held:
+            await self._release(held, clock, last_at, gap_s)
+            for c in held:
+                yield c
+
+    @staticmethod
+    async def _release(held: list[Chunk], clock: Clock, last_at: float | None, gap: float) -> float:
+        due = held[-1].received if last_at is None else max(held[-1].received, last_at + gap)
+        await clock.sleep(due - clock.now())
+        held[:] = [replace(c, received=due) for c in held]
+        return due
 
     async def _bytes(
         self, chunks: AsyncIterator[Chunk], ctx: FaultContext, rate: float

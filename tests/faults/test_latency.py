@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from chaosstream.faults.latency import Latency
-from chaosstream.testing import run_fault
-from tests.faults._streams import STREAM, WHOLE, timed
+from chaosstream.testing import FaultResult, run_fault
+from tests.faults._streams import STREAM, WHOLE, openai_stream, timed
 
 
 async def test_latency_first_byte() -> None:
@@ -97,3 +99,70 @@ async def test_network_latency_delays_the_head_and_overlaps_the_body() -> None:
     # + another 200 for the head.
     assert 0.38 <= head < 1.0
     assert 0.68 <= first < 1.05
+
+
+def _delays_ms(r: FaultResult, every_s: float) -> list[float]:
+    """Each event's delay: when it left less when it arrived (events every_s apart)."""
+    return [(t - i * every_s) * 1000.0 for i, t in enumerate(r.times)]
+
+
+SPREAD = timed(openai_stream(1500), 1.0)  # far apart: no delay ever waits on the one before
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "normal", "pareto", "pareto_normal"])
+async def test_latency_distribution_has_its_shape(distribution: str) -> None:
+    """Jitter around per_event_ms=100 with jitter_ms=20: mean 100 for every distribution;
+    uniform flat within +/-20, normal 68 % within one deviation, the Pareto kinds skewed
+    to late (median below the mean, a long right tail, never earlier than netem's floor)."""
+    fault = Latency(per_event_ms=100, jitter_ms=20, distribution=distribution)  # type: ignore[arg-type]
+    d = _delays_ms(await run_fault(fault, SPREAD, seed=5), 1.0)[1:]
+    mean, sd, med = statistics.fmean(d), statistics.pstdev(d), statistics.median(d)
+    assert mean == pytest.approx(100, abs=2.5)
+    if distribution == "uniform":
+        assert min(d) >= 80 and max(d) <= 120 and sd == pytest.approx(20 / 3**0.5, rel=0.1)
+        return
+    assert sd == pytest.approx(20, rel=0.2)
+    if distribution == "normal":
+        within = sum(abs(x - 100) <= 20 for x in d) / len(d)
+        assert within == pytest.approx(0.683, abs=0.05) and abs(med - mean) < 2.5
+        return
+    assert med < mean - 1.5 and max(d) > 100 + 3 * 20  # skewed late, heavy tail
+    if distribution == "pareto":
+        assert min(d) >= 100 - 0.578 * 20  # Pareto(3) at mean 0, sd 1 is never below -0.577
+
+
+async def test_latency_ramp_and_waves_follow_the_clock() -> None:
+    """A ramp adds from_ms..to_ms over over_s then holds; sine and sawtooth cycle by period."""
+    ramp = Latency(shape={"kind": "ramp", "from_ms": 0, "to_ms": 1000, "over_s": 10})  # type: ignore[arg-type]
+    d = _delays_ms(await run_fault(ramp, timed(openai_stream(12), 2.0)), 2.0)
+    assert d[:-1] == pytest.approx(
+        [0, 200, 400, 600, 800, 1000, 1000, 1000, 1000, 1000, 1000, 1000]
+    )
+    saw = Latency(shape={"kind": "sawtooth", "period_s": 4, "amplitude_ms": 400})  # type: ignore[arg-type]
+    d = _delays_ms(await run_fault(saw, timed(openai_stream(8), 1.0)), 1.0)
+    assert d[:8] == pytest.approx([0, 100, 200, 300, 0, 100, 200, 300])
+    sine = Latency(shape={"kind": "sine", "period_s": 4, "amplitude_ms": 400})  # type: ignore[arg-type]
+    d = _delays_ms(await run_fault(sine, timed(openai_stream(8), 1.0)), 1.0)
+    assert d[:8] == pytest.approx([0, 200, 400, 200, 0, 200, 400, 200])
+
+
+async def test_latency_pareto_is_seeded() -> None:
+    """Same seed, same heavy-tailed delays; another seed, others."""
+    fault = Latency(per_event_ms=50, jitter_ms=30, distribution="pareto")
+    runs = [await run_fault(fault, timed(STREAM, 1.0), seed=s) for s in (4, 4, 5)]
+    assert runs[0].times == runs[1].times != runs[2].times
+
+
+def test_latency_shape_fields_are_checked() -> None:
+    """A ramp without to_ms, or a wave with ramp fields, is refused naming the field."""
+    from chaosstream.faults.profile import profile_from_data
+    from chaosstream.yamlfile import InputError
+
+    for shape, words in (
+        ({"kind": "ramp", "over_s": 3}, "a ramp needs to_ms and over_s"),
+        ({"kind": "sine", "period_s": 1, "amplitude_ms": 5, "to_ms": 3}, "belong to ramp"),
+        ({"kind": "square", "period_s": 1}, "'ramp', 'sine' or 'sawtooth'"),
+    ):
+        data = {"version": 1, "name": "x", "faults": [{"type": "latency", "shape": shape}]}
+        with pytest.raises(InputError, match=words):
+            profile_from_data(data, "p.yaml")

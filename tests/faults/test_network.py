@@ -117,3 +117,23 @@ async def test_link_delay_and_loss_act_on_uploads_too() -> None:
     assert lossy.data == b"".join(body)
     assert lossy.log and {e.action for e in lossy.log} == {"stall"}
     assert lossy.times[-1] >= 0.2  # at least one RTO of 200 ms
+
+
+async def test_network_jitter_distribution_and_shape_reach_the_link() -> None:
+    """network.distribution and shape become the link delay's: a normal jitter around
+    100 ms, and a ramp that also holds the response head."""
+    import statistics
+
+    from tests.faults._streams import openai_stream, timed
+
+    block = Network(latency_ms=100, jitter_ms=10, distribution="normal")
+    [delay] = network_faults(block)
+    r = await run_fault(delay, timed(openai_stream(600), 1.0), seed=2)
+    d = [(t - i) * 1000 for i, t in enumerate(r.times)]
+    assert statistics.fmean(d) == pytest.approx(100, abs=1.5)
+    assert statistics.pstdev(d) == pytest.approx(10, rel=0.15)
+    assert "normal" in r.log[0].detail
+    ramp = Network(shape={"kind": "ramp", "to_ms": 300, "over_s": 3})  # type: ignore[arg-type]
+    [link] = network_faults(ramp)
+    r = await run_fault(link, timed(openai_stream(4), 1.0))
+    assert [(t - i) for i, t in enumerate(r.times)] == pytest.approx([0, 0.1, 0.2, 0.3, 0.3])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+
 import pytest
 from pydantic import ValidationError
 
 from chaosstream.faults.throttle import Throttle
 from chaosstream.testing import run_fault
-from tests.faults._streams import STREAM
+from tests.faults._streams import STREAM, timed
 
 
 async def test_throttle_events_per_s_exact() -> None:
@@ -45,3 +48,53 @@ def test_throttle_needs_one_rate() -> None:
         Throttle(events_per_s=1, bytes_per_s=1)
     with pytest.raises(ValidationError, match="exactly one"):
         Throttle()
+
+
+async def test_throttle_bursts_leave_together_then_a_gap() -> None:
+    """burst_events=3, burst_every_ms=500 on a stream that arrives at once: groups of
+    three leave together every 0.5 s; [DONE] (an event too) opens the last group."""
+    r = await run_fault(Throttle(burst_events=3, burst_every_ms=500), STREAM)
+    assert r.times == pytest.approx([0, 0, 0, 0.5, 0.5, 0.5, 1, 1, 1, 1.5, 1.5])
+    assert r.data == b"".join(STREAM)
+    assert (r.log[0].action, r.log[0].detail) == ("burst", "3 events every 500 ms")
+
+
+async def test_throttle_burst_waits_for_its_last_event_and_earns_no_credit() -> None:
+    """A slow upstream: a burst leaves when its last event arrived (batching), and never
+    sooner than burst_every_ms after the one before."""
+    r = await run_fault(Throttle(burst_events=3, burst_every_ms=500), timed(STREAM, 0.1))
+    assert r.times[:9] == pytest.approx([0.2] * 3 + [0.7] * 3 + [1.2] * 3)
+    r = await run_fault(Throttle(burst_events=2, burst_every_ms=100), timed(STREAM, 1.0))
+    assert r.times[:4] == pytest.approx([1, 1, 3, 3])
+
+
+def test_throttle_bursts_are_checked() -> None:
+    """Bursts need both fields and exclude a rate."""
+    with pytest.raises(ValidationError, match="both burst_events and burst_every_ms"):
+        Throttle(burst_events=3)
+    with pytest.raises(ValidationError, match="a rate or bursts"):
+        Throttle(burst_events=3, burst_every_ms=10, events_per_s=5)
+
+
+async def test_throttle_bursts_through_the_proxy_with_the_openai_sdk() -> None:
+    """Through the real proxy, the SDK sees tokens in groups of four 300 ms apart: every
+    gap between two tokens is either a burst's inside (tiny) or a burst gap, and the
+    answer is whole."""
+    import openai
+
+    from tests.test_fault_e2e import ANSWER, CHAT, chaos
+
+    fault = {"type": "throttle", "burst_events": 4, "burst_every_ms": 300}
+    async with chaos([fault]) as (_p, url, _m):
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        loop = asyncio.get_running_loop()
+        arrivals, pieces = [], []
+        async for part in await client.chat.completions.create(**CHAT):
+            if part.choices and part.choices[0].delta.content:
+                arrivals.append(loop.time())
+                pieces.append(part.choices[0].delta.content)
+        await client.close()
+    assert "".join(pieces) == ANSWER
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert all(g < 0.1 or g > 0.2 for g in gaps), gaps
+    assert sum(g > 0.2 for g in gaps) >= len(arrivals) // 4 - 1
