@@ -25,7 +25,7 @@ def mock_answer(provider: str, body: bytes, tokens: int) -> str | None:
     """The text the mock answers ``body`` with on ``provider``'s route, or None if unknown."""
     if provider in _AS_IS:
         return answer_text(body, tokens)
-    if provider not in ("ollama", "ui-message-stream"):
+    if provider not in ("ollama", "ui-message-stream", "mcp"):
         return None
     try:
         parsed: Any = loads_bounded(body)
@@ -33,6 +33,13 @@ def mock_answer(provider: str, body: bytes, tokens: int) -> str | None:
         return None
     if not isinstance(parsed, dict):
         return None
+    if provider == "mcp":
+        # tools/call of the mock's tool: the answer keys on arguments.prompt (_mcp._call).
+        params = parsed.get("params")
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        if not isinstance(arguments, dict):
+            return None
+        return answer_text(str(arguments.get("prompt", "")), tokens)
     if provider == "ui-message-stream":
         messages = parsed.get("messages")
         if not isinstance(messages, list):

@@ -13,6 +13,7 @@ from chaosstream.mock import (
     _bedrock,
     _gemini,
     _generic,
+    _mcp,
     _ollama,
     _openai,
     _responses,
@@ -77,6 +78,7 @@ def create_app(
     app.router.add_post("/api/ui/chat", _ui_stream.chat)
     app.router.add_post("/model/{model_id}/converse-stream", _bedrock.converse_stream)
     app.router.add_post("/model/{model_id}/converse", _bedrock.converse)
+    _mcp.setup(app)  # POST/GET/DELETE /mcp: a small MCP server on Streamable HTTP
     app.router.add_get("/sse", _generic.sse)
     app.router.add_get("/ws", _generic.ws)
     app.router.add_get("/bytes", _generic.random_bytes)

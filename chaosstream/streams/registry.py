@@ -17,6 +17,7 @@ from chaosstream.streams.bedrock import Bedrock
 from chaosstream.streams.eventstream import EVENTSTREAM_FRAMER
 from chaosstream.streams.format import Framer, StreamSummary, WireFormat, media_type, summarise
 from chaosstream.streams.gemini import Gemini
+from chaosstream.streams.mcp import Mcp
 from chaosstream.streams.ndjson import NDJSON_FRAMER
 from chaosstream.streams.ollama import Ollama
 from chaosstream.streams.openai_chat import OpenAIChat
@@ -56,6 +57,7 @@ FORMATS: tuple[WireFormat, ...] = (
     UiMessageStream(),
     Ollama(),
     Bedrock(),
+    Mcp(),
     PLAIN,
 )
 """Every wire format, in the order ``format_for`` asks them (most specific first)."""
