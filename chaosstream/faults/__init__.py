@@ -35,6 +35,8 @@ from chaosstream.faults.http_error import HttpError
 from chaosstream.faults.latency import Latency
 from chaosstream.faults.loss import Loss
 from chaosstream.faults.noop import Noop
+from chaosstream.faults.polite_close import PoliteClose
+from chaosstream.faults.session_expiry import SessionExpiry
 from chaosstream.faults.stream_error import StreamError
 from chaosstream.faults.throttle import Throttle
 
@@ -49,6 +51,8 @@ FAULT_TYPES: tuple[type[Fault], ...] = (
     Content,
     Buffer,
     ConcurrencyLimit,
+    PoliteClose,
+    SessionExpiry,
     Noop,
 )
 """Every built-in fault type, in the order the docs list them."""
@@ -65,6 +69,8 @@ AnyFault = Annotated[
         Content,
         Buffer,
         ConcurrencyLimit,
+        PoliteClose,
+        SessionExpiry,
         Noop,
     ],
     Field(discriminator="type"),
@@ -93,9 +99,11 @@ __all__ = [
     "Loss",
     "Match",
     "Noop",
+    "PoliteClose",
     "Refusal",
     "Refuses",
     "RequestInfo",
+    "SessionExpiry",
     "StreamEnd",
     "StreamError",
     "SystemClock",
