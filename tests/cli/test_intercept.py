@@ -74,12 +74,14 @@ def sdk(url: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 def test_sdk_through_the_process_gets_the_mock_answer(tmp_path: Path) -> None:
     """The banner says how to point clients; the SDK with only HTTPS_PROXY and SSL_CERT_FILE
-    streams the embedded mock's answer for api.openai.com."""
+    streams the embedded mock's answer for api.openai.com; the log holds no key."""
     home = tmp_path / "home"
     with intercepting(home) as (url, banner):
         assert f"HTTPS_PROXY={url}" in banner and str(home / "ca.pem") in banner
         assert "api.openai.com" in banner and "embedded mock" in banner
         out = sdk(url, home)
+        log = (tmp_path / "proxy.log").read_text()
+    assert "PRIVATE KEY" not in log and "exchange" in log  # the key is never logged
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.startswith("TEXT ") and len(out.stdout) > 20
 

@@ -444,3 +444,24 @@ async def test_node_openai_sdk_through_the_front(
     assert (ex.path, ex.status, ex.outcome) == ("/v1/chat/completions", 200, "complete")
     body = json.loads(ex.request_body)
     assert out.decode() == result["text"] == await reverse_text(mock, ex.path, body)
+
+
+async def test_match_host_in_reverse_mode_is_the_upstreams(mock: MockServer) -> None:
+    """Without the front, match.host sees the upstream's host: 127.0.0.1 matches, a provider
+    hostname does not."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    statuses = []
+    for host in ("127.0.0.1", "api.openai.com"):
+        profile = make_profile([{"type": "http_error", "status": 503, "match": {"host": host}}])
+        proxy = ChaosProxy(mock.url, profile)
+        await proxy.start()
+        try:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(proxy.url + "/v1/chat/completions", json=body) as r,
+            ):
+                await r.read()
+                statuses.append(r.status)
+        finally:
+            await proxy.close()
+    assert statuses == [503, 200]
