@@ -44,7 +44,24 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
         "/model/m/converse-stream",
         {"messages": [{"role": "user", "content": [{"text": "rivers"}]}]},
     ),
+    # MCP Streamable HTTP (issue 21): a tools/call answered by SSE, one JSON-RPC progress
+    # notification per token, then the result (the session is opened first, in record()).
+    "mcp": (
+        "/mcp",
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {
+                "name": "stream_answer",
+                "arguments": {"prompt": "rivers"},
+                "_meta": {"progressToken": 2},
+            },
+        },
+    ),
 }
+
+_MCP_INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
 
 
 async def record(tokens: int) -> dict[str, bytes]:
@@ -53,7 +70,11 @@ async def record(tokens: int) -> dict[str, bytes]:
     settings = MockSettings(ttft_ms=0, tokens_per_s=0, tokens=tokens)
     async with await start_mock(settings=settings) as mock, aiohttp.ClientSession() as http:
         for name, (path, body) in REQUESTS.items():
-            async with http.post(mock.url + path, json=body) as resp:
+            headers: dict[str, str] = {}
+            if name == "mcp":
+                async with http.post(mock.url + path, json=_MCP_INIT) as resp:
+                    headers["Mcp-Session-Id"] = resp.headers["Mcp-Session-Id"]
+            async with http.post(mock.url + path, json=body, headers=headers) as resp:
                 bodies[name] = await resp.read()
     return bodies
 
