@@ -155,19 +155,24 @@ class CertificateAuthority:
         return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
     def bundle(self) -> Path:
-        """``ca-bundle.pem`` beside the CA: its certificate plus the system's trusted roots
-        (certifi's when installed), for SSL_CERT_FILE and REQUESTS_CA_BUNDLE, which
-        *replace* a client's trust store: tunnelled hosts still verify with it."""
+        """``ca-bundle.pem`` beside the CA: its certificate plus the roots trusted already
+        ($SSL_CERT_FILE, else certifi's, else the system's), for SSL_CERT_FILE and
+        REQUESTS_CA_BUNDLE, which *replace* a client's trust store: tunnelled hosts still
+        verify with it."""
         roots = b""
-        try:
+        # The roots the user already trusts come first (a corporate CA in SSL_CERT_FILE),
+        # then certifi's, then the system's.
+        places = [os.environ.get("SSL_CERT_FILE", "")]
+        with contextlib.suppress(ImportError):
             import certifi
 
-            roots = Path(certifi.where()).read_bytes()
-        except (ImportError, OSError):
-            cafile = ssl.get_default_verify_paths().cafile
-            if cafile:
+            places.append(certifi.where())
+        places.append(ssl.get_default_verify_paths().cafile or "")
+        for place in places:
+            if place and Path(place).resolve() != (self.directory / CA_BUNDLE_FILE).resolve():
                 with contextlib.suppress(OSError):
-                    roots = Path(cafile).read_bytes()
+                    roots = Path(place).read_bytes()
+                    break
         path = self.directory / CA_BUNDLE_FILE
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(self.cert_pem() + b"\n" + roots)
