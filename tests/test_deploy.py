@@ -205,3 +205,23 @@ def test_action_installs_runs_and_uploads_the_junit() -> None:
         "check", ["--junit", "chaosstream-junit.xml", "--", "bash", "-c", "python c.py"]
     )
     assert ctx.params
+
+
+@pytest.mark.parametrize("source", ["manifests", "chart", "load"])
+def test_every_object_is_valid_against_the_kubernetes_schema(source: str) -> None:
+    """Each object (manifests, rendered chart, load cluster) passes the API schema, strictly."""
+    import kubernetes_validate
+
+    if source == "load":
+        docs = [
+            d
+            for p in sorted((ROOT / "deploy" / "load").glob("*.yaml"))
+            for d in _docs(p.read_text())
+        ]
+    else:
+        docs = manifests() if source == "manifests" else chart()
+    version = kubernetes_validate.latest_version()
+    assert docs
+    for doc in docs:
+        # strict: an unknown or misspelt field is an error, as `kubectl --validate=strict` has it.
+        kubernetes_validate.validate(doc, version, strict=True)
