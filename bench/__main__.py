@@ -389,6 +389,13 @@ def main() -> None:
         table += "\n\n## Cassette replay fidelity\n\n" + cassette.table(results["cassette"])
     (RESULTS / "latest.md").write_text(table)
     print(table)
+    if "formats" in results:
+        # A format over its CPU budget fails the bench command (FAIL lines, exit 1).
+        failed = formats.failures(results["formats"])
+        for line in failed:
+            print(line, file=sys.stderr)
+        if failed:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ its endpoint sends), then run through the proxy's fault path in process:
 framing by the format's framer and a ``disconnect after_tokens`` set past the
 end, so every frame is parsed for its text and nothing is cut. The figure is
 CPU seconds (``time.process_time``) per event; the rule (issue 13) is that no
-format costs more than 1.5x Chat Completions.
+format costs more than 1.5x Chat Completions: a FAIL line on stderr and exit 1
+name each one that does (here and in ``python -m bench``).
 
 Run alone: ``python -m bench.formats [--events N] [--rounds R]``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from typing import Any
 
@@ -39,6 +41,17 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"contents": [{"role": "user", "parts": [{"text": "rivers"}]}]},
     ),
     "ollama": ("/api/chat", {"model": "m", "messages": MESSAGES}),
+    # The AI SDK UI message stream, as useChat's DefaultChatTransport posts it.
+    "ui-message-stream": (
+        "/api/ui/chat",
+        {
+            "id": "c1",
+            "trigger": "submit-message",
+            "messages": [
+                {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "rivers"}]}
+            ],
+        },
+    ),
     # Binary framing (issue 21): the AWS event stream, its CRCs checked on every message.
     "bedrock": (
         "/model/m/converse-stream",
@@ -110,6 +123,20 @@ def measure(tokens: int = 2000, rounds: int = 5) -> dict[str, Any]:
     return out
 
 
+LIMIT = 1.5
+"""No format may cost more than this many times Chat Completions per event (issue 13)."""
+
+
+def failures(rows: dict[str, Any]) -> list[str]:
+    """One ``FAIL`` line per format over :data:`LIMIT`; empty when all are within it."""
+    return [
+        f"FAIL formats: {name} costs {row['vs_chat']}x Chat Completions per event "
+        f"({row['cpu_us_per_event']} us), over the {LIMIT}x limit"
+        for name, row in rows.items()
+        if row["vs_chat"] > LIMIT
+    ]
+
+
 def table(rows: dict[str, Any]) -> list[str]:
     """Markdown lines for the report."""
     lines = [
@@ -133,6 +160,10 @@ def main() -> None:
     rows = measure(args.tokens, args.rounds)
     print(json.dumps(rows, indent=2))
     print("\n".join(table(rows)))
+    failed = failures(rows)
+    for line in failed:
+        print(line, file=sys.stderr)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
