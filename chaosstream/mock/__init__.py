@@ -13,6 +13,8 @@ SDKs work against it unchanged:
   ``"stream": false``), ``GET /api/tags``, ``/api/version`` (``_ollama``);
 - the AI SDK UI message stream ``POST /api/ui/chat``, and ``POST /api/chat``
   when the body is ``useChat``'s (it carries ``trigger``) (``_ui_stream``);
+- Bedrock Runtime ``POST /model/{id}/converse-stream`` and ``/converse`` (``_bedrock``);
+- an MCP server on Streamable HTTP, ``POST``/``GET``/``DELETE /mcp`` (``_mcp``);
 - a generic ``/sse`` and ``/ws``, ``/bytes``, ``/echo``, ``/healthz`` (``_generic``).
 
 The answer for a prompt is deterministic, so a test can compare what a client
