@@ -18,6 +18,9 @@ from chaosstream.mock._stats import STATS, MockStats, RecordedRequest
 
 # Streams still open at close are cut after this long instead of aiohttp's 60 s.
 _SHUTDOWN_TIMEOUT_S = 0.5
+#: Connections the kernel queues before the mock accepts them: asyncio's 100 overflows
+#: when a load test opens a thousand streams at once (as the proxy's, issue 17).
+LISTEN_BACKLOG = 4096
 
 
 class MockServer:
@@ -82,11 +85,12 @@ async def start_mock(
     settings: MockSettings = DEFAULT_SETTINGS,
     *,
     limits: MockLimits | None = None,
+    backlog: int = LISTEN_BACKLOG,
 ) -> MockServer:
     """Start the mock on ``host:port`` (0 = a free port) in the running loop.
 
     ``limits`` (default ``MockLimits()``) sets the head and idle timeouts and the
-    /ws caps.
+    /ws caps; ``backlog`` the kernel's queue of connections not yet accepted.
     """
     limits = limits or MockLimits()
     app = create_app(settings, limits=limits)
@@ -107,7 +111,10 @@ async def start_mock(
         # Our own listener instead of a TCPSite, so each connection's protocol is
         # wrapped in a ConnectionGuard; runner.cleanup() still ends the connections.
         listener = await asyncio.get_running_loop().create_server(
-            lambda: ConnectionGuard(protocol_factory(), limits, guards), host, port
+            lambda: ConnectionGuard(protocol_factory(), limits, guards),
+            host,
+            port,
+            backlog=backlog,
         )
     except BaseException:
         await runner.cleanup()

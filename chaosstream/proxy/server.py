@@ -68,6 +68,11 @@ UPSTREAM_HEAD_TIMEOUT_S: float | None = 300.0
 RESET_GRACE_S = 0.05
 # How long close() lets open streams run before cancelling them.
 SHUTDOWN_TIMEOUT_S = 1.0
+#: Connections the kernel queues before the proxy accepts them. aiohttp's 128
+#: overflowed 289-1,998 times when 1,000-3,000 streams started together (issue 17):
+#: each overflow is a SYN the client retransmits a second later. Linux caps it at
+#: net.core.somaxconn (4,096 since 5.4).
+LISTEN_BACKLOG = 4096
 # Headers the proxy must not add to the upstream request when the client did not send them.
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
@@ -104,8 +109,10 @@ class ChaosProxy:
         upstream_head_timeout_s: float | None = UPSTREAM_HEAD_TIMEOUT_S,
         max_scopes: int = MAX_SCOPES,
         cassette: CassetteTap | None = None,
+        backlog: int = LISTEN_BACKLOG,
     ) -> None:
         self.upstream = URL(upstream.rstrip("/"))
+        self.backlog = backlog
         if self.upstream.scheme not in ("http", "https") or not self.upstream.host:
             raise ValueError(f"upstream must be an http:// or https:// URL, got {upstream!r}")
         self.max_event_bytes = max_event_bytes
@@ -168,7 +175,7 @@ class ChaosProxy:
             keepalive_timeout=self.idle_timeout_s,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, backlog=self.backlog)
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         bound_host, bound_port = sock.getsockname()[:2]

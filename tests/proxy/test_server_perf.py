@@ -1,0 +1,53 @@
+"""The proxy's settings for many streams at once (issue 17): listen backlog, upstream pool."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from chaosstream.mock import MockServer
+from chaosstream.proxy.server import LISTEN_BACKLOG, ChaosProxy
+from tests.conftest import make_profile
+
+
+def _handshakes(url: str, count: int, timeout_s: float) -> int:
+    """Open ``count`` connections while nobody accepts them; how many the kernel completed."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    socks: list[socket.socket] = []
+    done = 0
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.settimeout(timeout_s)
+            socks.append(s)
+            try:
+                # The event loop is blocked (this call is synchronous): only the
+                # kernel's accept queue can complete the handshake.
+                s.connect((host, int(port)))
+                done += 1
+            except OSError:
+                break
+    finally:
+        for s in socks:
+            s.close()
+    return done
+
+
+async def test_listen_backlog_queues_a_thousand_connections_before_accept(
+    mock: MockServer,
+) -> None:
+    """A thousand connections opened at once all complete while the loop is busy."""
+    assert LISTEN_BACKLOG >= 4096
+    profile = make_profile()
+    async with ChaosProxy(mock.url, profile) as proxy:
+        started = time.monotonic()
+        assert _handshakes(proxy.url, 1000, 2.0) == 1000
+        assert time.monotonic() - started < 10
+
+
+async def test_listen_backlog_is_settable(mock: MockServer) -> None:
+    """ChaosProxy(backlog=N): the kernel queues about N connections, then drops SYNs."""
+    profile = make_profile()
+    async with ChaosProxy(mock.url, profile, backlog=16) as proxy:
+        # Linux queues backlog + 1; the next handshake waits for a SYN retransmit.
+        assert 10 <= _handshakes(proxy.url, 64, 0.3) <= 20
