@@ -27,6 +27,7 @@ from chaosstream.faults.base import (
     Window,
 )
 from chaosstream.faults.buffer import Buffer
+from chaosstream.faults.compress import Gzip
 from chaosstream.faults.concurrency_limit import ConcurrencyLimit
 from chaosstream.faults.content import Content
 from chaosstream.faults.corrupt import Corrupt
@@ -50,6 +51,7 @@ FAULT_TYPES: tuple[type[Fault], ...] = (
     Corrupt,
     Content,
     Buffer,
+    Gzip,
     ConcurrencyLimit,
     PoliteClose,
     SessionExpiry,
@@ -68,6 +70,7 @@ AnyFault = Annotated[
         Corrupt,
         Content,
         Buffer,
+        Gzip,
         ConcurrencyLimit,
         PoliteClose,
         SessionExpiry,
@@ -94,6 +97,7 @@ __all__ = [
     "Fault",
     "FaultContext",
     "FaultEvent",
+    "Gzip",
     "HttpError",
     "Latency",
     "Loss",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
@@ -316,6 +316,14 @@ class Fault(BaseModel):
         it; the body's delays stay separate and count from each chunk's arrival.
         """
         return 0.0
+
+    def response_headers(self, headers: MutableMapping[str, str], ctx: FaultContext) -> None:
+        """Edit the response head before it is sent (``gzip`` sets Content-Encoding).
+
+        Called once per exchange on every fault that acts on the stream, before its
+        ``apply``; ``headers`` are the end-to-end headers the client will get. The
+        base leaves them alone.
+        """
 
     @property
     def acts_on_stream(self) -> bool:

@@ -478,6 +478,8 @@ class ChaosProxy:
                     )
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         resp.headers.extend(end_to_end(upstream.headers, drop=drop))
+        for a in chain:  # a fault may recast the head (gzip: Content-Encoding)
+            a.fault.response_headers(resp.headers, a.ctx)
         if any(a.fault.closes_connection for a in chain):
             # Announce the close now: a FIN the headers did not promise would
             # break the client's next request on this connection as well.
