@@ -469,6 +469,25 @@ def run(
     )
 
 
+def _selectors(values: tuple[str, ...]) -> dict[str, str]:
+    """``--selector PART=CSS`` values as a mapping; a bad one is exit 2 naming it."""
+    from chaosstream.verify.scenario import Selectors
+
+    parts = tuple(Selectors.model_fields)
+    out: dict[str, str] = {}
+    for value in values:
+        part, eq, css = value.partition("=")
+        part, css = part.strip(), css.strip()
+        if not eq or not css:
+            raise click.BadParameter(f"{value!r}: expected PART=CSS", param_hint="--selector")
+        if part not in parts:
+            raise click.BadParameter(
+                f"{part!r} is not a page part; one of {', '.join(parts)}", param_hint="--selector"
+            )
+        out[part] = css
+    return out
+
+
 @click.command(cls=_CheckCommand)
 @_report_options
 @click.option(
@@ -489,6 +508,16 @@ def run(
     "A path is taken on the proxy (`/` is the reference page); {proxy} in a URL is "
     "replaced by the proxy's address.",
 )
+@click.option(
+    "--selector",
+    "selectors",
+    multiple=True,
+    metavar="PART=CSS",
+    callback=lambda ctx, param, value: _selectors(value),
+    help="With --browser: the CSS selector of a page part (input, send, output, error, retry, "
+    "stop, typing); repeatable. Parts not given are found by role and text: "
+    "docs/web-app.md, 'Which elements'.",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]")
 def check(
     json_path: str | None,
@@ -502,6 +531,7 @@ def check(
     only: tuple[str, ...],
     list_only: bool,
     page_url: str | None,
+    selectors: dict[str, str],
     command: tuple[str, ...],
 ) -> None:
     """The resilience scorecard: the standard battery of faults against a client command.
@@ -523,7 +553,9 @@ def check(
 
         if command:
             raise click.UsageError("give either --browser URL or a command after --, not both")
-        scenarios = page_battery(scenarios, page_url)
+        scenarios = page_battery(scenarios, page_url, selectors)
+    elif selectors:
+        raise click.UsageError("--selector is for pages: give --browser URL too")
     elif not command:
         raise click.UsageError("give a client command after -- (or --browser URL)")
     raise SystemExit(

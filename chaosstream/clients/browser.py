@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -97,10 +97,18 @@ def resolve_url(url: str, proxy_url: str) -> str:
 
 # Runs in every frame before the page's own scripts. Timestamps are
 # performance.now(); the driver sets `sentAt` right before clicking Send.
+# S holds the selectors; S.auto names the parts to find by role and text when
+# their selector matches nothing (a page without our data-testids).
 _OBSERVER_JS = """
 (() => {
   const S = %s;
-  const cs = { sentAt: null, typingAt: null, textAt: null, changedAt: 0, shifts: [] };
+  // Parts left unnamed are searched for by role and text, except on a page built with
+  // the reference page's test ids: there a missing part is missing (bad_chat.html has none).
+  const OWN = '[data-testid="input"], [data-testid="output"]';
+  const AUTO_PARTS = S.auto || {};
+  const AUTO = new Proxy({}, { get: (_, part) => !!AUTO_PARTS[part] && !q(OWN) });
+  const cs = { sentAt: null, typingAt: null, textAt: null, changedAt: 0, shifts: [],
+               out: null };
   Object.defineProperty(window, "__chaosstream", { value: cs });
   const q = (sel) => { try { return document.querySelector(sel); } catch { return null; } };
   const visible = (el) => {
@@ -110,32 +118,122 @@ _OBSERVER_JS = """
     const r = el.getBoundingClientRect();
     return r.width > 0 && r.height > 0;
   };
+  const norm = (t) => (t || "").replace(/\\s+/g, " ").trim();
+  // Controls and form fields never hold the answer, however their text changes.
+  const CONTROL = "button,a,label,input,textarea,select,option,script,style,[role=button]";
+  const grown = new WeakMap();
+  const ERROR_WORDS = /\\b(error|failed|failure|went wrong|try again|could ?n[o']t|unable)\\b/i;
+  const blockOf = (node) => {
+    let el = node && (node.nodeType === 1 ? node : node.parentElement);
+    while (el && el !== document.body && getComputedStyle(el).display.startsWith("inline"))
+      el = el.parentElement;
+    return el && el !== document.body && el !== document.documentElement ? el : null;
+  };
+  // The output, when none is named: the last text block that grew after Send.
+  const grow = (node) => {
+    const start = node && (node.nodeType === 1 ? node : node.parentElement);
+    if (!start || start.closest(CONTROL)) return;
+    const el = blockOf(start);
+    if (!el || el.closest(CONTROL)) return;
+    const text = norm(el.textContent);
+    // A short notice in error words is the error notice, not the answer.
+    if (text.length < 120 && ERROR_WORDS.test(text)) return;
+    if (text.length > (grown.get(el) || 0)) {
+      grown.set(el, text.length);
+      // The person's own message, echoed back, is never the answer.
+      if (!text.includes(norm(S.prompt))) cs.out = el;
+    }
+  };
+  const outEl = () => q(S.output) || (AUTO.output ? cs.out : null);
+  const related = (el, other) => other && (el.contains(other) || other.contains(el));
+  const findError = () => {
+    const named = q(S.error);
+    if (named || !AUTO.error) return named;
+    const out = outEl();
+    for (const el of document.querySelectorAll("[role=alert],[aria-live=assertive]"))
+      if (visible(el) && norm(el.textContent)) return el;
+    if (cs.sentAt === null) return null;
+    for (const el of document.body.querySelectorAll("body *")) {
+      // The notice itself: a small block holding no control (its Retry button is apart).
+      if (el.children.length > 2 || el.closest(CONTROL) || el.querySelector(CONTROL)) continue;
+      if (related(el, out) || grown.has(el)) continue;
+      const text = norm(el.textContent);
+      if (text.length < 200 && ERROR_WORDS.test(text) && visible(el)) return el;
+    }
+    return null;
+  };
+  const button = (re) => {
+    for (const el of document.querySelectorAll("button,[role=button],input[type=button]")) {
+      const label = norm(el.getAttribute("aria-label") || el.value || el.textContent);
+      if (re.test(label) && visible(el)) return el;
+    }
+    return null;
+  };
+  const findRetry = () =>
+    q(S.retry) || (AUTO.retry ? button(/^(retry|try again|regenerate)/i) : null);
+  const findStop = () => q(S.stop) || (AUTO.stop ? button(/^(stop|cancel)/i) : null);
+  const findTyping = () => {
+    const named = q(S.typing);
+    if (named || !AUTO.typing) return named;
+    for (const el of document.querySelectorAll("[aria-busy=true],[role=status],[role=progressbar]"))
+      if (visible(el)) return el;
+    return null;
+  };
+  // A page without data-state says "busy" with aria-busy on the output or its log.
+  const stateOf = (out) => {
+    if (!out) return "";
+    const own = out.getAttribute("data-state");
+    if (own) return own;
+    const busy = out.closest("[aria-busy]") || document.querySelector("[role=log][aria-busy]");
+    return busy && busy.getAttribute("aria-busy") === "true" ? "busy" : "";
+  };
+  const describe = (el) => {
+    if (!el) return null;
+    let d = el.tagName.toLowerCase();
+    if (el.id) d += "#" + el.id;
+    const cls = (el.getAttribute("class") || "").trim().split(/\\s+/).filter(Boolean);
+    if (cls.length) d += "." + cls.slice(0, 2).join(".");
+    const role = el.getAttribute("role");
+    if (role) d += `[role=${role}]`;
+    return d;
+  };
+  const outWhy = () => (q(S.output) ? "" : " (the last text block that grew after Send)");
+  cs.describe = () => ({ output: outEl() && describe(outEl()) + outWhy(),
+    error: describe(findError()),
+    typing: describe(findTyping()), retry: describe(findRetry()), stop: describe(findStop()) });
   let sig = "";
   const check = () => {
     const now = performance.now();
-    const out = q(S.output);
+    const out = outEl();
     const text = out ? out.textContent : "";
     if (cs.sentAt !== null) {
       if (cs.textAt === null && text.trim()) cs.textAt = now;
-      if (cs.textAt === null && cs.typingAt === null && visible(q(S.typing))) cs.typingAt = now;
+      if (cs.textAt === null && cs.typingAt === null && visible(findTyping())) cs.typingAt = now;
     }
-    const state = out ? out.getAttribute("data-state") : "";
-    const next = text.length + "|" + state + "|" + visible(q(S.error));
+    const next = text.length + "|" + stateOf(out) + "|" + visible(findError());
     if (next !== sig) { sig = next; cs.changedAt = now; }
   };
   cs.view = () => {
     check();
-    const out = q(S.output), err = q(S.error);
+    const out = outEl(), err = findError();
     return {
-      state: (out && out.getAttribute("data-state")) || "",
+      state: stateOf(out),
       text: out ? out.textContent : "",
       error_visible: visible(err),
-      error_text: err && visible(err) ? err.textContent.trim().replace(/\\s+/g, " ") : "",
-      retry_visible: visible(q(S.retry)),
+      error_text: err && visible(err) ? norm(err.textContent) : "",
+      retry_visible: visible(findRetry()),
       quiet_ms: performance.now() - cs.changedAt,
     };
   };
-  new MutationObserver(check).observe(document, {
+  new MutationObserver((records) => {
+    if (cs.sentAt !== null && AUTO.output) {
+      for (const r of records) {
+        if (r.type === "characterData") grow(r.target);
+        else for (const n of r.addedNodes) grow(n);
+      }
+    }
+    check();
+  }).observe(document, {
     subtree: true, childList: true, attributes: true, characterData: true,
   });
   // A backstop for changes no mutation announces (CSS animations, media queries).
@@ -148,6 +246,73 @@ _OBSERVER_JS = """
   } catch {}
 })();
 """
+
+# Picks the prompt field and the Send control when their selectors match nothing:
+# the focused text field, else the only (or first) visible textarea, else text input;
+# Send is the field's form's submit button, else a button labelled Send/Submit/Ask,
+# else none (Enter submits). The picks are tagged so Playwright can address them.
+_PICK_JS = """
+(want) => {
+  const visible = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0;
+  };
+  const describe = (el) => {
+    let d = el.tagName.toLowerCase();
+    if (el.id) d += "#" + el.id;
+    if (el.name) d += `[name=${el.name}]`;
+    return d;
+  };
+  const out = {};
+  let input = null;
+  if (want.input) {
+    const TEXT = "textarea, input:not([type]), input[type=text], input[type=search], "
+      + "[contenteditable=true]";
+    const a = document.activeElement;
+    const fields = [...document.querySelectorAll(TEXT)].filter(visible);
+    const areas = fields.filter((el) => el.tagName === "TEXTAREA");
+    let why;
+    if (a && a.matches && a.matches(TEXT)) { input = a; why = "the focused text field"; }
+    else if (areas.length === 1) { input = areas[0]; why = "the only textarea"; }
+    else if (fields.length === 1) { input = fields[0]; why = "the only text field"; }
+    else if (areas.length) { input = areas[0]; why = "the first of several textareas"; }
+    else if (fields.length) { input = fields[0]; why = "the first of several text fields"; }
+    if (input) {
+      input.setAttribute("data-chaosstream-pick", "input");
+      out.input = `${describe(input)} (${why})`;
+    }
+  } else {
+    input = document.querySelector(want.inputSelector);
+  }
+  if (want.send) {
+    const form = input && input.closest("form");
+    let send = null, why = "";
+    if (form) {
+      send = form.querySelector("button[type=submit], input[type=submit], button:not([type])");
+      why = "the prompt form's submit button";
+    }
+    if (!send) {
+      for (const el of document.querySelectorAll("button,[role=button],input[type=submit]")) {
+        const label = (el.getAttribute("aria-label") || el.value || el.textContent || "").trim();
+        if (/^(send|submit|ask)/i.test(label) && visible(el)) {
+          send = el;
+          why = "the button labelled " + JSON.stringify(label);
+          break;
+        }
+      }
+    }
+    if (send) {
+      send.setAttribute("data-chaosstream-pick", "send");
+      out.send = `${describe(send)} (${why})`;
+    } else out.send = null;
+  }
+  return out;
+}
+"""
+PICKED_INPUT = '[data-chaosstream-pick="input"]'
+PICKED_SEND = '[data-chaosstream-pick="send"]'
+AUTO_PARTS = ("output", "error", "typing", "retry", "stop")
+"""Parts the page watcher finds by role and text when their selector matches nothing."""
 
 
 async def launch_chromium(browser_type: Any, executable: str | None = None) -> tuple[Any, str]:
@@ -307,7 +472,13 @@ class PageDriver:
         )
         try:
             sel = client.selectors
-            await context.add_init_script(_OBSERVER_JS % json.dumps(sel.model_dump()))
+            named = sel.model_fields_set
+            watch = {
+                **sel.model_dump(),
+                "auto": {part: part not in named for part in AUTO_PARTS},
+                "prompt": client.prompt,
+            }
+            await context.add_init_script(_OBSERVER_JS % json.dumps(watch))
             page = await context.new_page()
             inflight = _watch(page, obs.console)
             if stop_after_ms is None:
@@ -343,18 +514,25 @@ class PageDriver:
         if response is not None and response.status >= 400:
             obs.error = f"the page answered HTTP {response.status}"
             return
+        input_sel, send_sel = await _pick_controls(page, sel, obs)
+        if input_sel is None:
+            obs.error = f"no prompt field: {sel.input} matches nothing and no text field is visible"
+            return
         try:
-            await page.locator(sel.input).first.fill(client.prompt, timeout=5000)
+            await page.locator(input_sel).first.fill(client.prompt, timeout=5000)
         except Exception as e:
-            obs.error = f"cannot fill the prompt into {sel.input}: {_first_line(e)}"
+            obs.error = f"cannot fill the prompt into {input_sel}: {_first_line(e)}"
             return
         if before_send is not None:
             before_send()
         await page.evaluate("window.__chaosstream.sentAt = performance.now()")
         try:
-            await page.locator(sel.send).first.click(timeout=5000)
+            if send_sel is None:  # no Send control found: Enter submits, as a person would try
+                await page.locator(input_sel).first.press("Enter", timeout=5000)
+            else:
+                await page.locator(send_sel).first.click(timeout=5000)
         except Exception as e:
-            obs.error = f"cannot click {sel.send}: {_first_line(e)}"
+            obs.error = f"cannot click {send_sel or 'Enter'}: {_first_line(e)}"
             return
         if stop_after_ms is not None:
             await _stop(page, obs, sel, deadline, stop_after_ms)
@@ -375,6 +553,37 @@ class PageDriver:
             # (plus a margin) so the exchange is recorded before anyone judges it.
             left = obs.stop_clicked + CANCEL_WITHIN_S + 0.2 - time.monotonic()
             await asyncio.sleep(max(0.0, min(left, deadline - time.monotonic())))
+
+
+async def _pick_controls(
+    page: Any, sel: Selectors, obs: PageObservation
+) -> tuple[str | None, str | None]:
+    """The prompt field and Send control to use, noting the choice in ``obs.elements``.
+
+    A selector the scenario named is used as given. One left out is the reference
+    page's data-testid when the page has it, else found by :data:`_PICK_JS`.
+    """
+    named = sel.model_fields_set
+    want: dict[str, Any] = {"inputSelector": sel.input}
+    chosen: dict[str, str] = {}
+    for part, selector in (("input", sel.input), ("send", sel.send)):
+        if part in named:
+            chosen[part] = f"{selector} (named)"
+        elif await page.locator(selector).count() > 0:
+            chosen[part] = f"{selector} (the reference page's test id)"
+        else:
+            want[part] = True
+    picked: dict[str, Any] = await page.evaluate(_PICK_JS, want) if len(want) > 1 else {}
+    input_sel: str | None = sel.input
+    send_sel: str | None = sel.send
+    if want.get("input"):
+        input_sel = PICKED_INPUT if picked.get("input") else None
+        chosen["input"] = picked.get("input") or "none found"
+    if want.get("send"):
+        send_sel = PICKED_SEND if picked.get("send") else None
+        chosen["send"] = picked.get("send") or "none found: Enter in the prompt field"
+    obs.elements.update(chosen)
+    return input_sel, send_sel
 
 
 async def drive_scenario(
@@ -417,14 +626,20 @@ async def drive_scenario(
     return obs, run
 
 
-def page_battery(scenarios: Sequence[tuple[Scenario, Any]], url: str) -> list[tuple[Scenario, Any]]:
+def page_battery(
+    scenarios: Sequence[tuple[Scenario, Any]],
+    url: str,
+    selectors: Mapping[str, str] | None = None,
+) -> list[tuple[Scenario, Any]]:
     """The ``check`` battery with the page at ``url`` as the client.
 
     Where the answer streams in whole (clean, slow first token) the page must
-    also show typing and keep its layout still.
+    also show typing and keep its layout still. ``selectors`` (``--selector``)
+    name page parts; the others are found as :class:`Selectors` says.
     """
 
-    spec = BrowserSpec(browser=BrowserClient(url=url))
+    named = Selectors.model_validate(dict(selectors or {}))
+    spec = BrowserSpec(browser=BrowserClient(url=url, selectors=named))
     out = []
     for scenario, profile in scenarios:
         expect = list(scenario.expect)
@@ -516,7 +731,13 @@ async def _stop(
 
 
 async def _collect(page: Any, obs: PageObservation) -> None:
-    """Read the watcher's timestamps and layout shifts, and take the screenshot."""
+    """Read the watcher's timestamps, layout shifts and chosen parts; take the screenshot."""
+    try:
+        parts = await page.evaluate("window.__chaosstream.describe()")
+        for part, element in parts.items():
+            obs.elements.setdefault(part, element or "none found")
+    except Exception as e:
+        obs.console.append(f"[chaosstream] cannot read the chosen elements: {_first_line(e)}")
     try:
         cs = await page.evaluate(
             "(() => { const c = window.__chaosstream;"

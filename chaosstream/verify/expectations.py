@@ -703,6 +703,10 @@ def evaluate(
             fopts = item.options
             assert isinstance(fopts, FlagsIncompleteOptions)
             ok, why = _flags(ev.client, obs.stopped, fopts.pattern)
+            if ev.page is not None:  # judged on what a person sees, not the console
+                from chaosstream.verify.page import page_flags
+
+                ok, why = page_flags(ev.page, obs.stopped, fopts.pattern)
             if obs.stopped is None:
                 ok, why = False, "no answer was stopped short, so there was nothing to flag"
             verdicts.append(_verdict(name, ok, why))

@@ -7,6 +7,7 @@ the driver.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +23,10 @@ __all__ = [
     "PageView",
     "api_exchanges",
     "judge_page",
+    "page_flags",
     "page_observed",
     "page_signals",
+    "shown_prefix",
 ]
 
 CANCEL_WITHIN_S = 1.0
@@ -68,6 +71,9 @@ class PageObservation:
     screenshot: bytes = b""
     error: str = ""
     """Why the page could not be driven at all ("" when it could)."""
+    elements: dict[str, str] = field(default_factory=dict)
+    """Which element played each part (input, send, output, error, typing, retry, stop) and
+    why: a named selector, the reference page's test id, or what was found by role and text."""
 
     @property
     def first(self) -> PageView | None:
@@ -92,6 +98,19 @@ def api_exchanges(exchanges: Sequence[Exchange]) -> list[Exchange]:
 
 def _norm(text: str) -> str:
     return " ".join(text.split())
+
+
+def shown_prefix(answer: str, text: str) -> int:
+    """How many chars of ``answer`` from its start appear, in one piece, in ``text``
+    (both whitespace-normalised): the part of the answer a person can read."""
+    lo, hi = 0, len(answer)
+    while lo < hi:  # containment of a prefix is monotonic in its length: bisect it
+        mid = (lo + hi + 1) // 2
+        if answer[:mid] in text:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _clip(text: str, n: int = 60) -> str:
@@ -129,11 +148,20 @@ def page_signals(
     if answer is None:
         completed = (False, "the full answer is unknown: no complete upstream response was seen")
     else:
+        # The rule (docs/web-app.md): the whole answer, whitespace runs as one space, is
+        # contained in the output's text -- a page may put "AI: " or a name around it.
         want = _norm(answer)
+        shown = shown_prefix(want, got)
         if got == want:
             completed = (True, f"rendered text equals the {len(want)}-char answer")
-        elif want.startswith(got):
-            completed = (False, f"rendered {len(got)} of {len(want)} answer chars; {_shown(last)}")
+        elif shown == len(want):
+            completed = (
+                True,
+                f"rendered text contains the whole {len(want)}-char answer "
+                f"({len(got)} chars shown)",
+            )
+        elif shown:
+            completed = (False, f"rendered {shown} of {len(want)} answer chars; {_shown(last)}")
         else:
             completed = (False, f"rendered text {_clip(got)} is not the answer {_clip(want)}")
     if not first.error_visible:
@@ -174,7 +202,28 @@ def page_observed(obs: PageObservation) -> dict[str, Any]:
         "cls": round(obs.cls, 4),
         "stop_clicked": obs.stop_clicked is not None,
         "driver_error": obs.error or None,
+        "elements": dict(obs.elements),
     }
+
+
+def page_flags(obs: PageObservation, stopped: str | None, pattern: str) -> tuple[bool, str]:
+    """``flags_incomplete`` on a page: a stopped answer must be marked on screen -- an error
+    notice, a non-complete ``data-state``, or words saying so -- never in the console."""
+    last = obs.first
+    if stopped is None:
+        return False, "no answer was stopped short, so there was nothing to flag"
+    if last is None:
+        return False, f"answer stopped by {stopped}; the page could not be driven: {obs.error}"
+    if last.error_visible:
+        return True, f"answer stopped by {stopped}; the page shows {_clip(last.error_text)}"
+    if last.state and last.state != "complete":
+        return True, f"answer stopped by {stopped}; the output's state is {last.state!r}"
+    found = re.search(pattern, last.text)
+    if found is not None:
+        return True, f"answer stopped by {stopped}; the page says {found.group(0)!r}"
+    return False, (
+        f"answer stopped by {stopped}, but the page shows it as a whole answer: {_clip(last.text)}"
+    )
 
 
 def _round(v: float | None) -> float | None:

@@ -71,7 +71,14 @@ def _testid(name: str) -> str:
 
 
 class Selectors(BaseModel):
-    """CSS selectors of the page's parts; the defaults fit the reference page."""
+    """CSS selectors of the page's parts.
+
+    A selector left out is the reference page's ``data-testid`` when the page has
+    one, else the part is found the way a person would (docs/web-app.md, "Which
+    elements"): the focused or only text field, the form's submit button (or Enter),
+    the last text block that grew after Send as the output, ``role=alert`` or
+    error words for the error, ``aria-busy``/``role=status`` for typing.
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 

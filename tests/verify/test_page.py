@@ -12,8 +12,10 @@ from chaosstream.verify.page import (
     PageView,
     api_exchanges,
     judge_page,
+    page_flags,
     page_observed,
     page_signals,
+    shown_prefix,
 )
 from chaosstream.verify.scenario import StableLayoutOptions
 
@@ -227,6 +229,7 @@ def test_observed_block_says_what_a_person_saw() -> None:
         "cls": 0.0323,
         "stop_clicked": False,
         "driver_error": None,
+        "elements": {},
     }
     empty = page_observed(obs(error="no Chromium"))
     assert (empty["state"], empty["text_chars"], empty["error_shown"], empty["typing_ms"]) == (
@@ -336,3 +339,46 @@ def test_api_exchanges_leave_out_the_page_and_its_assets() -> None:
     stream_get.method = "GET"
     records = [asset(1, "/"), asset(2, "/chat.js"), chat(3, 0.5, 0.9), stream_get]
     assert [e.id for e in api_exchanges(records)] == [3, 4]
+
+
+# --- pages without our test ids (issue 23) ---------------------------------------------------
+
+
+def test_answer_inside_a_labelled_message_completes() -> None:
+    """The docs' page writes "AI: " before the answer in the same element: still complete."""
+    text = f"User: why?\n AI:  {ANSWER}\n"
+    completed = page_signals(obs(view(text, "")), ANSWER)["completed"]
+    assert completed == (
+        True,
+        f"rendered text contains the whole {len(ANSWER)}-char answer "
+        f"({len(' '.join(text.split()))} chars shown)",
+    )
+
+
+def test_labelled_partial_answer_shown_as_final_is_silent_truncation() -> None:
+    """A labelled block holding only the answer's start, nothing else shown, is truncated."""
+    signals = page_signals(obs(view("AI: Streams break on mobile", "")), ANSWER)
+    assert signals["completed"] == (
+        False,
+        f"rendered 23 of {len(ANSWER)} answer chars; 27 chars shown",
+    )
+    assert signals["silent_truncation"][0] is True
+
+
+def test_shown_prefix_measures_the_readable_start_of_the_answer() -> None:
+    """The longest start of the answer found in one piece in the text, in chars."""
+    assert shown_prefix("abcdef", "AI: abc") == 3
+    assert shown_prefix("abcdef", "xx abcdef yy") == 6
+    assert shown_prefix("abcdef", "bcdef") == 0
+
+
+def test_flags_incomplete_on_a_page_reads_the_screen_not_the_console() -> None:
+    """A stopped answer is flagged by an error notice, a non-complete state or words shown."""
+    assert page_flags(obs(view("Str", "")), "length", "(?i)cut off")[0] is False
+    assert page_flags(obs(view("Str", "", error="Answer cut off")), "length", "x")[0] is True
+    assert page_flags(obs(view("Str", "incomplete")), "length", "x")[0] is True
+    assert page_flags(obs(view("Str (cut off)", "")), "length", "(?i)cut off")[0] is True
+    assert page_flags(obs(view(ANSWER)), None, "x") == (
+        False,
+        "no answer was stopped short, so there was nothing to flag",
+    )
