@@ -14,9 +14,19 @@ from pathlib import Path
 
 import click
 
-from chaosstream.cli.args import BadInput, cut, upstream_option, writable_file_option
+from chaosstream.cli.args import (
+    BadInput,
+    ca_file_option,
+    cut,
+    upstream_option,
+    writable_file_option,
+)
 
-__all__ = ["INSTALL_HINT", "load", "parse_duration", "start_mock_process"]
+__all__ = ["FORMAT_NAMES", "INSTALL_HINT", "load", "parse_duration", "start_mock_process"]
+
+FORMAT_NAMES = ("openai-chat", "openai-responses", "anthropic", "gemini", "ollama", "bedrock")
+"""``--format`` choices: the keys of ``load.plan.FORMATS`` (not imported here: it loads
+aiohttp, and ``chaosstream --help`` must not; a test keeps the two equal)."""
 
 INSTALL_HINT = "chaosstream load needs Locust: pip install 'chaosstream[load]'"
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
@@ -113,10 +123,19 @@ def start_mock_process(ttft_ms: float, tokens_per_s: float, tokens: int) -> Iter
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["openai-chat", "anthropic"]),
+    type=click.Choice(FORMAT_NAMES),
     default="openai-chat",
     show_default=True,
-    help="Wire format of the requests.",
+    help="Wire format of the requests (bedrock: unsigned, for the mock or a signing gateway).",
+)
+@click.option("--insecure", is_flag=True, help="Do not verify the upstream's TLS certificate.")
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    callback=ca_file_option,
+    help="CA bundle (PEM) to verify the upstream's TLS certificate with, instead of the "
+    "system's trust store (like curl --cacert).",
 )
 @click.option(
     "--prompt-file",
@@ -239,6 +258,8 @@ def load(
     run_time: float,
     mix: str,
     fmt: str,
+    insecure: bool,
+    ca_file: str | None,
     prompt_file: str | None,
     model: str,
     retry_name: str,
@@ -281,7 +302,7 @@ def load(
             raise click.BadParameter(
                 f"folder {cut(str(folder))} does not exist", param_hint="--csv"
             )
-    from chaosstream.load.plan import LoadPlan, parse_mix, read_prompts, retry_policy
+    from chaosstream.load.plan import FORMATS, LoadPlan, parse_mix, read_prompts, retry_policy
 
     entries = parse_mix(mix)  # InputError -> exit 2 through the group
     prompts = read_prompts(prompt_file)
@@ -299,7 +320,7 @@ def load(
 
     if html_file is not None and importlib.util.find_spec("matplotlib") is None:
         raise BadInput("--html needs matplotlib: pip install 'chaosstream[load]'")
-    key_var = "ANTHROPIC_API_KEY" if fmt == "anthropic" else "OPENAI_API_KEY"
+    key_var = FORMATS[fmt].key_env
     mode = "master" if master else "worker" if worker else "local"
     given_upstream = upstream
     with contextlib.ExitStack() as stack:
@@ -309,7 +330,7 @@ def load(
             )
             api_key = "chaosstream-dummy-key"
         else:
-            api_key = os.environ.get(key_var, "chaosstream-dummy-key")
+            api_key = os.environ.get(key_var or "", "chaosstream-dummy-key")
         plan = LoadPlan(
             upstream=upstream or "http://127.0.0.1:1",
             mix=entries,
@@ -323,6 +344,8 @@ def load(
             ttft_slo_ms=ttft_slo_ms,
             ttlt_slo_ms=ttlt_slo_ms,
             seed=seed,
+            ca_file=ca_file,
+            insecure=insecure,
         )
         options = EngineOptions(
             users=users or 0,  # a worker's users come from its master

@@ -41,8 +41,8 @@ from chaosstream.faults.throttle import Throttle
 from chaosstream.faults.trigger import Armed, Injector
 from chaosstream.load.metrics import Attempt
 from chaosstream.load.plan import Target
-from chaosstream.streams.providers import is_error, is_terminal, token_text
-from chaosstream.streams.sse import EventSplitter, parse_event
+from chaosstream.streams.format import FrameDecoder, Framer
+from chaosstream.streams.registry import framer_for, get
 
 __all__ = ["MAX_ERROR_BODY", "SocketFactory", "resolve", "shaping", "stream_attempt"]
 
@@ -285,8 +285,9 @@ async def _source(
         raise _UpstreamCut() from None
 
 
-async def _framed(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    splitter = EventSplitter()
+async def _framed(chunks: AsyncIterator[Chunk], framer: Framer) -> AsyncIterator[Chunk]:
+    """One chunk per raw frame of the format's framing, for faults that count events."""
+    splitter = framer.splitter()
     async for chunk in chunks:
         for block in splitter.feed(chunk.data):
             yield Chunk(block, chunk.received)
@@ -305,13 +306,17 @@ async def _read_stream(
     read_size: int,
     timeout_s: float,
 ) -> None:
+    # What a frame means is the wire format's business (streams/registry.py): load/
+    # reads every format, SSE, NDJSON or AWS event stream, through the same questions.
+    fmt = get(target.provider)
+    framer = framer_for(fmt)
     chain = _chain_order(armed)
     stream: AsyncIterator[Chunk] = _source(conn, reader, read_size, attempt)
     if any(a.fault.needs_events for a in chain):
-        stream = _framed(stream)
+        stream = _framed(stream, framer)
     for a in chain:
         stream = a.apply(stream)
-    app = EventSplitter()  # the application's own SSE parser, after the faults
+    app = FrameDecoder(framer)  # the application's own parser, after the faults
     start = attempt.started
     try:
         while True:
@@ -319,16 +324,13 @@ async def _read_stream(
                 chunk = await asyncio.wait_for(stream.__anext__(), timeout_s)
             except StopAsyncIteration:
                 break
-            for raw in app.feed(chunk.data):
-                event = parse_event(raw)
-                if not event.has_data:
-                    continue
-                if is_error(event, target.provider):
+            for event in app.feed(chunk.data):
+                if fmt.is_error(event):
                     attempt.outcome = "stream_error"
                     return
-                if token_text(event, target.provider):
+                if fmt.text(event):
                     attempt.token_times.append(time.monotonic() - start)
-                if is_terminal(event, target.provider):
+                if fmt.is_terminal(event):
                     attempt.outcome = "complete"
                     return
         attempt.outcome = "upstream_cut"  # the body ended without its terminal event

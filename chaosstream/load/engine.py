@@ -30,6 +30,7 @@ import itertools
 import os
 import random
 import socket
+import ssl
 import sys
 import time
 import zlib
@@ -146,6 +147,7 @@ class StreamUser(User):
     numbers: itertools.count[int]
 
     address: tuple[int, tuple[Any, ...]] | None = None
+    tls: ssl.SSLContext | None = None
 
     def on_start(self) -> None:
         n = next(self.numbers)
@@ -174,6 +176,7 @@ class StreamUser(User):
                         timeout_s=plan.timeout_s,
                         sock_factory=_socket_class,
                         address=self.address,
+                        ssl_context=self.tls,
                     )
                 )
             finally:
@@ -291,8 +294,10 @@ def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
         except OSError as e:
             bridge.stop()
             raise LoadError(f"cannot resolve {target.host}: {e}") from None
+        tls = plan.ssl_context()
         for cls in classes:
             cls.address = (int(infos[0][0]), tuple(infos[0][4]))  # type: ignore[attr-defined]
+            cls.tls = tls  # type: ignore[attr-defined]
     env = Environment(
         user_classes=classes,
         events=Events(),  # type: ignore[no-untyped-call]

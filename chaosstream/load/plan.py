@@ -9,23 +9,26 @@ from __future__ import annotations
 import json
 import math
 import random
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 from chaosstream.faults.base import RequestInfo
 from chaosstream.faults.profile import Profile, load_profile
-from chaosstream.streams.providers import Provider, provider_for
+from chaosstream.streams.providers import Provider
+from chaosstream.streams.registry import get
 from chaosstream.yamlfile import InputError, cut
 
 __all__ = [
     "FORMATS",
     "MAX_PROMPT_FILE_BYTES",
     "RETRY_POLICIES",
-    "Format",
     "LoadPlan",
     "MixEntry",
+    "RequestShape",
     "RetryPolicy",
     "Target",
     "parse_mix",
@@ -34,12 +37,86 @@ __all__ = [
     "retryable",
 ]
 
-Format = Literal["openai-chat", "anthropic"]
-FORMATS: dict[str, str] = {
-    "openai-chat": "/v1/chat/completions",
-    "anthropic": "/v1/messages",
+
+def _chat(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True}
+
+
+def _responses(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    # openai-python responses.create(stream=True): `input` may be a plain string.
+    return {"model": model, "input": prompt, "stream": True}
+
+
+def _anthropic(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    # Messages API: max_tokens is required (anthropic-sdk-python MessageCreateParams).
+    return {**_chat(model, prompt, max_tokens), "max_tokens": max_tokens}
+
+
+def _gemini(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    # GenerateContentRequest: the model is in the path, streaming is the method.
+    return {
+        "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+        "generationConfig": {"maxOutputTokens": max_tokens},
+    }
+
+
+def _bedrock(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    # ConverseStream: the model is in the path; content is a list of blocks.
+    return {
+        "messages": [{"role": "user", "content": [{"text": prompt}]}],
+        "inferenceConfig": {"maxTokens": max_tokens},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    """How one wire format asks for a stream; reading it is the registry's format's job.
+
+    ``wire`` names the :class:`~chaosstream.streams.format.WireFormat` in
+    :mod:`chaosstream.streams.registry`, which gives each frame's text, the
+    terminal and error frames and the framer: nothing in ``load/`` reads a
+    format's frames itself.
+    """
+
+    wire: str
+    path: str
+    """Endpoint under the upstream URL; ``{model}`` is replaced by the model name."""
+    body: Callable[[str, str, int], dict[str, Any]]
+    """``(model, prompt, max_tokens)`` -> the JSON body of a streaming request."""
+    key_header: str | None = "authorization"
+    """Where the API key goes (``authorization`` gets ``Bearer``); None: no key."""
+    key_env: str | None = "OPENAI_API_KEY"
+    """The environment variable the format's official SDK reads its key from."""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+FORMATS: dict[str, RequestShape] = {
+    "openai-chat": RequestShape("openai", "/v1/chat/completions", _chat),
+    "openai-responses": RequestShape("openai-responses", "/v1/responses", _responses),
+    "anthropic": RequestShape(
+        "anthropic",
+        "/v1/messages",
+        _anthropic,
+        "x-api-key",
+        "ANTHROPIC_API_KEY",
+        (("anthropic-version", "2023-06-01"),),
+    ),
+    # google-genai: models.generate_content_stream posts to :streamGenerateContent?alt=sse
+    # with the key in x-goog-api-key.
+    "gemini": RequestShape(
+        "gemini",
+        "/v1beta/models/{model}:streamGenerateContent?alt=sse",
+        _gemini,
+        "x-goog-api-key",
+        "GEMINI_API_KEY",
+    ),
+    # Ollama's /api/chat streams NDJSON by default and takes no key.
+    "ollama": RequestShape("ollama", "/api/chat", _chat, None, None),
+    # Bedrock's event stream; no SigV4 signing: the mock, or a gateway that signs.
+    "bedrock": RequestShape("bedrock", "/model/{model}/converse-stream", _bedrock, None, None),
 }
-"""Wire format -> its streaming endpoint under the upstream URL."""
+"""``--format`` name -> how its streaming request is made. A new wire format needs one
+entry here (its endpoint and body); its frames are read through the registry."""
 
 MAX_PROMPT_FILE_BYTES = 1024 * 1024
 
@@ -177,20 +254,24 @@ class Target:
     port: int
     tls: bool
     path: str
+    """Request target: the path and, when the format has one, its query (``?alt=sse``)."""
     provider: Provider
+    """The wire format's registry name: how a frame is read, as in the proxy."""
 
     @classmethod
-    def from_url(cls, url: str, fmt: str) -> Target:
+    def from_url(cls, url: str, fmt: str, model: str = "chaosstream-mock") -> Target:
         parts = urlsplit(url)
         tls = parts.scheme == "https"
-        suffix = FORMATS[fmt]
+        shape = FORMATS[fmt]
+        suffix = shape.path.replace("{model}", quote(model, safe=""))
         base = parts.path.rstrip("/")
-        # A base URL that already ends in /v1 (OPENAI_BASE_URL style) is not doubled.
-        if base.endswith("/v1") and suffix.startswith("/v1/"):
-            suffix = suffix[3:]
+        # A base URL that already ends in the endpoint's first segment (OPENAI_BASE_URL
+        # style .../v1, Gemini's .../v1beta, Ollama's .../api) is not doubled.
+        first = "/" + suffix.split("/")[1]
+        if base.endswith(first):
+            suffix = suffix[len(first) :]
         host, port = parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80)
-        # The provider (how a frame is read) follows from the endpoint, as in the proxy.
-        return cls(host, port, tls, base + suffix, provider_for(suffix))
+        return cls(host, port, tls, base + suffix, shape.wire)
 
 
 @dataclass
@@ -210,48 +291,62 @@ class LoadPlan:
     ttlt_slo_ms: float | None = None
     max_tokens: int = 256
     seed: int = 7
+    ca_file: str | None = None
+    """PEM bundle to verify an HTTPS upstream with, instead of the system's (as ``proxy``)."""
+    insecure: bool = False
+    """Do not verify an HTTPS upstream's certificate (as ``proxy --insecure``)."""
+
+    @property
+    def shape(self) -> RequestShape:
+        return FORMATS[self.format]
 
     @property
     def target(self) -> Target:
-        return Target.from_url(self.upstream, self.format)
+        return Target.from_url(self.upstream, self.format, self.model)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context every user of the process shares (None for plain HTTP).
+
+        Made once: loading the trust store costs milliseconds, a handshake's worth.
+        """
+        if urlsplit(self.upstream).scheme != "https":
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def body(self, prompt: str) -> bytes:
         """The streaming request body of the plan's format."""
-        messages = [{"role": "user", "content": prompt}]
-        if self.format == "anthropic":
-            data: dict[str, object] = {
-                "model": self.model,
-                "max_tokens": self.max_tokens,
-                "messages": messages,
-                "stream": True,
-            }
-        else:
-            data = {"model": self.model, "messages": messages, "stream": True}
-        return json.dumps(data).encode()
+        return json.dumps(self.shape.body(self.model, prompt, self.max_tokens)).encode()
 
     def headers(self) -> dict[str, str]:
         """Request headers (lower-case names) of the plan's format, with its key."""
-        target = self.target
+        target, shape = self.target, self.shape
+        default_port = 443 if target.tls else 80
+        host = f"[{target.host}]" if ":" in target.host else target.host  # RFC 9110 7.2
         headers = {
-            "host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
+            "host": host if target.port == default_port else f"{host}:{target.port}",
             "content-type": "application/json",
-            "accept": "text/event-stream",
+            "accept": get(shape.wire).media_type,
             "user-agent": "chaosstream-load",
         }
-        if self.format == "anthropic":
-            headers["x-api-key"] = self.api_key
-            headers["anthropic-version"] = "2023-06-01"
-        else:
+        if shape.key_header == "authorization":
             headers["authorization"] = f"Bearer {self.api_key}"
+        elif shape.key_header is not None:
+            headers[shape.key_header] = self.api_key
+        headers.update(shape.headers)
         return headers
 
     def request_info(self, body: bytes) -> RequestInfo:
         """What the fault triggers see: the same view the proxy builds."""
         target = self.target
+        path, _, query = target.path.partition("?")
         return RequestInfo(
             method="POST",
-            path=target.path,
-            query="",
+            path=path,
+            query=query,
             headers=self.headers(),
             body=body,
             provider=target.provider,

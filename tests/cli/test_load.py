@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trustme
+from aiohttp import web
+
+from chaosstream.mock import MockSettings, create_app
 
 CMD = [sys.executable, "-m", "chaosstream", "load"]
 QUICK = ["--users", "6", "--spawn-rate", "20", "--run-time", "2s", "--mock-ttft-ms", "50"]
@@ -68,3 +75,64 @@ def test_help_does_not_import_locust() -> None:
         "assert 'locust' not in sys.modules and 'gevent' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+@pytest.fixture
+async def https_mock(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    """The embedded mock app over TLS on 127.0.0.1, its certificate from a trustme CA."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    app = create_app(MockSettings(ttft_ms=50, tokens_per_s=200, tokens=20))
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    yield f"https://127.0.0.1:{runner.addresses[0][1]}", bundle
+    await runner.cleanup()
+
+
+async def _run_async(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """The command as a child while this loop keeps serving the in-process HTTPS mock."""
+    proc = await asyncio.create_subprocess_exec(
+        *CMD, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_https_upstream_with_ca_file(https_mock: tuple[str, Path], tmp_path: Path) -> None:
+    """Under Locust's gevent patching, users stream over TLS verified by --ca-file:
+    every stream completes with the mock's 20 tokens and a sane TTFT."""
+    url, bundle = https_mock
+    out = tmp_path / "tls.json"
+    code, _, err = await _run_async(
+        "--upstream", url, "--ca-file", str(bundle), "--users", "6", "--spawn-rate", "20",
+        "--run-time", "3s", "--mix", "clean=0.5,mobile-3g=0.5", "--json", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    overall = json.loads(out.read_text())["overall"]
+    assert overall["streams"] >= 6 and overall["completed"] == overall["streams"]
+    assert overall["errors"] == {} and overall["interruption_rate"] == 0.0
+    assert 50 <= overall["ttft_ms"]["p50"] <= 1500
+    assert overall["tokens"] == 20 * overall["completed"]
+
+
+async def test_https_upstream_is_verified_by_default(https_mock: tuple[str, Path]) -> None:
+    """Without --ca-file the mock's certificate is refused: no stream, connect errors;
+    --insecure reaches it."""
+    url, _ = https_mock
+    base = ["--upstream", url, "--users", "2", "--spawn-rate", "20", "--run-time", "1s",
+            "--retry", "none", "--min-goodput", "0.5"]  # fmt: skip
+    code, out, err = await _run_async(*base)
+    assert code == 1, err
+    assert "connect" in out and "objective missed" in out
+    code, out, err = await _run_async(*base, "--insecure")
+    assert code == 0, err

@@ -10,8 +10,9 @@ import pytest
 from chaosstream.faults.trigger import Injector
 from chaosstream.load.client import stream_attempt
 from chaosstream.load.metrics import Attempt
-from chaosstream.load.plan import LoadPlan, parse_mix
+from chaosstream.load.plan import FORMATS, LoadPlan, parse_mix
 from chaosstream.mock import MockServer, MockSettings, start_mock
+from chaosstream.streams.registry import get
 
 TTFT_MS = 200.0
 TOKENS_PER_S = 50.0
@@ -24,8 +25,18 @@ async def mock() -> AsyncIterator[MockServer]:
         yield server
 
 
-async def _attempt(mock: MockServer, profile: str, timeout_s: float = 5.0) -> Attempt:
-    plan = LoadPlan(upstream=mock.url, mix=parse_mix(f"{profile}=1"))
+@pytest.fixture
+async def fast_mock() -> AsyncIterator[MockServer]:
+    """The mock paced fast (20 ms TTFT, 1,000 tokens/s) for the per-format tests."""
+    settings = MockSettings(ttft_ms=20, tokens_per_s=1000, tokens=20)
+    async with await start_mock(settings=settings) as server:
+        yield server
+
+
+async def _attempt(
+    mock: MockServer, profile: str, timeout_s: float = 5.0, fmt: str = "openai-chat"
+) -> Attempt:
+    plan = LoadPlan(upstream=mock.url, mix=parse_mix(f"{profile}=1"), format=fmt)
     body = plan.body("hello")
     injector = Injector(plan.mix[0].profile.all_faults(), 7)
     return await stream_attempt(
@@ -83,3 +94,30 @@ async def test_unreachable_upstream_is_a_connect_error() -> None:
     body = plan.body("x")
     a = await stream_attempt(plan.target, plan.headers(), body, None, plan.request_info(body))
     assert a.outcome == "connect" and a.status is None
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+async def test_every_format_streams_from_the_mock(fast_mock: MockServer, fmt: str) -> None:
+    """Each --format's request reaches the mock's endpoint and its frames (SSE, NDJSON,
+    event stream) are read through the registry: 20 tokens, then the terminal frame."""
+    a = await _attempt(fast_mock, "clean", fmt=fmt)
+    assert a.outcome == "complete" and a.status == 200, (fmt, a)
+    assert len(a.token_times) == 20
+    assert fast_mock.requests[-1].path.startswith(FORMATS[fmt].path.split("{")[0].split("?")[0])
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+async def test_every_format_meets_event_faults(fast_mock: MockServer, fmt: str) -> None:
+    """midstream-reset counts events in each format's own framing: cut after 12 events."""
+    a = await _attempt(fast_mock, "midstream-reset", fmt=fmt)
+    assert a.outcome == "reset", (fmt, a)
+    # Formats open with frames that carry no text (Anthropic's message_start...).
+    assert 3 <= len(a.token_times) <= 12
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+async def test_every_format_reads_its_error_frame(fast_mock: MockServer, fmt: str) -> None:
+    """An in-stream error in the format's own shape (stream_error fault) ends the attempt
+    as stream_error, whichever the framing."""
+    a = await _attempt(fast_mock, "overloaded-in-stream", fmt=fmt)
+    assert a.outcome == "stream_error", (fmt, get(FORMATS[fmt].wire).name, a)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 from pathlib import Path
 
 import pytest
 
+from chaosstream.cli.load import FORMAT_NAMES
 from chaosstream.load.plan import (
+    FORMATS,
     LoadPlan,
     Target,
     parse_mix,
@@ -100,3 +103,39 @@ def test_target_and_request_of_each_format() -> None:
     assert json.loads(anthropic.body("hi"))["max_tokens"] == 256
     assert anthropic.headers()["anthropic-version"] == "2023-06-01"
     assert anthropic.request_info(anthropic.body("x")).stream is True
+
+
+def test_gemini_ollama_bedrock_requests() -> None:
+    """The model goes in Gemini's and Bedrock's paths; Gemini's key header and alt=sse,
+    Ollama's NDJSON Accept and no key; a base URL ending in the first segment is kept."""
+    mix = parse_mix("clean=1")
+    gemini = LoadPlan(upstream="http://h:1/v1beta", mix=mix, format="gemini", model="g-2")
+    assert gemini.target.path == "/v1beta/models/g-2:streamGenerateContent?alt=sse"
+    assert gemini.headers()["x-goog-api-key"] == gemini.api_key
+    info = gemini.request_info(gemini.body("hi"))
+    assert info.path.endswith(":streamGenerateContent") and info.query == "alt=sse"
+    assert info.json["contents"][0]["parts"][0]["text"] == "hi"
+    ollama = LoadPlan(upstream="http://h:11434", mix=mix, format="ollama")
+    assert ollama.target.path == "/api/chat" and ollama.target.provider == "ollama"
+    assert ollama.headers()["accept"] == "application/x-ndjson"
+    assert "authorization" not in ollama.headers()
+    bedrock = LoadPlan(upstream="http://h:1", mix=mix, format="bedrock", model="a.b:0")
+    assert bedrock.target.path == "/model/a.b%3A0/converse-stream"
+    responses = LoadPlan(upstream="http://h:1/v1/", mix=mix, format="openai-responses")
+    assert responses.target.path == "/v1/responses"
+    assert json.loads(responses.body("hi"))["input"] == "hi"
+
+
+def test_tls_context_follows_the_options(tmp_path: Path) -> None:
+    """No context for http; https verifies by default; --insecure turns verification off."""
+    mix = parse_mix("clean=1")
+    assert LoadPlan(upstream="http://h:1", mix=mix).ssl_context() is None
+    strict = LoadPlan(upstream="https://h", mix=mix).ssl_context()
+    assert strict is not None and strict.verify_mode == ssl.CERT_REQUIRED
+    loose = LoadPlan(upstream="https://h", mix=mix, insecure=True).ssl_context()
+    assert loose is not None and loose.verify_mode == ssl.CERT_NONE
+
+
+def test_cli_format_choices_are_the_plans_formats() -> None:
+    """`load --format` offers exactly the formats the plan knows how to ask in."""
+    assert set(FORMAT_NAMES) == set(FORMATS)
