@@ -64,8 +64,9 @@ def _replay_options(f: Any) -> Any:
         "redact_fields",
         multiple=True,
         metavar="NAME",
-        help="JSON body field to redact before a cassette is written, at any depth "
-        "(repeatable). Secret headers are always redacted: docs/cassettes.md.",
+        help="JSON field to redact before a cassette is written, at any depth of the request "
+        "body and of the response's JSON (SSE data, NDJSON lines, a JSON body) (repeatable). "
+        "Secret headers are always redacted: docs/cassettes.md.",
     )(f)
     f = click.option(
         "--redact-header",

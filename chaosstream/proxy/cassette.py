@@ -6,7 +6,9 @@ response head arrives (status, headers) and when the exchange ends; the body
 comes from the exchange record, whose upstream bytes are stamped with the time
 of each read. Frames are cut by the format's framer
 (:func:`chaosstream.streams.cassette.frames_of`) and secrets are redacted
-before the file is written (:class:`chaosstream.streams.cassette.Redactor`).
+before the file is written (:class:`chaosstream.streams.cassette.Redactor`):
+headers, query keys, and the JSON fields the user names in the request body
+and in the response's JSON frames.
 
 Record modes follow VCR.py (vcrpy.readthedocs.io, "Record Modes"):
 
@@ -32,6 +34,7 @@ from yarl import URL
 
 from chaosstream._version import __version__
 from chaosstream.faults import RequestInfo
+from chaosstream.proxy.encoding import decoder_for
 from chaosstream.proxy.record import Exchange
 from chaosstream.streams.cassette import (
     INDEX_HEADER,
@@ -139,16 +142,57 @@ class CassetteTap:
         )
         raw = bytes(ex.upstream_chunks)
         times = [(t - t0, n) for t, n in ex.upstream_chunks.times()]
-        frames = [
-            Frame.of(data, max(0.0, t * 1000.0))
-            for data, t in frames_of(raw, times, ex.provider, ex.content_type)
-        ]
+        head = state["response_headers"]
+        cut = frames_of(raw, times, ex.provider, ex.content_type)
+        if red.fields:
+            # Named JSON fields are redacted in the response too (SSE data, NDJSON lines, a
+            # JSON body); frames without one keep their bytes.
+            cut, head = self._redact_response(ex, raw, times, cut, head)
+        frames = [Frame.of(data, max(0.0, t * 1000.0)) for data, t in cut]
         end_ms = ((ex.ended or t0) - t0) * 1000.0
         response = RecordedResponse(
             status=ex.status or 0,
-            headers=red.header_pairs(state["response_headers"]),
+            headers=red.header_pairs(head),
             frames=frames,
             end_ms=round(max(end_ms, frames[-1].t_ms if frames else 0.0), 3),
             complete=ex.outcome != "upstream_error" and not ex.upstream_chunks.truncated,
         )
         return Interaction(request=request, response=response)
+
+    def _redact_response(
+        self,
+        ex: Exchange,
+        raw: bytes,
+        times: list[tuple[float, int]],
+        cut: list[tuple[bytes, float]],
+        head: list[tuple[str, str]],
+    ) -> tuple[list[tuple[bytes, float]], list[tuple[str, str]]]:
+        """The frames with the named JSON fields redacted, and the response head to record.
+
+        A compressed body (recorded as sent) hides its fields: it is decoded read by
+        read, so each frame keeps its time; when a field was redacted the decoded body
+        is recorded and Content-Encoding/Content-Length dropped (the replay sends
+        identity, which every client accepts, RFC 9110 12.5.3); otherwise the body
+        stays as upstream sent it, byte for byte.
+        """
+        red = self.redactor
+        if ex.content_encoding is None:
+            return red.frames(cut, ex.provider, ex.content_type), head
+        decoder = decoder_for(ex.content_encoding)
+        if decoder is None:
+            return cut, head  # a coding this machine cannot read: nothing to find in it
+        plain, plain_times, at = bytearray(), [], 0
+        try:
+            for t, end in times:
+                plain += decoder.decompress(raw[at:end])
+                at = end
+                plain_times.append((t, len(plain)))
+            plain += decoder.flush()
+        except Exception:  # a capped or broken body: record it as sent
+            return cut, head
+        frames = frames_of(bytes(plain), plain_times, ex.provider, ex.content_type)
+        redacted = red.frames(frames, ex.provider, ex.content_type)
+        if redacted == frames:
+            return cut, head
+        dropped = ("content-encoding", "content-length")
+        return redacted, [(k, v) for k, v in head if k.lower() not in dropped]

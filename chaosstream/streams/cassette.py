@@ -22,6 +22,7 @@ import copy
 import difflib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -349,12 +350,25 @@ def frames_of(
     return out
 
 
+# How a JSON text may have been written: tried in turn, so a redacted frame keeps its
+# spacing and escaping whenever its sender used one of these (providers send compact JSON;
+# Python's json.dumps and httpx's ``json=`` the default separators).
+_JSON_STYLES: tuple[tuple[tuple[str, str], bool], ...] = (
+    ((",", ":"), False),
+    ((",", ":"), True),
+    ((", ", ": "), False),
+    ((", ", ": "), True),
+)
+_LINE = re.compile(rb"(\r\n|\r|\n)")  # SSE line ends (WHATWG HTML 9.2.6: CRLF, CR or LF)
+
+
 @dataclass
 class Redactor:
     """Replaces secrets with :data:`REDACTED` before anything reaches disk.
 
     Always: :data:`SECRET_HEADERS` and :data:`SECRET_QUERY`; plus ``headers``
-    and JSON body ``fields`` (at any depth) the user names.
+    and JSON ``fields`` (at any depth) the user names, in request bodies and in
+    response bodies that are JSON (SSE ``data:`` values, NDJSON lines, a JSON body).
     """
 
     headers: frozenset[str] = SECRET_HEADERS
@@ -382,13 +396,91 @@ class Redactor:
         return "&".join(parts)
 
     def body(self, body: bytes) -> bytes:
-        """A JSON body with the named fields redacted, re-serialised compactly; else as is."""
-        if not self.fields or body[:1] not in (b"{", b"["):
-            return body
-        obj = json_or_none(body)
-        if obj is None or not self._redact(obj):
-            return body
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        """A JSON body with the named fields redacted; else as is (see :meth:`json_text`)."""
+        out = self.json_text(body) if self.fields else None
+        return body if out is None else out
+
+    def json_text(self, text: bytes) -> bytes | None:
+        """One JSON value (whitespace around it kept) with the named fields redacted, or None
+        when it is not JSON or holds none of them.
+
+        Only the redacted values change when the text was written in one of the usual
+        styles (compact, or json.dumps' default spacing; escaped non-ASCII or not);
+        otherwise the value is re-serialised compactly.
+        """
+        start, end = 0, len(text)
+        while start < end and text[start] in b" \t\r\n":
+            start += 1
+        while end > start and text[end - 1] in b" \t\r\n":
+            end -= 1
+        core = text[start:end]
+        if core[:1] not in (b"{", b"[") or not self._may_hold(core):
+            return None
+        obj = json_or_none(core)
+        if obj is None:
+            return None
+        before = copy.deepcopy(obj)
+        if not self._redact(obj):
+            return None
+        seps, ascii_only = (",", ":"), False
+        for style, escaped in _JSON_STYLES:
+            if _dumps(before, style, escaped) == core:
+                seps, ascii_only = style, escaped
+                break
+        return text[:start] + _dumps(obj, seps, ascii_only) + text[end:]
+
+    def frames(
+        self, frames: list[tuple[bytes, float]], fmt: str, content_type: str | None
+    ) -> list[tuple[bytes, float]]:
+        """Response frames (:func:`frames_of`) with the named JSON fields redacted.
+
+        A stream's frames are redacted one by one: an SSE event's ``data:`` values, an
+        NDJSON line; a frame without a named field keeps its bytes, so the stream stays
+        byte-exact except the redacted fields. A body that is no stream is redacted whole
+        when it is JSON and becomes one frame at the time it ended (it is only usable
+        whole anyway). An AWS event stream is binary and CRC-checked: it is left as is.
+        """
+        if not self.fields or not frames:
+            return frames
+        if is_stream_body(fmt, content_type):
+            framing = framer_for(fmt).name
+            if framing == "sse":
+                return [(self._sse_event(raw), t) for raw, t in frames]
+            if framing == "ndjson":
+                return [(self.json_text(raw) or raw, t) for raw, t in frames]
+            return frames
+        out = self.json_text(b"".join(raw for raw, _ in frames))
+        return frames if out is None else [(out, frames[-1][1])]
+
+    def _sse_event(self, raw: bytes) -> bytes:
+        """One SSE event with each JSON ``data:`` value redacted; a JSON value spread over
+        several ``data:`` lines (joined by LF, WHATWG HTML 9.2.6) becomes one line."""
+        if b"data:" not in raw or not self._may_hold(raw):
+            return raw
+        parts = _LINE.split(raw)  # [line, end, line, end, ..., rest]
+        data_at = [i for i in range(0, len(parts), 2) if parts[i].startswith(b"data:")]
+        changed = False
+        for i in data_at:
+            value = parts[i][5:]
+            lead = b"data: " if value.startswith(b" ") else b"data:"
+            out = self.json_text(value[len(lead) - 5 :])
+            if out is not None:
+                parts[i] = lead + out
+                changed = True
+        if not changed and len(data_at) > 1:
+            values = [parts[i][5:] for i in data_at]
+            joined = b"\n".join(v[1:] if v.startswith(b" ") else v for v in values)
+            out = self.json_text(joined)
+            if out is not None:
+                parts[data_at[0]] = b"data: " + out.strip()
+                for i in reversed(data_at[1:]):
+                    del parts[i : i + 2]
+                changed = True
+        return b"".join(parts) if changed else raw
+
+    def _may_hold(self, text: bytes) -> bool:
+        """A cheap test before parsing: a named key appears (or an escape could hide one)."""
+        return b"\\" in text or any(json.dumps(f).encode() in text for f in self.fields)
 
     def _redact(self, obj: Any) -> bool:
         changed = False
@@ -403,6 +495,10 @@ class Redactor:
             for v in obj:
                 changed = self._redact(v) or changed
         return changed
+
+
+def _dumps(obj: Any, separators: tuple[str, str], ensure_ascii: bool) -> bytes:
+    return json.dumps(obj, separators=separators, ensure_ascii=ensure_ascii).encode("utf-8")
 
 
 @dataclass
@@ -495,17 +591,32 @@ class Player:
     ) -> Match:
         """The interaction to play for a request, marking it played."""
         req = _key(method, path, self.redactor.query(query), self.redactor.body(body), fmt, stream)
-        hits = [i for i, k in enumerate(self._keys) if not self._differs(k, req)]
-        if hits:
-            same = [i for i in hits if self._keys[i].stream == stream] or hits
-            fresh = [i for i in same if self._uses[i] == 0]
-            pick = fresh[0] if fresh else same[-1]
+        pick = self._pick(req)
+        if pick is not None:
             self._uses[pick] += 1
             self.played.append(pick)
             return Match(pick)
         reason = self._explain(req, f"{method.upper()} {path}" + (f"?{query}" if query else ""))
         self.unmatched.append(reason)
         return Match(None, reason, self._nearest(req))
+
+    def peek(
+        self, method: str, path: str, query: str, body: bytes, fmt: str, stream: bool
+    ) -> int | None:
+        """The first interaction matching a request (preferring its streaming flag), or
+        None; nothing is marked played (the runner asks it for the expected answer)."""
+        req = _key(method, path, self.redactor.query(query), self.redactor.body(body), fmt, stream)
+        hits = [i for i, k in enumerate(self._keys) if not self._differs(k, req)]
+        same = [i for i in hits if self._keys[i].stream == stream] or hits
+        return same[0] if same else None
+
+    def _pick(self, req: _Key) -> int | None:
+        hits = [i for i, k in enumerate(self._keys) if not self._differs(k, req)]
+        if not hits:
+            return None
+        same = [i for i in hits if self._keys[i].stream == req.stream] or hits
+        fresh = [i for i in same if self._uses[i] == 0]
+        return fresh[0] if fresh else same[-1]
 
     def _nearest(self, req: _Key) -> int | None:
         if not self._keys:

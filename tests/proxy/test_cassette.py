@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -179,3 +181,58 @@ async def test_records_an_https_upstream_and_replays_it_byte_identical(tmp_path:
     with served([*args, "--log-format", "json"], tmp_path / "play.log") as proxy:
         url = await asyncio.to_thread(proxy.wait_url)
         assert await post(url) == recorded
+
+
+async def _echoing(request: web.Request) -> web.StreamResponse:
+    """An upstream that echoes the caller's `user` in its answer: SSE, or gzipped JSON."""
+    body = await request.json()
+    if not body.get("stream"):
+        data = json.dumps({"id": "r1", "user": body["user"], "text": "whole"}).encode()
+        return web.Response(
+            body=gzip.compress(data),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    await resp.write(f'data: {{"id":"s1","user":"{body["user"]}"}}\n\n'.encode())
+    await resp.write(b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n')
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+async def test_named_fields_are_redacted_in_the_response_too(tmp_path: Path) -> None:
+    """--redact-field hides an echoed secret in SSE frames and in a gzipped JSON body; every
+    other frame is recorded and replayed byte for byte."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", _echoing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    tape = tmp_path / "tape"
+    streamed = json.dumps({"stream": True, "user": SECRET}).encode()
+    whole = json.dumps({"stream": False, "user": SECRET}).encode()
+    try:
+        args = ["proxy", "--upstream", f"http://127.0.0.1:{runner.addresses[0][1]}"]
+        args += ["--listen", "127.0.0.1:0", "--cassette", str(tape), "--redact-field", "user"]
+        with served([*args, "--log-format", "json"], tmp_path / "rec.log") as proxy:
+            url = await asyncio.to_thread(proxy.wait_url)
+            live = [await post(url, streamed), await post(url, whole)]
+    finally:
+        await runner.cleanup()
+    assert SECRET.encode() in live[0][1] and SECRET.encode() in live[1][1]  # the client got it
+    assert SECRET.encode() not in every_byte(tape)
+    stream_frames, body_frames = (i.response for i in load_cassette(tape).interactions)
+    assert [f.data for f in stream_frames.frames] == [
+        'data: {"id":"s1","user":"REDACTED"}\n\n',
+        'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n',
+        "data: [DONE]\n\n",
+    ]
+    assert "content-encoding" not in {k.lower() for k, _ in body_frames.headers}
+    args = ["proxy", "--upstream", f"cassette:{tape}", "--listen", "127.0.0.1:0"]
+    args += ["--redact-field", "user"]
+    with served([*args, "--log-format", "json"], tmp_path / "play.log") as proxy:
+        url = await asyncio.to_thread(proxy.wait_url)
+        replayed = [await post(url, streamed), await post(url, whole)]
+    assert replayed[0] == (200, live[0][1].replace(SECRET.encode(), REDACTED.encode()))
+    assert json.loads(replayed[1][1]) == {"id": "r1", "user": REDACTED, "text": "whole"}

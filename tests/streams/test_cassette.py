@@ -221,3 +221,64 @@ def test_unknown_matchers_are_refused() -> None:
     """A matcher name outside the list is bad input naming the allowed ones."""
     with pytest.raises(InputError, match="method, path, query, body, stream"):
         Player(Cassette(), match_on=("colour",))
+
+
+def test_response_frames_lose_named_fields_and_keep_every_other_byte() -> None:
+    """SSE data values and NDJSON lines are redacted in their own spacing; other frames,
+    comments, event names and line ends are untouched."""
+    red = Redactor.with_extra(fields=["user", "token"])
+    sse = [
+        (
+            b': keep-alive\r\nevent: delta\r\ndata: {"id":"c1","user":"bob","d":"h\\u00e9"}\r\n\r\n',
+            0.01,
+        ),
+        (b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n', 0.02),
+        (b'data:{"meta": {"token": "t0k", "n": 1}}\n\n', 0.03),
+        (b"data: [DONE]\n\n", 0.04),
+    ]
+    out = red.frames(sse, "openai", "text/event-stream")
+    assert out[0] == (
+        b': keep-alive\r\nevent: delta\r\ndata: {"id":"c1","user":"REDACTED","d":"h\\u00e9"}'
+        b"\r\n\r\n",
+        0.01,
+    )
+    assert out[1] == sse[1] and out[3] == sse[3]
+    assert out[2] == (b'data:{"meta": {"token": "REDACTED", "n": 1}}\n\n', 0.03)
+    lines = [(b'{"message":{"content":"a"},"user":"bob"}\n', 0.1), (b'{"done":true}\n', 0.2)]
+    assert red.frames(lines, "ollama", "application/x-ndjson") == [
+        (b'{"message":{"content":"a"},"user":"REDACTED"}\n', 0.1),
+        (b'{"done":true}\n', 0.2),
+    ]
+    assert Redactor().frames(sse, "openai", "text/event-stream") is sse
+
+
+def test_a_json_value_over_several_data_lines_and_a_json_body_are_redacted() -> None:
+    """A JSON value spread over data: lines becomes one redacted line; a non-stream JSON body
+    read in pieces becomes one redacted frame at the time it ended."""
+    red = Redactor.with_extra(fields=["user"])
+    (event, t), *_ = red.frames(
+        [(b'data: {"user":\ndata:  "bob",\ndata: "n": 2}\n\n', 0.5)], "openai", "text/event-stream"
+    )
+    assert event == b'data: {"user":"REDACTED","n":2}\n\n' and t == 0.5
+    body = [(b'{"id":"x","us', 0.1), (b'er":"bob"}', 0.3)]
+    assert red.frames(body, "openai", "application/json") == [
+        (b'{"id":"x","user":"REDACTED"}', 0.3)
+    ]
+    plain = [(b'{"id":"x"}', 0.1)]
+    assert red.frames(plain, "openai", "application/json") is plain
+    assert red.frames([(b"not json", 0.1)], "openai", "text/plain") == [(b"not json", 0.1)]
+
+
+def test_peek_names_the_match_without_playing_it() -> None:
+    """peek answers which interaction a request matches and leaves the play order alone."""
+    cassette = Cassette(
+        interactions=[
+            interaction(chat("hi"), True, [b"data: first\n\n"]),
+            interaction(chat("hi"), True, [b"data: second\n\n"]),
+        ]
+    )
+    player = Player(cassette)
+    args = ("POST", "/v1/chat/completions", "", chat("hi"), "openai", True)
+    assert player.peek(*args) == 0 and player.peek(*args) == 0
+    assert player.lookup(*args).index == 0 and player.lookup(*args).index == 1
+    assert player.peek("POST", "/v1/other", "", chat("hi"), "openai", True) is None
