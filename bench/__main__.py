@@ -32,6 +32,7 @@ from bench.report import markdown
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
+PARTS = ("burst", "paced", "scaling", "first_byte", "faults", "families", "formats", "cassette")
 
 
 @dataclass
@@ -178,9 +179,13 @@ def measure(mode: str, load: Load, profile: str = "{}", timeout: float = 300.0) 
     proxy = None
     try:
         port = free_port()
-        cmd = proxy_cmd(mode, up_url, port, profile)
         url = up_url
-        if cmd is not None:
+        if mode == "toxiproxy":
+            from bench.scaling import start_toxiproxy, toxic_for
+
+            proxy, port = start_toxiproxy(up_port, toxic_for(profile))
+            url = f"http://127.0.0.1:{port}"
+        elif (cmd := proxy_cmd(mode, up_url, port, profile)) is not None:
             proxy = start(cmd, port)
             url = f"http://127.0.0.1:{port}"
         client(url, Load("warm-up", 5, 20), 60)
@@ -215,6 +220,10 @@ def passthrough_modes(only_modes: list[str] | None) -> list[str]:
     if have_uvloop():
         modes.append("chaosstream+uvloop")
     modes.append("mitmproxy")
+    from bench.scaling import toxiproxy_path
+
+    if toxiproxy_path():  # BENCH_TOXIPROXY: a contender only when the user points at one
+        modes.append("toxiproxy")
     return [m for m in modes if not only_modes or m in only_modes]
 
 
@@ -311,14 +320,17 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["burst", "paced", "faults", "families", "formats", "cassette"],
+        choices=[*PARTS],
         help="Run only these parts.",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="Interleaved rounds of scaling and first_byte."
     )
     parser.add_argument("--modes", nargs="*", help="Only these proxies (direct is the baseline).")
     parser.add_argument("--streams", type=int, help="Override the paced/fault stream count.")
     parser.add_argument("--paced-s", type=float, help="Length of the paced run in seconds.")
     args = parser.parse_args()
-    parts = args.only or ["burst", "paced", "faults", "families", "formats", "cassette"]
+    parts = args.only or list(PARTS)
     many = args.streams or (200 if args.quick else 1000)
     paced_s = args.paced_s or (4.0 if args.quick else 10.0)
     loads = {
@@ -343,6 +355,15 @@ def main() -> None:
             except Exception as e:  # a failed proxy is a result, not a crash
                 runs[mode] = {"mode": mode, "error": str(e)[:500]}
                 results["notes"].append(f"{part}/{mode} failed: {str(e)[:200]}")
+    if "scaling" in parts or "first_byte" in parts:
+        from bench import scaling
+
+        rounds = max(1, args.rounds)
+        if "scaling" in parts:
+            seconds = 4.0 if args.quick else 10.0
+            results["scaling"] = scaling.scaling(6000.0, seconds, rounds, args.modes)
+        if "first_byte" in parts:
+            results["first_byte"] = scaling.first_byte(many, rounds, args.modes)
     if "faults" in parts:
         runs = results["runs"].setdefault("faults", {})
         loops = ["chaosstream"] + (["chaosstream+uvloop"] if have_uvloop() else [])
@@ -377,6 +398,18 @@ def main() -> None:
     (RESULTS / f"{stamp}.json").write_text(text)
     (RESULTS / "latest.json").write_text(text)
     table = markdown(results)
+    if "scaling" in results:
+        from bench import scaling
+
+        table += "\n\n## Cost as streams grow\n\n" + "\n".join(
+            scaling.scaling_table(results["scaling"])
+        )
+    if "first_byte" in results:
+        from bench import scaling
+
+        table += "\n\n## First-byte delay, streams starting together\n\n" + "\n".join(
+            scaling.first_byte_table(results["first_byte"])
+        )
     if "formats" in results:
         from bench import formats
 
