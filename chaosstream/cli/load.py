@@ -183,10 +183,10 @@ def start_mock_process(ttft_ms: float, tokens_per_s: float, tokens: int) -> Iter
 @click.option("--web", is_flag=True, help="Serve Locust's web UI while the run lasts.")
 @click.option(
     "--web-port",
-    type=click.IntRange(1, 65535),
+    type=click.IntRange(0, 65535),
     default=8089,
     show_default=True,
-    help="Port of the web UI (127.0.0.1).",
+    help="Port of the web UI (127.0.0.1; 0: a free port, printed on stderr).",
 )
 @click.option("--master", is_flag=True, help="Be a Locust master: workers run the users.")
 @click.option("--worker", is_flag=True, help="Be a Locust worker of --master-host.")
@@ -364,8 +364,11 @@ def load(
             result = run_load(plan, options)
         except LoadError as e:
             raise BadInput(str(e)) from None
+    # DESIGN.md exit codes: 130 / 143 when SIGINT / SIGTERM ended the run; the report
+    # of what ran is still written, marked "interrupted": true.
+    interrupted_exit = 128 + result.interrupted if result.interrupted else None
     if mode == "worker":
-        sys.exit(0)
+        sys.exit(interrupted_exit or 0)
     objectives = Objectives(max_interruption_rate, min_goodput, ttft_slo_ms, ttlt_slo_ms)
     run = {
         "upstream": given_upstream or "embedded mock",
@@ -380,9 +383,12 @@ def load(
         "seed": seed,
     }
     doc = load_document(result.stats, result.duration_s, run, objectives)
+    doc["interrupted"] = result.interrupted is not None
     click.echo(terminal_summary(doc))
     if json_file is not None:
         Path(json_file).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     if html_file is not None:
         Path(html_file).write_text(html_report(doc, result.stats), encoding="utf-8")
+    if interrupted_exit is not None:
+        sys.exit(interrupted_exit)
     sys.exit(1 if check_objectives(doc["overall"], objectives) else 0)

@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import os
 import random
+import signal
 import socket
 import ssl
 import sys
@@ -40,7 +41,7 @@ from typing import Any, TextIO, TypeVar
 
 import gevent  # type: ignore[import-untyped]
 import gevent.monkey  # type: ignore[import-untyped]
-from gevent.event import AsyncResult  # type: ignore[import-untyped]
+from gevent.event import AsyncResult, Event  # type: ignore[import-untyped]
 from locust import User, constant, task
 from locust.env import Environment
 from locust.event import Events
@@ -249,6 +250,8 @@ class EngineResult:
     started_wall: float
     workers: int = 0
     locust_requests: int = 0
+    interrupted: int | None = None
+    """The signal (SIGINT, SIGTERM) that ended the run early, if one did."""
 
 
 def _progress(
@@ -282,6 +285,49 @@ def _every_second(fn: Callable[[], None]) -> None:
         fn()
 
 
+class _Stopper(Event):  # type: ignore[misc]
+    """Set by SIGINT or SIGTERM: the run ends early, its report is still written.
+
+    gevent's own signal handlers: Python's would raise KeyboardInterrupt in the hub,
+    which does not reach the greenlet that waits for the run's end.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signum: int | None = None
+        self._handlers = [
+            gevent.signal_handler(sig, self._on_signal, sig)
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        ]
+
+    def _on_signal(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.set()
+
+    def close(self) -> None:
+        for handler in self._handlers:
+            handler.cancel()
+
+
+def _start_web_ui(env: Environment, host: str, port: int) -> str:
+    """Locust's web UI on ``host:port`` (0: a free port); its URL once it listens."""
+    # Locust's page parses sys.argv with its own parser for its "extra arguments"
+    # (locust/web.py update_template_args -> argument_parser.ui_extra_args_dict()), and
+    # exits on options it does not know, such as ours: click has read them already.
+    del sys.argv[1:]
+    web_ui = env.create_web_ui(host, port)
+    deadline = time.monotonic() + 10.0
+    while True:
+        server = getattr(web_ui, "server", None)
+        if server is not None and server.started:
+            return f"http://{host}:{server.address[1]}"
+        greenlet = web_ui.greenlet
+        if (greenlet is not None and greenlet.dead) or time.monotonic() > deadline:
+            raise LoadError(f"the web UI could not listen on {host}:{port}")
+        gevent.sleep(0.01)
+
+
 def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
     """Run the load as ``options.mode`` says and return the totals (empty on a worker)."""
     bridge = AsyncBridge()
@@ -306,6 +352,7 @@ def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
     )
     workers = 0
     greenlets: list[Any] = []
+    stopper = _Stopper()
     started_wall = time.time()
     started = time.monotonic()
     try:
@@ -317,8 +364,12 @@ def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
 
             env.events.report_to_master.add_listener(report)  # type: ignore[no-untyped-call]
             greenlets.append(gevent.spawn(_every_second, collector.sample))
+            # A signal quits the worker the Locust way: it tells its master it leaves.
+            stopper.rawlink(lambda _: runner.quit())
             runner.greenlet.join()
-            return EngineResult(LoadStats(), time.monotonic() - started, started_wall)
+            return EngineResult(
+                LoadStats(), time.monotonic() - started, started_wall, interrupted=stopper.signum
+            )
         if options.mode == "master":
             runner = env.create_master_runner(options.master_bind_host, options.master_port)
 
@@ -334,13 +385,18 @@ def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
                         f"{len(runner.clients.ready)} of {options.expect_workers} workers "
                         f"connected within {options.expect_workers_timeout_s:g} s"
                     )
-                gevent.sleep(0.1)
+                if stopper.wait(0.1):
+                    signum = stopper.signum
+                    return EngineResult(collector.stats, 0.0, started_wall, interrupted=signum)
             workers = len(runner.clients.ready)
         else:
             runner = env.create_local_runner()
             greenlets.append(gevent.spawn(_every_second, collector.sample))
         if options.web:
-            env.create_web_ui(options.web_host, options.web_port)
+            url = _start_web_ui(env, options.web_host, options.web_port)
+            if options.progress is not None:
+                options.progress.write(f"Locust web UI: {url}\n")
+                options.progress.flush()
             greenlets.append(gevent.spawn(stats_history, runner))
         writer = None
         if options.csv_prefix:
@@ -354,7 +410,7 @@ def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
         started_wall = time.time()
         started = time.monotonic()
         runner.start(options.users, options.spawn_rate)
-        gevent.sleep(options.run_time_s)
+        stopper.wait(options.run_time_s)
         duration = time.monotonic() - started
         if isinstance(runner, MasterRunner):
             runner.quit()  # workers stop, send their last report; the master waits 0.5 s for it
@@ -371,6 +427,7 @@ def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
             started_wall,
             workers,
             env.stats.total.num_requests,
+            stopper.signum,
         )
     finally:
         for g in greenlets:
@@ -379,4 +436,5 @@ def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
             with contextlib.suppress(Exception):
                 if env.runner is not None and not isinstance(env.runner, MasterRunner):
                     env.runner.quit()
+        stopper.close()
         bridge.stop()

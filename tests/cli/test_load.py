@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
 import ssl
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -136,3 +140,45 @@ async def test_https_upstream_is_verified_by_default(https_mock: tuple[str, Path
     assert "connect" in out and "objective missed" in out
     code, out, err = await _run_async(*base, "--insecure")
     assert code == 0, err
+
+
+def test_web_ui_serves_page_and_stats_then_stops_on_sigint(tmp_path: Path) -> None:
+    """--web --web-port 0: Locust's page and its stats JSON answer on loopback while the
+    run lasts; SIGINT ends it early with exit 130 and a report marked interrupted."""
+    out = tmp_path / "web.json"
+    proc = subprocess.Popen(
+        [*CMD, "--users", "3", "--spawn-rate", "20", "--run-time", "60s", "--web",
+         "--web-port", "0", "--mix", "clean=1", "--mock-ttft-ms", "20", "--mock-tokens", "10",
+         "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        url = None
+        for line in proc.stderr:  # the URL line comes before any progress line
+            found = re.search(r"Locust web UI: (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url is not None, proc.stderr.read()
+        with urllib.request.urlopen(url + "/", timeout=10) as resp:
+            assert resp.status == 200 and "locust" in resp.read().decode().lower()
+        deadline, rows = time.monotonic() + 20, []
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url + "/stats/requests", timeout=10) as resp:
+                stats = json.loads(resp.read())
+            rows = [r for r in stats["stats"] if r["name"] == "clean" and r["num_requests"]]
+            if rows:
+                break
+            time.sleep(0.2)
+        assert rows and rows[0]["method"] == "STREAM" and stats["state"] in ("spawning", "running")
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] is True and doc["overall"]["streams"] >= 1
+    assert doc["run"]["duration_s"] < 30 and "overall" in stdout
