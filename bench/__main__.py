@@ -32,7 +32,17 @@ from bench.report import markdown
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
-PARTS = ("burst", "paced", "scaling", "first_byte", "faults", "families", "formats", "cassette")
+PARTS = (
+    "burst",
+    "paced",
+    "scaling",
+    "first_byte",
+    "faults",
+    "families",
+    "formats",
+    "cassette",
+    "load",
+)
 
 
 @dataclass
@@ -392,6 +402,12 @@ def main() -> None:
 
         print("[bench] cassette: replay fidelity ...", file=sys.stderr, flush=True)
         results["cassette"] = asyncio.run(cassette.measure())
+    if "load" in parts:
+        from bench import load as load_bench
+
+        print("[bench] load: users per core of a Locust worker ...", file=sys.stderr, flush=True)
+        users = [100] if args.quick else [100, 300, 1000]
+        results["load"] = load_bench.run(users, ["clean", "mobile-3g"], 8.0 if args.quick else 20.0)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     text = json.dumps(results, indent=2)
@@ -420,6 +436,10 @@ def main() -> None:
         from bench import cassette
 
         table += "\n\n## Cassette replay fidelity\n\n" + cassette.table(results["cassette"])
+    if "load" in results:
+        from bench import load as load_bench
+
+        table += "\n\n## Load generator: users per core\n\n" + load_bench.table(results["load"])
     (RESULTS / "latest.md").write_text(table)
     print(table)
     if "formats" in results:

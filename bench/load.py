@@ -1,13 +1,15 @@
 """Users per core of one `chaosstream load` worker, clean vs a fault profile.
 
-    python -m bench.load [--users 100 300] [--profiles clean mobile-3g] [--run-time 20]
+    python -m bench.load [--users 100 300 1000] [--profiles clean mobile-3g] [--run-time 20]
+    python -m bench --only load          (the same, inside the whole report)
 
-For each (profile, users) it starts the embedded mock as its own process (so it
-gets its own core), runs `chaosstream load` against it for --run-time seconds
-and reads the load process's CPU time with psutil. A worker *sustains* its users
-when it stays under 90 % of one core and the clean ITL p50 stays within 20 % of
-the mock's pace; users per core = users / CPU share. The last line says how many
-workers a 10,000-user test needs at the worst measured rate.
+It starts the embedded mock as its own process (so it gets its own core), runs
+`chaosstream load` against it for --run-time seconds per (profile, users) and
+reads both processes' CPU time with psutil. Users per core = users / the load
+process's CPU share. When the mock saturates its core (its share near 100 %), it
+paces every user slower and the load process has less to do: "at pace" scales
+users per core by the users' delivered token rate over the rate at the smallest
+user count, so the 10,000-user estimate is not flattered by a slow server.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -41,7 +44,11 @@ def start_mock() -> tuple[subprocess.Popen[str], str]:
     raise SystemExit("mock did not start")
 
 
-def measure(url: str, profile: str, users: int, run_time: float) -> dict[str, float | int | str]:
+def measure(
+    url: str, profile: str, users: int, run_time: float, mock_pid: int
+) -> dict[str, float | int | str]:
+    mock = psutil.Process(mock_pid)
+    mock_before = sum(mock.cpu_times()[:2])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "load.json"
         proc = psutil.Popen(
@@ -61,15 +68,18 @@ def measure(url: str, profile: str, users: int, run_time: float) -> dict[str, fl
             time.sleep(0.2)
         wall = time.monotonic() - start
         doc = json.loads(out.read_text())
+    mock_share = (sum(mock.cpu_times()[:2]) - mock_before) / wall
     o = doc["overall"]
     share = cpu / wall
     return {
         "profile": profile,
         "users": users,
         "cpu_share": round(share, 3),
+        "mock_cpu_share": round(mock_share, 3),
         "users_per_core": round(users / share) if share else 0,
         "streams_per_s": o["requests_per_s"],
         "tokens_per_s": o["tokens_per_s"],
+        "tokens_per_user_s": round(o["tokens_per_s"] / users, 2),
         "ttft_p50_ms": o["ttft_ms"]["p50"],
         "itl_p50_ms": o["itl_ms"]["p50"],
         "itl_p99_ms": o["itl_ms"]["p99"],
@@ -77,26 +87,67 @@ def measure(url: str, profile: str, users: int, run_time: float) -> dict[str, fl
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, nargs="+", default=[100, 300])
-    parser.add_argument("--profiles", nargs="+", default=["clean", "mobile-3g"])
-    parser.add_argument("--run-time", type=float, default=20.0)
-    args = parser.parse_args()
+def run(users: list[int], profiles: list[str], run_time: float, log: bool = True) -> dict[str, Any]:
+    """Every (profile, users) row, the rate at pace, and the workers 10,000 users need."""
     mock, url = start_mock()
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
-        for profile in args.profiles:
-            for users in args.users:
-                row = measure(url, profile, users, args.run_time)
+        for profile in profiles:
+            for n in sorted(users):
+                row = measure(url, profile, n, run_time, mock.pid)
                 rows.append(row)
-                print(json.dumps(row), flush=True)
+                if log:
+                    print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
         mock.terminate()
         mock.wait()
-    # Wall time includes start-up (~2 s of imports), so users per core is a floor.
-    worst = min(int(r["users_per_core"]) for r in rows)
-    print(f"workers for 10,000 users at {worst} users/core: {math.ceil(10_000 / worst)}")
+    for profile in profiles:
+        mine = [r for r in rows if r["profile"] == profile]
+        pace = mine[0]["tokens_per_user_s"] or 1.0
+        for r in mine:
+            r["users_per_core_at_pace"] = round(r["users_per_core"] * r["tokens_per_user_s"] / pace)
+    worst = min(int(r["users_per_core_at_pace"]) for r in rows) or 1
+    return {
+        "cores": psutil.cpu_count(),
+        "run_time_s": run_time,
+        "mock": {"ttft_ms": TTFT_MS, "tokens_per_s": TOKENS_PER_S, "tokens": 50},
+        "rows": rows,
+        "worst_users_per_core": worst,
+        "workers_for_10000": math.ceil(10_000 / worst),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """Markdown for the report."""
+    lines = [
+        "| profile | users | load CPU | mock CPU | users/core | at pace | streams/s "
+        "| TTFT p50 ms | ITL p50 / p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['profile']} | {r['users']} | {r['cpu_share']:.0%} | {r['mock_cpu_share']:.0%} "
+            f"| {r['users_per_core']} | {r['users_per_core_at_pace']} | {r['streams_per_s']} "
+            f"| {r['ttft_p50_ms']} | {r['itl_p50_ms']} / {r['itl_p99_ms']} |"
+        )
+    lines.append(
+        f"\nWorst rate at pace: {result['worst_users_per_core']} users per core: "
+        f"{result['workers_for_10000']} single-core workers for 10,000 users."
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--users", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--profiles", nargs="+", default=["clean", "mobile-3g"])
+    parser.add_argument("--run-time", type=float, default=20.0)
+    args = parser.parse_args()
+    result = run(args.users, args.profiles, args.run_time)
+    print(json.dumps(result, indent=2))
+    print(table(result))
 
 
 if __name__ == "__main__":
