@@ -18,10 +18,13 @@ responses"):
    connection closes without ``data: [DONE]``: the ``for`` loop simply stops.
    So the client tracks ``finish_reason`` itself; a stream that ends without
    one was cut (``StreamCut``), however clean the TCP close looked.
-3. **Notices a silent stall.** A connection can stay open and send nothing.
-   The HTTP read timeout is the *idle* timeout: no byte for ``--idle-timeout``
+3. **Notices a stall, silent or not.** A connection can stay open and send
+   nothing, or keep "breathing" (SSE ``: keepalive`` comments, pings) with no
+   content at all: every keep-alive restarts a byte read timeout, so the
+   client times *content* instead. No answer chunk for ``--idle-timeout``
    seconds means the stream is dead. (It must be longer than the provider's
-   worst time to first token, which it also bounds.)
+   worst time to first token, which it also bounds.) The HTTP read timeout
+   is set to the same value, so a silent socket is freed too.
 4. **Retries with jittered exponential backoff** (0.5 s, 1 s, 2 s, ... each
    between half and all of that, so many clients don't retry in lockstep),
    and **honours Retry-After**: after a 429/503 carrying ``Retry-After`` (or
@@ -34,6 +37,10 @@ responses"):
 6. **Fails loudly.** After ``--max-attempts`` (4) it gives up with a clear
    message on stderr and exit code 1, never leaving half an answer looking
    like a whole one.
+7. **Says when an answer was stopped short.** ``finish_reason: "length"``
+   (the token limit) or ``"content_filter"`` ends a stream cleanly with half
+   an answer; retrying gets the same limit, so the client keeps the text and
+   tells its user on stderr that it is incomplete.
 
 It sets ``max_retries=0`` on the SDK client: the SDK's own retries would hide
 the behaviour from you (and from chaosstream), and they cannot see a stream
@@ -44,10 +51,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import random
 import sys
+import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import openai
 
@@ -63,6 +72,10 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 8.0
 # A server asking us to wait longer than this is down for now: give up instead.
 MAX_RETRY_AFTER_S = 60.0
+# The longest wait for the next piece of answer (keep-alives do not count).
+CONTENT_TIMEOUT_S = 10.0
+# Stops that end a stream cleanly with an answer that is not whole.
+STOPPED_SHORT = {"length": "the token limit", "content_filter": "a content filter"}
 # HTTP statuses worth another try; anything else 4xx is our own mistake.
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
@@ -104,16 +117,55 @@ def retry_after_s(error: BaseException) -> float | None:
     return None
 
 
-def stream_answer(client: openai.OpenAI, model: str, prompt: str, out: TextIO) -> str:
+def _chunks(stream: Any, timeout_s: float) -> Any:
+    """The stream's chunks, raising :class:`StreamCut` when none comes for ``timeout_s``.
+
+    The SDK swallows keep-alives (SSE comments never become chunks), so a wait
+    here is a wait for content. The SDK's iteration blocks inside a socket
+    read, so it runs in a reader thread and this side waits on a queue.
+    """
+    items: queue.Queue[Any] = queue.Queue()
+    done = object()
+
+    def read() -> None:
+        try:
+            for chunk in stream:
+                items.put(chunk)
+        except BaseException as e:  # handed over and raised on this side
+            items.put(e)
+        items.put(done)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        try:
+            item = items.get(timeout=timeout_s)
+        except queue.Empty:
+            raise StreamCut(f"no content for {timeout_s:g} s (stalled)") from None
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def stream_answer(
+    client: openai.OpenAI,
+    model: str,
+    prompt: str,
+    out: TextIO,
+    log: TextIO = sys.stderr,
+    content_timeout_s: float = CONTENT_TIMEOUT_S,
+) -> str:
     """Stream one answer to ``out``; raise :class:`StreamCut` if it was cut short."""
     pieces: list[str] = []
     finish_reason = None
     stream = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": prompt}], stream=True
     )
-    # `with` closes the connection whatever happens, so no stream leaks upstream.
+    # `with` closes the connection whatever happens (a stall too), so no stream
+    # leaks upstream.
     with stream:
-        for chunk in stream:
+        for chunk in _chunks(stream, content_timeout_s):
             for choice in chunk.choices:
                 if choice.delta.content:
                     pieces.append(choice.delta.content)
@@ -125,7 +177,18 @@ def stream_answer(client: openai.OpenAI, model: str, prompt: str, out: TextIO) -
         # The SDK stops quietly when the body ends without [DONE]; only the
         # missing finish_reason tells us the answer is incomplete.
         raise StreamCut(f"stream ended without finish_reason after {len(''.join(pieces))} chars")
+    warn_if_stopped_short(finish_reason, log)
     return "".join(pieces)
+
+
+def warn_if_stopped_short(finish_reason: str | None, log: TextIO) -> None:
+    """Tell the user an answer that ended cleanly is still not whole."""
+    if finish_reason in STOPPED_SHORT:
+        log.write(
+            f"\n[note: the answer is incomplete: stopped by {STOPPED_SHORT[finish_reason]}"
+            f" (finish_reason {finish_reason!r})]\n"
+        )
+        log.flush()
 
 
 def whole_answer(client: openai.OpenAI, model: str, prompt: str, out: TextIO) -> str:
@@ -140,6 +203,7 @@ def whole_answer(client: openai.OpenAI, model: str, prompt: str, out: TextIO) ->
         raise StreamCut(f"the response ended with finish_reason {choice.finish_reason!r}")
     out.write(choice.message.content)
     out.flush()
+    warn_if_stopped_short(choice.finish_reason, sys.stderr)
     return choice.message.content
 
 
@@ -151,6 +215,7 @@ def ask(
     max_attempts: int = MAX_ATTEMPTS,
     out: TextIO = sys.stdout,
     log: TextIO = sys.stderr,
+    content_timeout_s: float = CONTENT_TIMEOUT_S,
 ) -> str:
     """Get the whole answer, printing it as it comes; raise :class:`GiveUp` when out of tries."""
     stream_failures = 0
@@ -160,7 +225,7 @@ def ask(
         wait_at_least: float | None = None
         try:
             if streaming:
-                return stream_answer(client, model, prompt, out)
+                return stream_answer(client, model, prompt, out, log, content_timeout_s)
             return whole_answer(client, model, prompt, out)
         except openai.APIStatusError as e:
             # Refused before any answer: retry only what can heal.
@@ -196,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-timeout",
         type=float,
         default=10.0,
-        help="Seconds without a byte before a stream counts as stalled (default 10).",
+        help="Seconds without a piece of answer (keep-alives do not count) before a "
+        "stream counts as stalled (default 10).",
     )
     parser.add_argument("--max-attempts", type=int, default=MAX_ATTEMPTS)
     args = parser.parse_args(argv)
@@ -207,7 +273,13 @@ def main(argv: list[str] | None = None) -> int:
         timeout=openai.Timeout(connect=10.0, read=args.idle_timeout, write=10.0, pool=10.0),
     )
     try:
-        ask(client, args.model, prompt, max_attempts=args.max_attempts)
+        ask(
+            client,
+            args.model,
+            prompt,
+            max_attempts=args.max_attempts,
+            content_timeout_s=args.idle_timeout,
+        )
     except GiveUp as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from chaosstream.cli.commands import cli
+from chaosstream.verify.battery import BATTERY
 
 CLIENTS = Path(__file__).parent.parent / "programs"
 
@@ -48,11 +49,13 @@ def test_swallowing_client_fails_the_scorecard(tmp_path: Path) -> None:
         "midstream-reset": False,
         "midstream-close": False,
         "silent-stall": False,
+        "keepalive-stall": False,
         "rate-limited-429": True,
         "unavailable-503": True,
         "overloaded-in-stream": False,
         "malformed-event": False,
         "buffering-middlebox": True,
+        "length-stop": False,
         "mobile-3g-lossy": True,
     }
     close = next(s for s in data["scenarios"] if s["name"] == "midstream-close")
@@ -82,8 +85,8 @@ def test_swallowing_client_fails_the_scorecard(tmp_path: Path) -> None:
     assert "characters shown" in close["expectations"][0]["evidence"]
     assert "FAIL midstream-close / resilient: silent truncation" in result.output
     cases = ET.parse(junit).getroot().findall(".//testcase")
-    assert len(cases) == 11
-    assert sum(1 for c in cases if c.find("failure") is not None) == 6
+    assert len(cases) == len(BATTERY)
+    assert sum(1 for c in cases if c.find("failure") is not None) == 8
 
 
 def test_check_needs_a_command() -> None:
@@ -96,7 +99,7 @@ def test_check_needs_a_command() -> None:
 
 
 def test_false_fails_every_scenario(tmp_path: Path) -> None:
-    """`check -- false` sends nothing through the proxy: 0/11, attempts 0, fault_met false."""
+    """`check -- false` sends nothing through the proxy: 0/13, attempts 0, fault_met false."""
     report = tmp_path / "c.json"
     result = CliRunner().invoke(
         cli, ["check", "--seed", "5", "--timeout-s", "5", "--json", str(report), "--", "false"]
@@ -104,7 +107,7 @@ def test_false_fails_every_scenario(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     data = json.loads(report.read_text())
     assert data["passed"] is False
-    assert [s["passed"] for s in data["scenarios"]] == [False] * 11
+    assert [s["passed"] for s in data["scenarios"]] == [False] * len(BATTERY)
     for s in data["scenarios"]:
         assert s["observed"]["attempts"] == 0
         assert s["observed"]["fault_met"] is (None if s["name"] == "clean" else False)
@@ -112,4 +115,4 @@ def test_false_fails_every_scenario(tmp_path: Path) -> None:
         assert evidence.startswith("the client sent no request through the proxy"), evidence
         assert "silent truncation" not in evidence
         assert s["repro"] == f"chaosstream proxy --profile {s['profile']} --seed 5"
-    assert "0/11 scenarios passed" in result.output
+    assert f"0/{len(BATTERY)} scenarios passed" in result.output

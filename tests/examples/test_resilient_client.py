@@ -9,13 +9,15 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from chaosstream.cli.commands import cli
+from chaosstream.verify.battery import BATTERY
 from chaosstream.verify.expectations import RESILIENT
 
 CLIENT = [sys.executable, "-m", "chaosstream.examples.resilient_client", "--idle-timeout", "4"]
 
 
 def test_reference_client_passes_the_whole_check_battery(tmp_path: Path) -> None:
-    """Every battery scenario passes: the client completes each one, honouring Retry-After."""
+    """Every battery scenario passes: the client completes each one, honouring Retry-After,
+    and tells its user when a length stop left the answer incomplete."""
     report = tmp_path / "check.json"
     result = CliRunner().invoke(
         cli, ["check", "--seed", "7", "--timeout-s", "30", "--json", str(report), "--", *CLIENT]
@@ -23,15 +25,24 @@ def test_reference_client_passes_the_whole_check_battery(tmp_path: Path) -> None
     data = json.loads(report.read_text())
     assert result.exit_code == 0, result.output
     assert data["passed"] is True
-    assert len(data["scenarios"]) >= 11
+    assert len(data["scenarios"]) == len(BATTERY)
     for s in data["scenarios"]:
         assert [e["name"] for e in s["expectations"]] == [RESILIENT]
         obs = s["observed"]
-        assert obs["completed"] and not obs["silent_truncation"], s
+        stopped = s["name"] == "length-stop"  # a stop is flagged, not completed
+        assert obs["completed"] is not stopped and not obs["silent_truncation"], s
         assert obs["attempts"] <= 4 and obs["respected_retry_after"], s
     by_name = {s["name"]: s["observed"] for s in data["scenarios"]}
     assert by_name["clean"]["attempts"] == 1
-    for cut in ("midstream-reset", "midstream-close", "silent-stall", "rate-limited-429"):
+    stop = by_name["length-stop"]
+    assert (stop["attempts"], stop["exit_code"]) == (1, 0)
+    for cut in (
+        "midstream-reset",
+        "midstream-close",
+        "silent-stall",
+        "keepalive-stall",
+        "rate-limited-429",
+    ):
         assert by_name[cut]["retried"] is True, cut
 
 

@@ -14,11 +14,12 @@ from chaosstream.verify.battery import BATTERY, battery
 from chaosstream.yamlfile import load_text
 
 # Faults a retry can recover from: the battery fires them on the first attempt only.
-RECOVERABLE = ("disconnect", "http_error", "stream_error", "corrupt")
+RECOVERABLE = ("disconnect", "http_error", "stream_error", "corrupt", "content")
 
 
 def test_battery_covers_the_design_list() -> None:
-    """The battery has the scenarios DESIGN.md lists, each with a valid profile."""
+    """The battery has the scenarios DESIGN.md lists, each with a valid profile, plus the
+    keep-alive-only stall and the length stop (issue 14)."""
     names = [name for name, _ in BATTERY]
     assert names == [
         "clean",
@@ -26,11 +27,13 @@ def test_battery_covers_the_design_list() -> None:
         "midstream-reset",
         "midstream-close",
         "silent-stall",
+        "keepalive-stall",
         "rate-limited-429",
         "unavailable-503",
         "overloaded-in-stream",
         "malformed-event",
         "buffering-middlebox",
+        "length-stop",
         "mobile-3g-lossy",
     ]
     loaded = battery(timeout_s=5)
@@ -38,6 +41,7 @@ def test_battery_covers_the_design_list() -> None:
     assert all(s.timeout_s == 5 for s, _ in loaded)
     types = {f.type for _, p in loaded for f in p.faults}
     assert {"disconnect", "latency", "http_error", "stream_error", "corrupt", "buffer"} <= types
+    assert "content" in types
 
 
 def test_every_battery_profile_is_builtin() -> None:

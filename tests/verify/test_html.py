@@ -15,7 +15,7 @@ import pytest
 
 from chaosstream.clients.runner import RunOptions, run_scenarios
 from chaosstream.mock import MockSettings
-from chaosstream.verify.battery import battery
+from chaosstream.verify.battery import BATTERY, battery
 from chaosstream.verify.html import render_html, scenario_chart
 from chaosstream.verify.results import RunReport
 from chaosstream.verify.timeline import run_timeline
@@ -29,7 +29,7 @@ DATA = re.compile(r'<script type="application/json" id="chaosstream-data">(.*?)<
 
 @pytest.fixture(scope="module")
 def battery_report() -> RunReport:
-    """The whole 11-scenario battery against the swallowing client (stalls cut at 3 s)."""
+    """The whole battery against the swallowing client (stalls cut at 3 s)."""
 
     async def go() -> RunReport:
         options = RunOptions(seed=5, resilient=True, mock_settings=QUICK)
@@ -65,7 +65,7 @@ def embedded(html: str) -> dict[str, Any]:
 def test_battery_report_is_small_and_carries_its_data(
     battery_report: RunReport, battery_html: Path
 ) -> None:
-    """Under 5 MB for the 11 scenarios, every asset inline, the data block the whole timeline."""
+    """Under 5 MB for the whole battery, every asset inline, the data block the whole timeline."""
     size = battery_html.stat().st_size
     assert size < 5 * 1024 * 1024, size
     html = battery_html.read_text(encoding="utf-8")
@@ -73,7 +73,7 @@ def test_battery_report_is_small_and_carries_its_data(
     data = embedded(html)
     assert data == json.loads(json.dumps(run_timeline(battery_report)))
     assert [s["name"] for s in data["scenarios"]] == [r.name for r in battery_report.results]
-    assert len(data["scenarios"]) == 11
+    assert len(data["scenarios"]) == len(BATTERY)
     for s, r in zip(data["scenarios"], battery_report.results, strict=True):
         assert len(s["lanes"]) == len(r.exchanges)
         assert [f["exchange"] for f in s["faults"]] == [e.id for e in r.exchanges for _ in e.faults]
@@ -132,8 +132,8 @@ async def test_report_opens_offline_in_chromium_without_errors(
             page.on("request", lambda r: requests.append(r.url))
             await page.goto(battery_html.as_uri())
             await page.wait_for_function("document.body.dataset.charts !== undefined")
-            assert await page.evaluate("document.body.dataset.charts") == "11"
-            assert await page.locator("div.chart svg").count() == 11
+            assert await page.evaluate("document.body.dataset.charts") == str(len(BATTERY))
+            assert await page.locator("div.chart svg").count() == len(BATTERY)
             shot = artifacts / "html-report-midstream-close.png"
             section = page.locator('section[data-name="midstream-close"]')
             assert len(await section.screenshot(path=str(shot))) > 10_000
