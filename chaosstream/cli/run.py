@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from chaosstream.mock import MockSettings
     from chaosstream.verify.report import TerminalProgress
     from chaosstream.verify.results import RunReport, ScenarioResult
-    from chaosstream.verify.scenario import Scenario
+    from chaosstream.verify.scenario import AppServer, Scenario
 
 __all__ = ["EXIT_CODES", "Interrupts", "check", "collect", "execute", "run", "run_options"]
 
@@ -205,6 +205,8 @@ def execute(
     mock_settings: MockSettings | None = None,
     html_path: str | None = None,
     otel: bool | None = None,
+    app: AppServer | None = None,
+    model_listen: int | None = None,
 ) -> int:
     """Run, print progress and the table, write the reports; the exit code:
     0, 1, or 130/143 when SIGINT/SIGTERM stopped the run (see :class:`Interrupts`).
@@ -227,6 +229,8 @@ def execute(
         mock_settings=mock_settings,
         report_path=json_path or junit_path or html_path,
     )
+    options.app = app
+    options.model_listen = model_listen
     telemetry = open_telemetry(otel)
     if telemetry is not None:
         options.on_proxy = telemetry.attach
@@ -259,6 +263,14 @@ def execute(
 
 # Output paths are checked before the run: a missing folder is not found after the scenarios.
 _REPORT_OPTIONS = [
+    click.option(
+        "--model-listen",
+        "model_listen",
+        type=click.IntRange(1, 65535),
+        metavar="PORT",
+        help="With an app server (`server:`, --app): the model-side proxy's port, fixed for "
+        "an app that reads OPENAI_BASE_URL once or runs already. Default: a free port.",
+    ),
     click.option(
         "--json",
         "json_path",
@@ -427,6 +439,7 @@ def run(
     upstream: str | None,
     seed: int | None,
     otel: bool | None,
+    model_listen: int | None,
     timeout_s: float | None,
     only: tuple[str, ...],
     command: tuple[str, ...],
@@ -464,9 +477,29 @@ def run(
             record=record,
             resilient=False,
             title=f"chaosstream run {scenario_file}",
+            app=suite.server,
             otel=otel,
+            model_listen=model_listen,
         )
     )
+
+
+def _app_server(value: str | None) -> AppServer | None:
+    """``--app CMD|URL`` as a ``server:`` spec; a bad one is exit 2."""
+    if value is None:
+        return None
+    import shlex
+
+    from pydantic import ValidationError
+
+    from chaosstream.verify.scenario import AppServer
+
+    try:
+        if value.startswith(("http://", "https://")):
+            return AppServer(url=value)
+        return AppServer(command=shlex.split(value))
+    except (ValueError, ValidationError) as e:
+        raise click.BadParameter(f"{value!r}: {e}", param_hint="--app") from None
 
 
 def _selectors(values: tuple[str, ...]) -> dict[str, str]:
@@ -518,6 +551,14 @@ def _selectors(values: tuple[str, ...]) -> dict[str, str]:
     "stop, typing); repeatable. Parts not given are found by role and text: "
     "docs/web-app.md, 'Which elements'.",
 )
+@click.option(
+    "--app",
+    metavar="CMD|URL",
+    help="With --browser: the app server between the page and the model, as a command to "
+    "start (given PORT and OPENAI_BASE_URL ... of the model-side proxy) or the URL of one "
+    "running. The page is then driven through a second, browser-side proxy and the battery's "
+    "faults act on the model hop: docs/web-app.md.",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]")
 def check(
     json_path: str | None,
@@ -527,11 +568,13 @@ def check(
     upstream: str | None,
     seed: int | None,
     otel: bool | None,
+    model_listen: int | None,
     timeout_s: float,
     only: tuple[str, ...],
     list_only: bool,
     page_url: str | None,
     selectors: dict[str, str],
+    app: str | None,
     command: tuple[str, ...],
 ) -> None:
     """The resilience scorecard: the standard battery of faults against a client command.
@@ -542,6 +585,7 @@ def check(
     """
     from chaosstream.verify.battery import battery
 
+    app_server = _app_server(app)
     scenarios = _only(battery(timeout_s), only)
     if list_only:
         width = max(len(s.name) for s, _ in scenarios)
@@ -554,8 +598,9 @@ def check(
         if command:
             raise click.UsageError("give either --browser URL or a command after --, not both")
         scenarios = page_battery(scenarios, page_url, selectors)
-    elif selectors:
-        raise click.UsageError("--selector is for pages: give --browser URL too")
+    elif selectors or app:
+        what = "--selector" if selectors else "--app"
+        raise click.UsageError(f"{what} is for pages: give --browser URL too")
     elif not command:
         raise click.UsageError("give a client command after -- (or --browser URL)")
     raise SystemExit(
@@ -570,6 +615,8 @@ def check(
             record=record,
             resilient=True,
             title="chaosstream check",
+            app=app_server,
             otel=otel,
+            model_listen=model_listen,
         )
     )

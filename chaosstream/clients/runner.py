@@ -23,9 +23,10 @@ from chaosstream.proxy.record import Exchange, JsonlSink, Recorder
 from chaosstream.proxy.server import ChaosProxy
 from chaosstream.verify.expectations import Evidence, evaluate
 from chaosstream.verify.results import RunReport, ScenarioResult
-from chaosstream.verify.scenario import Scenario
+from chaosstream.verify.scenario import AppServer, Scenario
 
 if TYPE_CHECKING:
+    from chaosstream.clients.app import AppProcess
     from chaosstream.clients.browser import PageDriver
 
 __all__ = [
@@ -55,6 +56,13 @@ class RunOptions:
     """Add the `check` battery's rule as an expectation of every scenario."""
     insecure: bool = False
     ca_file: str | None = None
+    app: AppServer | None = None
+    """The user's app server between page and model (``server:``, ``check --app``): pages
+    are then driven through a browser-side proxy in front of it (clients/app.py)."""
+    model_listen: int | None = None
+    """Port of the model-side proxy (``--model-listen``); None: a free one."""
+    browser_hop: ChaosProxy | None = None
+    """Set by the runner while a two-hop run runs: the browser-side proxy."""
     page_driver: PageDriver | None = None
     """A started browser for page scenarios; None starts one when a scenario needs it."""
     artifacts_dir: str | Path = "chaosstream-artifacts"
@@ -138,8 +146,11 @@ async def run_scenarios(
         )
         if options.on_proxy is not None:
             options.on_proxy(proxy)
-        url = await proxy.start()
+        url = await proxy.start(port=options.model_listen or 0)
+        app: AppProcess | None = None
         try:
+            if options.app is not None:
+                app, options.browser_hop = await _start_app(options, url, mock, run_seed)
             if options.page_driver is None and any(s.client for s, _ in scenarios):
                 from chaosstream.clients.browser import PageDriver
 
@@ -159,6 +170,11 @@ async def run_scenarios(
             if own_driver is not None:
                 options.page_driver = None
                 await own_driver.close()
+            if options.browser_hop is not None:
+                await options.browser_hop.close()
+                options.browser_hop = None
+            if app is not None:
+                await app.close()
             await proxy.close()
     finally:
         if mock is not None:
@@ -170,6 +186,46 @@ async def run_scenarios(
         results=results,
         upstream=options.upstream or "embedded mock",
     )
+
+
+def _arm(proxy: ChaosProxy, browser: ChaosProxy | None, profile: Profile, seed: int) -> None:
+    """Fresh state for a scenario: the profile (split by hop when there are two), no records."""
+    if browser is None:
+        proxy.set_profile(profile, seed)
+    else:
+        from chaosstream.clients.app import split_hops
+
+        model_profile, browser_profile = split_hops(profile)
+        proxy.set_profile(model_profile, seed)
+        browser.set_profile(browser_profile, seed)
+        browser.fault_log.clear()
+        browser.recorder.clear()
+    proxy.fault_log.clear()
+    proxy.recorder.clear()
+
+
+async def _start_app(
+    options: RunOptions, model_url: str, mock: MockServer | None, seed: int
+) -> tuple[AppProcess, ChaosProxy]:
+    """Start the app server pointed at the model proxy, and the browser proxy in front of it."""
+    from chaosstream.clients.app import AppProcess
+
+    assert options.app is not None
+    app = AppProcess(options.app, Path(options.artifacts_dir) / "app-server.log")
+    env = client_env(model_url, "app-server", mock is not None)
+    try:
+        app_url = await app.start(env)
+        browser = ChaosProxy(
+            app_url,
+            Profile(version=1, name="page-load"),
+            seed=seed,
+            recorder=Recorder(keep=10_000, stamps=True),
+        )
+        await browser.start()
+    except BaseException:
+        await app.close()
+        raise
+    return app, browser
 
 
 async def _run_one(
@@ -190,9 +246,8 @@ async def _run_one(
         seed = profile.seed
     else:
         seed = run_seed
-    proxy.set_profile(profile, seed)
-    proxy.fault_log.clear()
-    proxy.recorder.clear()
+    browser = options.browser_hop
+    _arm(proxy, browser, profile, seed)
     closed_before = mock.closed_early if mock is not None else 0
     page = None
     if scenario.client is not None:
@@ -200,14 +255,15 @@ async def _run_one(
         from chaosstream.verify.page import api_exchanges
 
         def arm() -> None:
-            proxy.set_profile(profile, seed)
-            proxy.fault_log.clear()
-            proxy.recorder.clear()
+            _arm(proxy, browser, profile, seed)
 
         # The page loads through a clean proxy; the profile is armed right before Send.
         proxy.set_profile(Profile(version=1, name="page-load"), seed)
+        if browser is not None:
+            browser.set_profile(Profile(version=1, name="page-load"), seed)
         assert options.page_driver is not None
-        page, client = await drive_scenario(options.page_driver, url, scenario, arm)
+        page_url = url if browser is None else browser.url
+        page, client = await drive_scenario(options.page_driver, page_url, scenario, arm)
     else:
         env = client_env(url, scenario.name, mock is not None)
         client = await run_client(command, env, scenario.timeout_s)
@@ -216,10 +272,20 @@ async def _run_one(
         [*proxy.recorder.exchanges, *proxy.recorder.open.values()], key=lambda e: e.id
     )
     judged = exchanges if page is None else api_exchanges(exchanges)
+    # With two hops the answer is the model's: the app may pass on a cut one as whole.
+    model_hop = judged
+    if browser is not None:
+        from chaosstream.clients.app import merge_hops
+        from chaosstream.verify.page import api_exchanges as page_api
+
+        await _settle(browser.recorder, None)
+        hop = [*browser.recorder.exchanges, *browser.recorder.open.values()]
+        exchanges = merge_hops(exchanges, sorted(hop, key=lambda e: e.id))
+        judged = [*model_hop, *(e for e in page_api(exchanges) if e.scope == "hop:browser")]
     evidence = Evidence(
         client=client,
         exchanges=judged,
-        answer=expected_answer(judged, options.mock_settings if mock is not None else None),
+        answer=expected_answer(model_hop, options.mock_settings if mock is not None else None),
         mock_closed_early=(mock.closed_early - closed_before) if mock is not None else None,
         error_signal=scenario.error_signal,
         page=page,

@@ -279,6 +279,12 @@ class Fault(BaseModel):
     every: int | None = Field(None, ge=1, description="Every Nth matching request.")
     window: Window | None = Field(None, description="Only while this time window is open.")
     enabled: bool = Field(True, description="A disabled fault never fires.")
+    hop: Literal["model", "browser"] | None = Field(
+        None,
+        description="With an app server between page and model (a scenario's `server:`, "
+        "`check --app`): `model` acts on the app's calls to the model, `browser` on the page's "
+        "calls to the app. Default: the model hop. One-proxy runs ignore it.",
+    )
 
     @property
     def needs_events(self) -> bool:

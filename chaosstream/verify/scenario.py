@@ -31,6 +31,7 @@ from chaosstream.yamlfile import InputError, cut, did_you_mean, parse_yaml, read
 __all__ = [
     "DEFAULT_STOP_AFTER_MS",
     "EXPECTATIONS",
+    "AppServer",
     "BrowserClient",
     "BrowserSpec",
     "CompletesOptions",
@@ -289,6 +290,47 @@ class Scenario(BaseModel):
         return self
 
 
+class AppServer(BaseModel):
+    """``server:`` -- the user's own app server, between the page and the model (two hops).
+
+    The page is driven through a browser-side proxy in front of this server, and
+    the server gets the model-side proxy's address in its environment
+    (``OPENAI_BASE_URL`` ..., as a client command does) plus ``PORT``.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    command: list[str] | None = Field(
+        None, min_length=1, description="Start the app with this command (killed at the end)."
+    )
+    url: str | None = Field(
+        None,
+        description="An app already running at this base URL (it must read the model "
+        "proxy's address, so fix that port with --model-listen).",
+    )
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="The port the command's app listens on, given to it "
+        "as PORT (default: a free port).",
+    )
+    ready: str = Field(
+        "/",
+        description="A URL or path on the app that answers (any status below 500) once "
+        "it is ready.",
+    )
+    ready_timeout_s: float = Field(60.0, gt=0, description="How long the app may take to start.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AppServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (start the app) or url (running app)")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an http:// or https:// URL, got {self.url!r}")
+        return self
+
+
 class ScenarioFile(BaseModel):
     """A scenario file."""
 
@@ -296,6 +338,11 @@ class ScenarioFile(BaseModel):
 
     version: Literal[1]
     command: list[str] | None = Field(None, min_length=1)
+    server: AppServer | None = Field(
+        None,
+        description="The user's app server: pages are driven through it, with faults "
+        "on either hop (a fault's `hop`).",
+    )
     scenarios: list[Scenario] = Field(min_length=1)
 
 
@@ -307,6 +354,7 @@ class Suite:
     command: list[str] | None
     scenarios: list[Scenario]
     profiles: list[Profile]
+    server: AppServer | None = None
 
 
 def _node(root: yaml.Node | None, *path: str | int) -> yaml.Node | None:
@@ -368,4 +416,4 @@ def load_scenarios(path: str | Path) -> Suite:
     profiles = [
         _resolve_profile(s.profile, i, source, base, root) for i, s in enumerate(model.scenarios)
     ]
-    return Suite(source, model.command, model.scenarios, profiles)
+    return Suite(source, model.command, model.scenarios, profiles, model.server)
