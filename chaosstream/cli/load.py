@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -89,6 +90,23 @@ def start_mock_process(ttft_ms: float, tokens_per_s: float, tokens: int) -> Iter
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def _signals_noted() -> Iterator[list[int]]:
+    """SIGINT/SIGTERM during start-up (importing Locust takes seconds) are noted, not
+    fatal: the engine ends the run at once and the report says "interrupted"."""
+    noted: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        noted.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield noted
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @click.command()
@@ -309,61 +327,64 @@ def load(
     # find_spec, not import: importing Locust monkey-patches the process (engine does it).
     if importlib.util.find_spec("locust") is None:
         raise BadInput(INSTALL_HINT)
-    from chaosstream.load.engine import EngineOptions, LoadError, run_load
-    from chaosstream.load.report import (
-        Objectives,
-        check_objectives,
-        html_report,
-        load_document,
-        terminal_summary,
-    )
+    # A signal before the engine installs its own handlers is handed to the engine.
+    with _signals_noted() as early_signals:
+        from chaosstream.load.engine import EngineOptions, LoadError, run_load
+        from chaosstream.load.report import (
+            Objectives,
+            check_objectives,
+            html_report,
+            load_document,
+            terminal_summary,
+        )
 
-    if html_file is not None and importlib.util.find_spec("matplotlib") is None:
-        raise BadInput("--html needs matplotlib: pip install 'chaosstream[load]'")
-    key_var = FORMATS[fmt].key_env
-    mode = "master" if master else "worker" if worker else "local"
-    given_upstream = upstream
-    with contextlib.ExitStack() as stack:
-        if upstream is None and mode != "master":
-            upstream = stack.enter_context(
-                start_mock_process(mock_ttft_ms, mock_tokens_per_s, mock_tokens)
+        if html_file is not None and importlib.util.find_spec("matplotlib") is None:
+            raise BadInput("--html needs matplotlib: pip install 'chaosstream[load]'")
+        key_var = FORMATS[fmt].key_env
+        mode = "master" if master else "worker" if worker else "local"
+        given_upstream = upstream
+        with contextlib.ExitStack() as stack:
+            if upstream is None and mode != "master":
+                upstream = stack.enter_context(
+                    start_mock_process(mock_ttft_ms, mock_tokens_per_s, mock_tokens)
+                )
+                api_key = "chaosstream-dummy-key"
+            else:
+                api_key = os.environ.get(key_var or "", "chaosstream-dummy-key")
+            plan = LoadPlan(
+                upstream=upstream or "http://127.0.0.1:1",
+                mix=entries,
+                format=fmt,
+                prompts=prompts,
+                retry=retry_policy(retry_name),
+                model=model,
+                api_key=api_key,
+                timeout_s=timeout_s,
+                think_s=think_s,
+                ttft_slo_ms=ttft_slo_ms,
+                ttlt_slo_ms=ttlt_slo_ms,
+                seed=seed,
+                ca_file=ca_file,
+                insecure=insecure,
             )
-            api_key = "chaosstream-dummy-key"
-        else:
-            api_key = os.environ.get(key_var or "", "chaosstream-dummy-key")
-        plan = LoadPlan(
-            upstream=upstream or "http://127.0.0.1:1",
-            mix=entries,
-            format=fmt,
-            prompts=prompts,
-            retry=retry_policy(retry_name),
-            model=model,
-            api_key=api_key,
-            timeout_s=timeout_s,
-            think_s=think_s,
-            ttft_slo_ms=ttft_slo_ms,
-            ttlt_slo_ms=ttlt_slo_ms,
-            seed=seed,
-            ca_file=ca_file,
-            insecure=insecure,
-        )
-        options = EngineOptions(
-            users=users or 0,  # a worker's users come from its master
-            spawn_rate=spawn_rate or 0.0,
-            run_time_s=run_time,
-            mode=mode,
-            master_host=master_host,
-            master_port=master_port,
-            master_bind_host=master_bind_host,
-            expect_workers=expect_workers,
-            web=web,
-            web_port=web_port,
-            csv_prefix=csv_prefix,
-        )
-        try:
-            result = run_load(plan, options)
-        except LoadError as e:
-            raise BadInput(str(e)) from None
+            options = EngineOptions(
+                users=users or 0,  # a worker's users come from its master
+                spawn_rate=spawn_rate or 0.0,
+                run_time_s=run_time,
+                mode=mode,
+                master_host=master_host,
+                master_port=master_port,
+                master_bind_host=master_bind_host,
+                expect_workers=expect_workers,
+                web=web,
+                web_port=web_port,
+                csv_prefix=csv_prefix,
+                early_signals=early_signals,
+            )
+            try:
+                result = run_load(plan, options)
+            except LoadError as e:
+                raise BadInput(str(e)) from None
     # DESIGN.md exit codes: 130 / 143 when SIGINT / SIGTERM ended the run; the report
     # of what ran is still written, marked "interrupted": true.
     interrupted_exit = 128 + result.interrupted if result.interrupted else None

@@ -241,6 +241,8 @@ class EngineOptions:
     web_port: int = 8089
     csv_prefix: str | None = None
     progress: TextIO | None = field(default_factory=lambda: sys.stderr)
+    early_signals: list[int] = field(default_factory=list)
+    """Signals the caller noted before the engine's own handlers: the run ends at once."""
 
 
 @dataclass
@@ -296,11 +298,11 @@ class _Stopper(Event):  # type: ignore[misc]
         super().__init__()
         self.signum: int | None = None
         self._handlers = [
-            gevent.signal_handler(sig, self._on_signal, sig)
+            gevent.signal_handler(sig, self.on_signal, sig)
             for sig in (signal.SIGINT, signal.SIGTERM)
         ]
 
-    def _on_signal(self, signum: int) -> None:
+    def on_signal(self, signum: int) -> None:
         if self.signum is None:
             self.signum = signum
         self.set()
@@ -353,6 +355,8 @@ def run_load(plan: LoadPlan, options: EngineOptions) -> EngineResult:
     workers = 0
     greenlets: list[Any] = []
     stopper = _Stopper()
+    if options.early_signals:
+        stopper.on_signal(options.early_signals[0])
     started_wall = time.time()
     started = time.monotonic()
     try:
