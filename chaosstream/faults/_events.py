@@ -15,6 +15,15 @@ from chaosstream.faults.base import FaultContext
 from chaosstream.streams.registry import framer_for, get
 
 
+def _generic_ws(ctx: FaultContext) -> bool:
+    """A WebSocket whose format is not known (``/ws``): every message is an event and a token.
+
+    A WebSocket format (OpenAI Realtime) has a message framing of its own
+    (``ws-json``), so its messages are read like any format's frames.
+    """
+    return ctx.request.websocket and framer_for(ctx.request.provider).name != "ws-json"
+
+
 def is_event(data: bytes, ctx: FaultContext) -> bool:
     """Does this chunk dispatch an event (a frame with data, or a WebSocket message)?"""
     if ctx.request.websocket:
@@ -28,7 +37,7 @@ def tokens(data: bytes, ctx: FaultContext) -> int:
     Plain SSE counts every data event, as the provider-neutral case has no
     notion of tokens.
     """
-    if ctx.request.websocket:
+    if _generic_ws(ctx):
         return 1
     fmt = get(ctx.request.provider)
     event = framer_for(fmt).parse(data, True)
@@ -40,9 +49,10 @@ def tokens(data: bytes, ctx: FaultContext) -> int:
 def is_terminal_chunk(data: bytes, ctx: FaultContext) -> bool:
     """Is this the frame a complete stream ends with (``[DONE]``, ``message_stop``, ...)?
 
-    On a WebSocket, a JSON message whose ``type`` is ``done`` or ``message_stop``.
+    On a WebSocket without a format, a JSON message whose ``type`` is ``done`` or
+    ``message_stop``; with one (OpenAI Realtime), the format's terminal (``response.done``).
     """
-    if ctx.request.websocket:
+    if _generic_ws(ctx):
         try:
             obj = json.loads(data)
         except ValueError:

@@ -23,8 +23,10 @@ class StreamError(Fault):
     `data: {"error": {...}}` chunk (both SDKs raise on it), plain SSE
     `event: error`. Then the response ends cleanly, without the terminal
     event, as the providers do. On a WebSocket the error is a JSON message
-    `{"type": "error", "error": {"type": kind, ...}}` followed by close code
-    1011. If the stream ends before the position, nothing fires.
+    `{"type": "error", "error": {"type": kind, ...}}` (OpenAI Realtime: its own
+    `error` event, `{"type": "server_error", "code": "server_overloaded", ...}`)
+    followed by close code 1011. If the stream ends before the position,
+    nothing fires.
     """
 
     type: Literal["stream_error"] = "stream_error"
@@ -54,9 +56,9 @@ class StreamError(Fault):
             yield chunk
 
     def _error(self, ctx: FaultContext, last: bytes) -> bytes:
-        if ctx.request.websocket:
+        fmt = get(ctx.request.provider)
+        if ctx.request.websocket and fmt.framing != "ws-json":
             message = {"type": "error", "error": {"type": self.kind, "message": self.kind}}
             return json.dumps(message).encode()
-        fmt = get(ctx.request.provider)
         previous = framer_for(fmt).parse(last, False) if last else None
         return fmt.error_frame(self.kind, previous)

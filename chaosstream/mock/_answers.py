@@ -14,6 +14,7 @@ from typing import Any
 
 from chaosstream.mock._json import loads_bounded
 from chaosstream.mock._ollama import chat_messages
+from chaosstream.mock._realtime import user_text
 from chaosstream.mock._text import answer_text
 from chaosstream.mock._ui_stream import ui_messages_as_chat
 
@@ -25,6 +26,18 @@ def mock_answer(provider: str, body: bytes, tokens: int) -> str | None:
     """The text the mock answers ``body`` with on ``provider``'s route, or None if unknown."""
     if provider in _AS_IS:
         return answer_text(body, tokens)
+    if provider == "openai-realtime":
+        # The client's events, one JSON line each (proxy/websocket.py records them).
+        items = []
+        for line in body.splitlines():
+            try:
+                event = loads_bounded(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("type") == "conversation.item.create":
+                item = event.get("item")
+                items.append(item if isinstance(item, dict) else {})
+        return answer_text(user_text(items), tokens) if items else None
     if provider not in ("ollama", "ui-message-stream", "mcp"):
         return None
     try:

@@ -16,6 +16,7 @@ from chaosstream.mock import (
     _mcp,
     _ollama,
     _openai,
+    _realtime,
     _responses,
     _ui_stream,
 )
@@ -79,6 +80,7 @@ def create_app(
     app.router.add_post("/model/{model_id}/converse-stream", _bedrock.converse_stream)
     app.router.add_post("/model/{model_id}/converse", _bedrock.converse)
     _mcp.setup(app)  # POST/GET/DELETE /mcp: a small MCP server on Streamable HTTP
+    app.router.add_get(_realtime.PATH, _realtime.realtime)  # OpenAI Realtime (WebSocket)
     app.router.add_get("/sse", _generic.sse)
     app.router.add_get("/ws", _generic.ws)
     app.router.add_get("/bytes", _generic.random_bytes)

@@ -344,7 +344,9 @@ class Exchange:
     @property
     def upstream_complete(self) -> bool:
         """Upstream produced a whole answer: a terminal event, or a full 2xx JSON body."""
-        if self.status is None or not 200 <= self.status < 300 or self.outcome == "refused":
+        # 101: a WebSocket (OpenAI Realtime) whose messages were recorded as its stream.
+        ok = self.status is not None and (200 <= self.status < 300 or self.status == 101)
+        if not ok or self.outcome == "refused":
             return False
         summary = self._summary(client=False)
         if summary is not None:

@@ -1,7 +1,12 @@
 """WebSocket pass-through on the proxy: messages both ways, faults on server messages.
 
 One WebSocket message is one chunk, so event-level faults (per-event latency,
-disconnect after N events, ...) count messages.
+disconnect after N events, ...) count messages. A path a WebSocket format
+names (OpenAI Realtime's ``/v1/realtime``) gets that format: its faults read
+text, terminal and error events as the format says, and the exchange records
+the messages as JSON lines (``streams/wsjson.py``), the client's as the
+request body and the server's as the response, so the recorder rebuilds the
+text as for any stream.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from chaosstream.faults import Chunk, StreamEnd
 from chaosstream.proxy.exchange import abort, request_info
 from chaosstream.proxy.headers import end_to_end
 from chaosstream.proxy.record import Exchange
+from chaosstream.streams.registry import format_for
+from chaosstream.streams.wsjson import MEDIA_TYPE, record_line
 
 if TYPE_CHECKING:
     from chaosstream.faults import Clock
@@ -35,6 +42,10 @@ HANDSHAKE = (
     "Sec-WebSocket-Protocol",
     "Content-Length",
 )
+
+
+#: Bytes of the client's messages a recorded exchange keeps as its request body.
+REQUEST_LIMIT = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +85,9 @@ async def proxy_websocket(
         )
     injector = proxy.injector
     info = request_info(request, b"")
-    info.provider = "sse"
+    fmt = format_for("GET", request.path, info.headers)
+    # A format of its own (ws-json framing) or the provider-neutral message stream.
+    info.provider = fmt.name if fmt.framing == "ws-json" else "sse"
     info.websocket = True
     exchange_id = injector.next_exchange()
     clock = proxy.clock
@@ -82,14 +95,36 @@ async def proxy_websocket(
         id=exchange_id,
         method="GET",
         path=request.path,
-        provider="sse",
+        provider=info.provider,
         stream=True,
         started=clock.now(),
+        query=request.query_string,
     )
+    if info.provider != "sse":
+        ex.content_type = MEDIA_TYPE
     proxy.recorder.begin(ex)
-    armed = [a for a in injector.arm(exchange_id, info, ex.started) if a.fault.acts_on_stream]
+    every = injector.arm(exchange_id, info, ex.started)
+    armed = [a for a in every if a.fault.acts_on_stream]
     upstream: aiohttp.ClientWebSocketResponse[bool] | None = None
     try:
+        for a in every:
+            # A refusal answers the handshake itself, as a server that will not upgrade
+            # does (the Realtime API's 429): the client's WebSocket library raises.
+            refusal = await a.refuse()
+            if refusal is not None:
+                ex.outcome = "refused"
+                ex.status = refusal.status
+                ex.retry_after = refusal.headers.get("Retry-After")
+                ex.retry_after_ms = refusal.headers.get("retry-after-ms")
+                ex.should_retry = refusal.headers.get("x-should-retry")
+                a.ctx.fired("refuse", detail=f"status {refusal.status}")
+                ex.bytes_out = len(refusal.body)
+                ex.first_byte = clock.now()
+                return web.Response(
+                    status=refusal.status,
+                    body=refusal.body,
+                    headers={**refusal.headers, "Content-Type": refusal.content_type},
+                )
         url = URL(str(proxy.upstream) + request.raw_path, encoded=True)
         url = url.with_scheme("wss" if url.scheme == "https" else "ws")
         try:
@@ -120,7 +155,7 @@ async def proxy_websocket(
         ex.ended = clock.now()
         if ex.outcome == "pending":
             ex.outcome = "complete"
-        for a in armed:
+        for a in every:
             a.release()
         proxy.recorder.finish(ex)
         # A client that hangs up after a close frame makes aiohttp cancel this handler,
@@ -160,11 +195,17 @@ async def _pump_ws(
     armed: list[Armed],
 ) -> None:
     clock = proxy.clock
+    recorded = ex.content_type == MEDIA_TYPE
+    sent = proxy.recorder.body() if recorded and armed else None
+    ex.client_chunks = sent
 
     async def from_upstream() -> AsyncIterator[Chunk]:
         async for msg in upstream:
             if msg.type == WSMsgType.TEXT:
-                yield Message(msg.data.encode(), clock.now(), True)
+                data = msg.data.encode()
+                if recorded:
+                    ex.upstream_chunks.append(record_line(data))
+                yield Message(data, clock.now(), True)
             elif msg.type == WSMsgType.BINARY:
                 yield Message(msg.data, clock.now(), False)
             else:
@@ -181,11 +222,16 @@ async def _pump_ws(
                 await client.send_bytes(chunk.data)
             else:
                 await client.send_str(chunk.data.decode("utf-8", "replace"))
+                if sent is not None:
+                    sent.append(record_line(chunk.data))
             ex.bytes_out += len(chunk.data)
 
     async def upstream_bound() -> None:
         async for msg in client:
             if msg.type == WSMsgType.TEXT:
+                if recorded and len(ex.request_body) < REQUEST_LIMIT:
+                    # The client's events: what the fingerprint and the answer key on.
+                    ex.request_body += record_line(msg.data.encode())[:REQUEST_LIMIT]
                 await upstream.send_str(msg.data)
             elif msg.type == WSMsgType.BINARY:
                 await upstream.send_bytes(msg.data)

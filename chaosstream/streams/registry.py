@@ -21,10 +21,12 @@ from chaosstream.streams.mcp import Mcp
 from chaosstream.streams.ndjson import NDJSON_FRAMER
 from chaosstream.streams.ollama import Ollama
 from chaosstream.streams.openai_chat import OpenAIChat
+from chaosstream.streams.openai_realtime import OpenAIRealtime
 from chaosstream.streams.openai_responses import OpenAIResponses
 from chaosstream.streams.sse import SSE_FRAMER
 from chaosstream.streams.sse_plain import PlainSse
 from chaosstream.streams.ui_message_stream import UiMessageStream
+from chaosstream.streams.wsjson import WSJSON_FRAMER
 
 __all__ = [
     "FORMATS",
@@ -43,6 +45,7 @@ FRAMERS: dict[str, Framer] = {
     SSE_FRAMER.name: SSE_FRAMER,
     NDJSON_FRAMER.name: NDJSON_FRAMER,
     EVENTSTREAM_FRAMER.name: EVENTSTREAM_FRAMER,
+    WSJSON_FRAMER.name: WSJSON_FRAMER,
 }
 """Every framing by name: how a byte stream becomes frames."""
 
@@ -58,6 +61,7 @@ FORMATS: tuple[WireFormat, ...] = (
     Ollama(),
     Bedrock(),
     Mcp(),
+    OpenAIRealtime(),
     PLAIN,
 )
 """Every wire format, in the order ``format_for`` asks them (most specific first)."""
