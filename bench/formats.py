@@ -76,10 +76,38 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 _MCP_INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
 
+# OpenAI Realtime (issue 21): a WebSocket; each server message is one chunk, as the relay
+# hands them to faults (proxy/websocket.py).
+REALTIME_PATH = "/v1/realtime"
+REALTIME_EVENTS = [
+    {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "rivers"}],
+        },
+    },
+    {"type": "response.create"},
+]
 
-async def record(tokens: int) -> dict[str, bytes]:
-    """Each format's stream body as the mock sends it."""
-    bodies: dict[str, bytes] = {}
+
+async def record_realtime(url: str) -> list[bytes]:
+    """The server messages of one Realtime answer, as the mock sends them."""
+    messages: list[bytes] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(url + REALTIME_PATH) as ws:
+        for event in REALTIME_EVENTS:
+            await ws.send_json(event)
+        async for msg in ws:
+            messages.append(msg.data.encode())
+            if json.loads(msg.data).get("type") == "response.done":
+                break
+    return messages
+
+
+async def record(tokens: int) -> dict[str, bytes | list[bytes]]:
+    """Each format's stream body as the mock sends it (Realtime: its messages)."""
+    bodies: dict[str, bytes | list[bytes]] = {}
     settings = MockSettings(ttft_ms=0, tokens_per_s=0, tokens=tokens)
     async with await start_mock(settings=settings) as mock, aiohttp.ClientSession() as http:
         for name, (path, body) in REQUESTS.items():
@@ -89,18 +117,23 @@ async def record(tokens: int) -> dict[str, bytes]:
                     headers["Mcp-Session-Id"] = resp.headers["Mcp-Session-Id"]
             async with http.post(mock.url + path, json=body, headers=headers) as resp:
                 bodies[name] = await resp.read()
+        bodies["openai-realtime"] = await record_realtime(mock.url)
     return bodies
 
 
-def per_event_us(name: str, body: bytes, rounds: int) -> tuple[float, int]:
+def per_event_us(name: str, body: bytes | list[bytes], rounds: int) -> tuple[float, int]:
     """Best-of-``rounds`` CPU microseconds per event through the armed fault path."""
-    path = REQUESTS[name][0].split("?", 1)[0]
-    request = make_request(path)
-    assert request.provider == name, (name, request.provider)
-    events = sum(1 for f in framer_for(get(name)).splitter().feed(body) if f.strip())
     fault = Disconnect(type="disconnect", after_tokens=10**9, mode="reset")
-    # The proxy reads about 64 KiB at a time; so does this.
-    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    if isinstance(body, list):  # WebSocket messages: one chunk each, as the relay reads them
+        request = make_request(REALTIME_PATH)
+        request.websocket = True
+        chunks, events, body = body, len(body), b"".join(body)
+    else:
+        request = make_request(REQUESTS[name][0].split("?", 1)[0])
+        events = sum(1 for f in framer_for(get(name)).splitter().feed(body) if f.strip())
+        # The proxy reads about 64 KiB at a time; so does this.
+        chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    assert request.provider == name, (name, request.provider)
     best = float("inf")
     for _ in range(rounds):
         start = time.process_time()
