@@ -13,6 +13,7 @@ import bisect
 import difflib
 import email.utils
 import itertools
+import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -43,6 +44,7 @@ __all__ = [
     "Verdict",
     "align",
     "evaluate",
+    "main_request",
     "observe",
     "retry_hint",
     "shown_fraction",
@@ -318,11 +320,27 @@ def _damaged(ex: Exchange) -> str:
     return ""
 
 
-def _main_group(exchanges: list[Exchange]) -> list[Exchange]:
-    """The client's request and its equivalents (the first request's fingerprint)."""
+def main_request(exchanges: list[Exchange]) -> Exchange | None:
+    """The client's request: the first one, or in a session protocol the first that streams.
+
+    An MCP client opens with ``initialize`` (and lists tools) before the
+    ``tools/call`` whose result is the answer; those set-up requests are not
+    the request a scenario judges.
+    """
     if not exchanges:
+        return None
+    first = exchanges[0]
+    if first.provider == "mcp":
+        return next((e for e in exchanges if e.stream and e.method == "POST"), first)
+    return first
+
+
+def _main_group(exchanges: list[Exchange]) -> list[Exchange]:
+    """The client's request and its equivalents (see :func:`main_request`)."""
+    first = main_request(exchanges)
+    if first is None:
         return []
-    fp = exchanges[0].fingerprint
+    fp = first.fingerprint
     return [e for e in exchanges if e.fingerprint == fp]
 
 
@@ -428,6 +446,31 @@ def observe(ev: Evidence) -> Observed:
                 f"#{nxt.id} sent Last-Event-ID {nxt.last_event_id!r} but #{prev.id} last "
                 f"delivered {want!r}"
             )
+    if not resumed:
+        # MCP resumes a POST's stream with a GET on the endpoint (Streamable HTTP,
+        # 2025-11-25, "Resumability and Redelivery"): not an equivalent request.
+        for prev in group:
+            want = prev.delivered_event_id
+            found = next(
+                (
+                    e
+                    for e in ev.exchanges
+                    if e.started >= prev.started
+                    and e.id != prev.id
+                    and e.method == "GET"
+                    and e.path == prev.path
+                    and want
+                    and e.last_event_id == want
+                ),
+                None,
+            )
+            if found is not None:
+                resumed = True
+                notes["resumed"] = (
+                    f"GET #{found.id} sent Last-Event-ID {want!r}, the last event #{prev.id} "
+                    "delivered"
+                )
+                break
     notes.setdefault("resumed", "no reconnect carried Last-Event-ID")
 
     # Retry-After: the gap before the next equivalent request.
@@ -576,6 +619,46 @@ def _retries(ev: Evidence, obs: Observed, opts: RetriesOptions) -> Verdict:
     return _verdict("retries", not problems, "; ".join([*problems, head]) if problems else head)
 
 
+def _jsonrpc_method(ex: Exchange) -> str:
+    body = ex.request_body
+    if body[:1] != b"{":
+        return ""
+    try:
+        method = json.loads(body).get("method")
+    except (ValueError, RecursionError, AttributeError):
+        return ""
+    return method if isinstance(method, str) else ""
+
+
+def _reinitializes(exchanges: list[Exchange]) -> tuple[bool, str]:
+    """(MCP) After a 404 for an expired session, the next request is a fresh ``initialize``.
+
+    Streamable HTTP (2025-11-25, "Session Management"): a client that gets 404
+    for a request carrying ``Mcp-Session-Id`` MUST start a new session by
+    sending a new ``InitializeRequest`` without a session id. A request sent
+    after the 404 and before any ``initialize`` went to the dead session.
+    """
+    for i, ex in enumerate(exchanges):
+        if ex.provider != "mcp" or ex.status != 404 or _jsonrpc_method(ex) == "initialize":
+            continue
+        # Only a POST carries a JSON-RPC message; a DELETE (closing the session) or the
+        # standalone GET stream is housekeeping, not a retry.
+        later = [e for e in exchanges[i + 1 :] if e.method == "POST"]
+        if not later:
+            return False, f"#{ex.id} got 404 (session expired); the client sent nothing after"
+        nxt = later[0]
+        method = _jsonrpc_method(nxt) or "a non-JSON-RPC POST"
+        gap = _fmt_s(nxt.started - (ex.ended or ex.started))
+        if method == "initialize":
+            return True, f"#{ex.id} got 404 (session expired) -> #{nxt.id} initialize {gap} later"
+        return (
+            False,
+            f"#{ex.id} got 404 (session expired) -> #{nxt.id} {method} {gap} later, "
+            "on the dead session instead of a new initialize",
+        )
+    return False, "no request met a 404 for an expired session, so nothing showed a re-initialise"
+
+
 def _cancels(ev: Evidence) -> Verdict:
     gone = [e for e in ev.exchanges if e.outcome == "client_gone"]
     if not gone:
@@ -693,6 +776,8 @@ def evaluate(
             verdicts.append(_verdict(name, obs.fell_back, notes["fell_back"]))
         elif name == "resumes":
             verdicts.append(_verdict(name, obs.resumed, notes["resumed"]))
+        elif name == "reinitializes":
+            verdicts.append(_verdict(name, *_reinitializes(ev.exchanges)))
         elif name == "completes":
             copts = item.options
             ok = obs.completed

@@ -53,6 +53,7 @@ ExpectName = Literal[
     "retries",
     "falls_back",
     "resumes",
+    "reinitializes",
     "completes",
     "flags_incomplete",
     "cancels_upstream",
@@ -210,6 +211,11 @@ class Expect(BaseModel):
     retries: RetriesOptions | None = None
     falls_back: NoOptions | None = None
     resumes: NoOptions | None = None
+    reinitializes: NoOptions | None = Field(
+        None,
+        description="(MCP) after a 404 for an expired session the client starts a new "
+        "session (a fresh `initialize`) instead of failing or retrying the dead one.",
+    )
     # NoOptions too: `completes` took no options before `accept_stop`, and callers build it so.
     completes: CompletesOptions | NoOptions | None = Field(None, union_mode="left_to_right")
     flags_incomplete: FlagsIncompleteOptions | None = Field(
