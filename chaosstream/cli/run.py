@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chaosstream.cli.args import upstream_option, writable_file_option
+from chaosstream.cli.args import writable_file_option
+from chaosstream.cli.cassette import match_on_option, upstream_or_cassette
 from chaosstream.cli.telemetry import open_telemetry, otel_option
 
 if TYPE_CHECKING:
@@ -148,6 +149,8 @@ def run_options(
     record: str | None,
     resilient: bool,
     mock_settings: MockSettings | None = None,
+    replay_speed: float = 1.0,
+    match_on: tuple[str, ...] | None = None,
     report_path: str | None = None,
 ) -> RunOptions:
     """The runner's options; the seed is drawn here so an interrupted report shows it too."""
@@ -160,6 +163,8 @@ def run_options(
         record=record,
         resilient=resilient,
         mock_settings=mock_settings or MockSettings(),
+        replay_speed=replay_speed,
+        match_on=match_on,
         # A failed page scenario's screenshot and console log go next to the report.
         artifacts_dir=Path(report_path or ".").parent / "chaosstream-artifacts",
     )
@@ -202,6 +207,8 @@ def execute(
     record: str | None,
     resilient: bool,
     title: str,
+    replay_speed: float = 1.0,
+    match_on: tuple[str, ...] | None = None,
     mock_settings: MockSettings | None = None,
     html_path: str | None = None,
     otel: bool | None = None,
@@ -214,11 +221,17 @@ def execute(
     from rich.console import Console
 
     from chaosstream.cli.logs import quiet
+    from chaosstream.clients.cassette import is_cassette
     from chaosstream.clients.command import check_command
     from chaosstream.verify.report import TerminalProgress, print_report, write_json, write_junit
 
     if any(s.client is None for s, _ in scenarios):
         check_command(command)
+    if (replay_speed != 1.0 or match_on is not None) and not is_cassette(upstream):
+        raise click.BadParameter(
+            "--replay-speed and --match-on replay a cassette: give --upstream cassette:DIR",
+            param_hint="--upstream",
+        )
     quiet()
     progress = TerminalProgress(Console(stderr=True))
     options = run_options(
@@ -227,6 +240,8 @@ def execute(
         record=record,
         resilient=resilient,
         mock_settings=mock_settings,
+        replay_speed=replay_speed,
+        match_on=match_on,
         report_path=json_path or junit_path or html_path,
     )
     options.app = app
@@ -302,11 +317,29 @@ _REPORT_OPTIONS = [
     click.option(
         "--upstream",
         metavar="URL",
-        callback=upstream_option,
-        help="Model server to use (http:// or https://). Default: the embedded mock.",
+        callback=upstream_or_cassette,
+        help="Model server to use (http:// or https://), or cassette:DIR to replay a "
+        "recorded cassette offline (docs/cassettes.md). Default: the embedded mock.",
     ),
     click.option(
         "--seed", type=int, default=None, help="Seed for every scenario (default: random, shown)."
+    ),
+    click.option(
+        "--replay-speed",
+        type=click.FloatRange(min=0),
+        default=1.0,
+        show_default=True,
+        help="With --upstream cassette:DIR: replay the frames at this multiple of their "
+        "recorded pace (0 = as fast as possible).",
+    ),
+    click.option(
+        "--match-on",
+        callback=match_on_option,
+        default=None,
+        metavar="LIST",
+        help="With --upstream cassette:DIR: what a request must share with a recorded one: "
+        "some of method,path,query,body,stream. [default: method,path,body, the streaming "
+        "flag set aside]",
     ),
     otel_option,
     click.option(
@@ -381,7 +414,7 @@ def _env_rows() -> list[tuple[str, str]]:
     mocked = client_env(url, "NAME", mock=True)
     rows = [(k, v) for k, v in ours.items() if os.environ.get(k) != v]
     rows += [
-        (k, f"{v} (only when the upstream is the embedded mock)")
+        (k, f"{v} (only when the upstream is the embedded mock or a cassette)")
         for k, v in mocked.items()
         if ours.get(k) != v
     ]
@@ -432,6 +465,8 @@ def _describe(profile: Profile) -> str:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS...]]")
 def run(
     scenario_file: str,
+    replay_speed: float,
+    match_on: tuple[str, ...] | None,
     json_path: str | None,
     junit_path: str | None,
     html_path: str | None,
@@ -477,6 +512,8 @@ def run(
             record=record,
             resilient=False,
             title=f"chaosstream run {scenario_file}",
+            replay_speed=replay_speed,
+            match_on=match_on,
             app=suite.server,
             otel=otel,
             model_listen=model_listen,
@@ -561,6 +598,8 @@ def _selectors(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]")
 def check(
+    replay_speed: float,
+    match_on: tuple[str, ...] | None,
     json_path: str | None,
     junit_path: str | None,
     html_path: str | None,
@@ -615,6 +654,8 @@ def check(
             record=record,
             resilient=True,
             title="chaosstream check",
+            replay_speed=replay_speed,
+            match_on=match_on,
             app=app_server,
             otel=otel,
             model_listen=model_listen,

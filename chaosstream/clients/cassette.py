@@ -1,13 +1,15 @@
 """Cassettes around a proxy: which record mode opens a recording tap, a replay server, or both.
 
-Shared by the command line (``proxy --cassette``, ``--upstream cassette:DIR``)
-and the pytest plugin (``chaos_cassette``): the tap lives in ``proxy/``, the
+Shared by the command line (``proxy --cassette``, ``--upstream cassette:DIR`` on
+``proxy``, ``run`` and ``check``), the runner (``clients/runner.py``) and the pytest
+plugin (``chaos_cassette``): the tap lives in ``proxy/``, the
 replay server in ``mock/``, and this layer may use both. Nothing heavy is
 imported at module level (``chaosstream --help`` reads :class:`CassetteOptions`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,12 +17,25 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from chaosstream.mock.cassette import ReplayServer
     from chaosstream.proxy.cassette import CassetteTap
+    from chaosstream.proxy.record import Exchange
     from chaosstream.streams.cassette import Player
 
-__all__ = ["CASSETTE_SCHEME", "CassetteOptions", "open_cassette", "player_for"]
+__all__ = [
+    "CASSETTE_SCHEME",
+    "CassetteOptions",
+    "is_cassette",
+    "open_cassette",
+    "player_for",
+    "recorded_answer",
+]
 
 CASSETTE_SCHEME = "cassette:"
 """``--upstream cassette:DIR`` replays the cassette in DIR instead of calling a server."""
+
+
+def is_cassette(upstream: str | None) -> bool:
+    """Does ``--upstream`` name a cassette (``cassette:DIR``) rather than a server?"""
+    return upstream is not None and upstream.startswith(CASSETTE_SCHEME)
 
 
 @dataclass(frozen=True)
@@ -94,3 +109,29 @@ async def open_cassette(
     replay = await start_replay(player, speed=opts.speed)
     tap.player, tap.replay_url = player, URL(replay.url)
     return upstream, tap, replay
+
+
+def recorded_answer(player: Player, exchanges: Sequence[Exchange]) -> str | None:
+    """The full answer the cassette holds for the client's request, or None.
+
+    The first exchange (in order) whose recorded match upstream answered whole
+    (2xx, ``complete``) with text: what a client replaying the cassette should end
+    with even when every live attempt was cut by a fault. Matching does not count
+    as playing (:meth:`Player.peek`).
+    """
+    from chaosstream.proxy.encoding import decode_body
+    from chaosstream.streams.registry import response_text
+
+    for ex in exchanges:
+        index = player.peek(ex.method, ex.path, ex.query, ex.request_body, ex.provider, ex.stream)
+        if index is None:
+            continue
+        recorded = player.cassette.interactions[index].response
+        if not recorded.complete or not 200 <= recorded.status < 300:
+            continue
+        head = {k.lower(): v for k, v in recorded.headers}
+        body = decode_body(recorded.body, head.get("content-encoding"))
+        text = response_text(body, head.get("content-type"), ex.provider)
+        if text:
+            return text
+    return None

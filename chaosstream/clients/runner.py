@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
+from chaosstream.clients.cassette import (
+    CASSETTE_SCHEME,
+    CassetteOptions,
+    is_cassette,
+    open_cassette,
+    recorded_answer,
+)
 from chaosstream.clients.command import check_command, client_env, run_client
 from chaosstream.faults.profile import Profile
 from chaosstream.mock import MockServer, MockSettings, answer_text, start_mock
@@ -28,6 +35,7 @@ from chaosstream.verify.scenario import AppServer, Scenario
 if TYPE_CHECKING:
     from chaosstream.clients.app import AppProcess
     from chaosstream.clients.browser import PageDriver
+    from chaosstream.mock.cassette import ReplayServer
 
 __all__ = [
     "Progress",
@@ -46,7 +54,12 @@ class RunOptions:
     """How to run a list of scenarios."""
 
     upstream: str | None = None
-    """A real model server; None starts the embedded mock."""
+    """A real model server, or ``cassette:DIR`` to replay a recording offline; None starts
+    the embedded mock."""
+    replay_speed: float = 1.0
+    """With a cassette: the multiple of the recorded pace (0: as fast as possible)."""
+    match_on: tuple[str, ...] | None = None
+    """With a cassette: what a request must share with a recorded one (None: the default)."""
     mock_settings: MockSettings = field(default_factory=MockSettings)
     seed: int | None = None
     """Overrides every scenario's and profile's seed."""
@@ -129,12 +142,21 @@ async def run_scenarios(
     if sink is not None:
         recorder.listeners.append(sink)
     mock: MockServer | None = None
+    replay: ReplayServer | None = None
     own_driver: PageDriver | None = None
     results: list[ScenarioResult] = []
     try:
         if options.upstream is None:
             mock = await start_mock(settings=options.mock_settings)
-        upstream = options.upstream or (mock.url if mock is not None else "")
+        elif is_cassette(options.upstream):
+            # Offline: the cassette's replay server is the proxy's upstream
+            # (docs/cassettes.md); the proxy and its faults work as in front of a server.
+            folder = options.upstream[len(CASSETTE_SCHEME) :]
+            opts = CassetteOptions(folder, "none", (), (), options.match_on, options.replay_speed)
+            replay = (await open_cassette(opts, options.upstream))[2]
+        upstream = (replay.url if replay is not None else options.upstream) or (
+            mock.url if mock is not None else ""
+        )
         first_profile = scenarios[0][1] if scenarios else Profile(version=1, name="clean")
         proxy = ChaosProxy(
             upstream,
@@ -161,7 +183,15 @@ async def run_scenarios(
                 if progress is not None:
                     progress.start(scenario.name, index, len(scenarios), scenario.timeout_s)
                 result = await _run_one(
-                    scenario, profile, command, options, proxy, url, mock, run_seed
+                    scenario,
+                    profile,
+                    command,
+                    options,
+                    proxy,
+                    url,
+                    mock,
+                    run_seed,
+                    replay=replay,
                 )
                 results.append(result)
                 if progress is not None:
@@ -179,6 +209,8 @@ async def run_scenarios(
     finally:
         if mock is not None:
             await mock.close()
+        if replay is not None:
+            await replay.close()
         if sink is not None:
             sink.close()
     return RunReport(
@@ -212,7 +244,8 @@ async def _start_app(
 
     assert options.app is not None
     app = AppProcess(options.app, Path(options.artifacts_dir) / "app-server.log")
-    env = client_env(model_url, "app-server", mock is not None)
+    # Dummy keys when no real upstream is called (the mock, or a cassette).
+    env = client_env(model_url, "app-server", mock is not None or is_cassette(options.upstream))
     try:
         app_url = await app.start(env)
         browser = ChaosProxy(
@@ -237,6 +270,7 @@ async def _run_one(
     url: str,
     mock: MockServer | None,
     run_seed: int,
+    replay: ReplayServer | None = None,
 ) -> ScenarioResult:
     if options.seed is not None:
         seed = options.seed
@@ -265,7 +299,8 @@ async def _run_one(
         page_url = url if browser is None else browser.url
         page, client = await drive_scenario(options.page_driver, page_url, scenario, arm)
     else:
-        env = client_env(url, scenario.name, mock is not None)
+        # Dummy keys when no real upstream is called: the mock, or a cassette.
+        env = client_env(url, scenario.name, mock is not None or replay is not None)
         client = await run_client(command, env, scenario.timeout_s)
     await _settle(proxy.recorder, mock)
     exchanges = sorted(
@@ -282,10 +317,14 @@ async def _run_one(
         hop = [*browser.recorder.exchanges, *browser.recorder.open.values()]
         exchanges = merge_hops(exchanges, sorted(hop, key=lambda e: e.id))
         judged = [*model_hop, *(e for e in page_api(exchanges) if e.scope == "hop:browser")]
+    answer = expected_answer(model_hop, options.mock_settings if mock is not None else None)
+    if answer is None and replay is not None:
+        # Every live attempt was cut: the recording still knows the whole answer.
+        answer = recorded_answer(replay.player, model_hop)
     evidence = Evidence(
         client=client,
         exchanges=judged,
-        answer=expected_answer(model_hop, options.mock_settings if mock is not None else None),
+        answer=answer,
         mock_closed_early=(mock.closed_early - closed_before) if mock is not None else None,
         error_signal=scenario.error_signal,
         page=page,

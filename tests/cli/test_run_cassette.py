@@ -1,0 +1,199 @@
+"""`run` and `check` with `--upstream cassette:DIR`: a session recorded once, replayed offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaosstream.streams.cassette import load_cassette, save_cassette
+from chaosstream.streams.registry import response_text
+from tests.cli.test_commands_process import CLI, ENV, served
+
+PROGRAMS = Path(__file__).parent.parent / "programs"
+# A word the embedded mock never says: seen in a client's output, it came from the cassette.
+MARK = "Cassettewort"
+
+
+def _record(folder: Path, tmp: Path) -> str:
+    """Record one streamed chat from the embedded mock through `proxy --cassette`; mark the
+    recorded text and return it."""
+    args = ["proxy", "--listen", "127.0.0.1:0", "--cassette", str(folder), "--log-format", "json"]
+    with served(args, tmp / "record.log") as proxy:
+        url = proxy.wait_url()
+        done = subprocess.run(
+            [sys.executable, str(PROGRAMS / "well_behaved.py")],
+            env={**ENV, "CHAOSSTREAM_URL": url},
+            capture_output=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+    cassette = load_cassette(folder)
+    (it,) = cassette.interactions
+    word = ""
+    for frame in it.response.frames:
+        payload = (frame.data or "").removeprefix("data: ").strip()
+        if payload.startswith("{"):
+            word = json.loads(payload)["choices"][0]["delta"].get("content") or ""
+        if word:
+            break
+    for frame in it.response.frames:
+        if frame.data is not None:
+            frame.data = frame.data.replace(f'"content":"{word}"', f'"content":"{MARK}"')
+    save_cassette(cassette, folder)
+    body = load_cassette(folder).interactions[0].response.body
+    text = response_text(body, "text/event-stream", "openai")
+    assert MARK in text
+    return text
+
+
+@pytest.fixture(scope="module")
+def tape(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A cassette recorded from the embedded mock by the real CLI, with its answer text."""
+    tmp = tmp_path_factory.mktemp("tape")
+    return tmp / "tape", _record(tmp / "tape", tmp)
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=120
+    )
+
+
+def test_check_replays_the_recording_offline_and_judges_the_client(
+    tape: tuple[Path, str], tmp_path: Path
+) -> None:
+    """check --upstream cassette:DIR: the clean scenario completes with the recorded text and
+    a retrying client survives a reset (its retry is answered from the cassette)."""
+    folder, text = tape
+    report = tmp_path / "c.json"
+    done = _cli(
+        [
+            "check",
+            "--upstream",
+            f"cassette:{folder}",
+            "--seed",
+            "7",
+            "--timeout-s",
+            "10",
+            "--only",
+            "clean",
+            "--only",
+            "midstream-reset",
+            "--json",
+            str(report),
+            "--",
+            sys.executable,
+            str(PROGRAMS / "well_behaved.py"),
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(report.read_text())
+    by = {s["name"]: s for s in data["scenarios"]}
+    assert by["clean"]["passed"] and by["midstream-reset"]["passed"]
+    shown = len("".join(text.split()))
+    (verdict,) = by["clean"]["expectations"]
+    assert f"{shown} of {shown} characters shown" in verdict["evidence"]
+    reset = by["midstream-reset"]["observed"]
+    assert reset["fault_met"] and reset["retried"] and reset["completed"]
+
+
+def test_a_failed_scenario_under_a_cassette_repeats_with_the_cassette(
+    tape: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A client that passes a cut answer off as whole fails midstream-close against the
+    recorded text (known from the cassette though every live attempt was cut); the repro
+    line, in the JSON and on the terminal, names the cassette."""
+    folder, text = tape
+    report = tmp_path / "c.json"
+    done = _cli(
+        [
+            "check",
+            "--upstream",
+            f"cassette:{folder}",
+            "--replay-speed",
+            "0",
+            "--seed",
+            "7",
+            "--only",
+            "midstream-close",
+            "--json",
+            str(report),
+            "--",
+            sys.executable,
+            str(PROGRAMS / "swallow.py"),
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    (scenario,) = json.loads(report.read_text())["scenarios"]
+    assert scenario["observed"]["silent_truncation"] is True
+    shown = len("".join(text.split()))
+    assert f"of {shown} characters shown" in scenario["expectations"][0]["evidence"]
+    repro = f"chaosstream proxy --upstream cassette:{folder} --profile midstream-close --seed 7"
+    assert scenario["repro"] == repro
+    assert f"reproduce: {repro}" in done.stdout
+
+
+def test_run_replays_a_cassette_for_a_scenario_file(tape: tuple[Path, str], tmp_path: Path) -> None:
+    """run SCENARIO.yaml --upstream cassette:DIR --match-on ...: the client prints the recorded
+    text (the marked word the mock never says); cut short, it exits 0, so surfaces_error
+    fails and the repro names the cassette."""
+    folder, text = tape
+    (tmp_path / "s.yaml").write_text(
+        "version: 1\n"
+        "scenarios:\n"
+        "  - name: plain\n"
+        "    profile: clean\n"
+        "    expect: [completes]\n"
+        "  - name: cut\n"
+        "    profile: midstream-close\n"
+        "    expect: [surfaces_error]\n"
+    )
+    # Each scenario's output is also kept in a file named after it (CHAOSSTREAM_SCENARIO).
+    client = f'{sys.executable} {PROGRAMS / "swallow.py"} --say-error | tee "$CHAOSSTREAM_SCENARIO"'
+    done = _cli(
+        [
+            "run",
+            "s.yaml",
+            "--upstream",
+            f"cassette:{folder}",
+            "--match-on",
+            "method,path,body",
+            "--seed",
+            "3",
+            "--json",
+            "r.json",
+            "--",
+            "sh",
+            "-c",
+            client,
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    plain, cut = json.loads((tmp_path / "r.json").read_text())["scenarios"]
+    assert plain["passed"] and not cut["passed"]
+    assert cut["expectations"][0]["evidence"] == "exit code 0"
+    assert cut["repro"] == (
+        f"chaosstream proxy --upstream cassette:{folder} --profile midstream-close --seed 3"
+    )
+    assert (tmp_path / "plain").read_text() == text + "\n" and MARK in text
+    partial = (tmp_path / "cut").read_text().splitlines()
+    assert partial[1] == "error: the answer was cut" and text.startswith(partial[0])
+    assert len(partial[0]) < len(text)
+
+
+def test_a_missing_cassette_or_replay_flag_without_one_is_bad_input(tmp_path: Path) -> None:
+    """No cassette in DIR, or --replay-speed without a cassette: one error line, exit 2."""
+    for args, words in [
+        (["--upstream", f"cassette:{tmp_path / 'none'}"], "no such cassette"),
+        (["--replay-speed", "0"], "give --upstream cassette:DIR"),
+    ]:
+        done = _cli(["check", *args, "--only", "clean", "--", sys.executable, "-c", "0"], tmp_path)
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
