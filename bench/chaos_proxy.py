@@ -14,7 +14,7 @@ import json
 from bench._loop import run
 from chaosstream.cli.logs import configure_logging
 from chaosstream.faults.profile import profile_from_data
-from chaosstream.proxy.server import ChaosProxy
+from chaosstream.proxy.server import ChaosProxy, tune_gc
 
 
 async def serve(upstream: str, port: int, profile_json: str, seed: int) -> None:
@@ -22,6 +22,7 @@ async def serve(upstream: str, port: int, profile_json: str, seed: int) -> None:
     data = {"version": 1, "name": "bench", **json.loads(profile_json)}
     proxy = ChaosProxy(upstream, profile_from_data(data, "<bench>"), seed=seed)
     await proxy.start("127.0.0.1", port)
+    tune_gc()  # as `chaosstream proxy` does
     print(f"port {port}", flush=True)
     await asyncio.Event().wait()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 from chaosstream.mock import MockServer
@@ -51,3 +53,19 @@ async def test_listen_backlog_is_settable(mock: MockServer) -> None:
     async with ChaosProxy(mock.url, profile, backlog=16) as proxy:
         # Linux queues backlog + 1; the next handshake waits for a SYN retransmit.
         assert 10 <= _handshakes(proxy.url, 64, 0.3) <= 20
+
+
+def test_tune_gc_freezes_start_up_and_raises_the_young_threshold() -> None:
+    """tune_gc() (what `chaosstream proxy` calls once serving) freezes and sets gen0 only."""
+    code = (
+        "import gc; default = gc.get_threshold();"
+        "from chaosstream.proxy.server import GC_GEN0_THRESHOLD, tune_gc; tune_gc();"
+        "t = gc.get_threshold();"
+        "assert t == (GC_GEN0_THRESHOLD, *default[1:]), t;"
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count();"
+        "print('ok')"
+    )
+    # A child process: the setting is process-wide and must not leak into this test run.
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
