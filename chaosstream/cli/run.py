@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import click
 
 from chaosstream.cli.args import writable_file_option
+from chaosstream.cli.ca import ca_dir_option, open_ca
 from chaosstream.cli.cassette import match_on_option, upstream_or_cassette
+from chaosstream.cli.intercept import REAL, real_or
 from chaosstream.cli.telemetry import open_telemetry, otel_option
 
 if TYPE_CHECKING:
@@ -152,6 +154,8 @@ def run_options(
     replay_speed: float = 1.0,
     match_on: tuple[str, ...] | None = None,
     report_path: str | None = None,
+    intercept: bool = False,
+    ca_dir: str | None = None,
 ) -> RunOptions:
     """The runner's options; the seed is drawn here so an interrupted report shows it too."""
     from chaosstream.clients.runner import RunOptions
@@ -167,6 +171,8 @@ def run_options(
         match_on=match_on,
         # A failed page scenario's screenshot and console log go next to the report.
         artifacts_dir=Path(report_path or ".").parent / "chaosstream-artifacts",
+        intercept=intercept,
+        ca_dir=ca_dir,
     )
 
 
@@ -214,6 +220,8 @@ def execute(
     otel: bool | None = None,
     app: AppServer | None = None,
     model_listen: int | None = None,
+    intercept: bool = False,
+    ca_dir: str | None = None,
 ) -> int:
     """Run, print progress and the table, write the reports; the exit code:
     0, 1, or 130/143 when SIGINT/SIGTERM stopped the run (see :class:`Interrupts`).
@@ -232,6 +240,12 @@ def execute(
             "--replay-speed and --match-on replay a cassette: give --upstream cassette:DIR",
             param_hint="--upstream",
         )
+    if upstream == REAL and not intercept:
+        raise click.BadParameter(
+            "`real` (the host each client calls) needs --intercept", param_hint="--upstream"
+        )
+    if intercept:
+        open_ca(ca_dir).close()  # made now, or its problem is exit 2 before any scenario
     quiet()
     progress = TerminalProgress(Console(stderr=True))
     options = run_options(
@@ -243,6 +257,8 @@ def execute(
         replay_speed=replay_speed,
         match_on=match_on,
         report_path=json_path or junit_path or html_path,
+        intercept=intercept,
+        ca_dir=ca_dir,
     )
     options.app = app
     options.model_listen = model_listen
@@ -317,10 +333,19 @@ _REPORT_OPTIONS = [
     click.option(
         "--upstream",
         metavar="URL",
-        callback=upstream_or_cassette,
-        help="Model server to use (http:// or https://), or cassette:DIR to replay a "
-        "recorded cassette offline (docs/cassettes.md). Default: the embedded mock.",
+        callback=real_or(upstream_or_cassette),
+        help="Model server to use (http:// or https://), cassette:DIR to replay a recorded "
+        "cassette offline (docs/cassettes.md), or with --intercept `real`: the host the "
+        "client calls. Default: the embedded mock.",
     ),
+    click.option(
+        "--intercept",
+        is_flag=True,
+        help="Give the client HTTPS_PROXY/HTTP_PROXY/NO_PROXY and the CA variables "
+        "(SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS) instead of base URLs, so an "
+        "unmodified client calling the providers' own hostnames is tested: docs/intercept.md.",
+    ),
+    ca_dir_option,
     click.option(
         "--seed", type=int, default=None, help="Seed for every scenario (default: random, shown)."
     ),
@@ -418,6 +443,12 @@ def _env_rows() -> list[tuple[str, str]]:
         for k, v in mocked.items()
         if ours.get(k) != v
     ]
+    intercepted = client_env(url, "NAME", mock=False, ca=("CA.pem", "CA-BUNDLE.pem"))
+    rows += [
+        (k, f"{v} (with --intercept, instead of the base URLs)")
+        for k, v in intercepted.items()
+        if ours.get(k) != v
+    ]
     return rows
 
 
@@ -475,6 +506,8 @@ def run(
     seed: int | None,
     otel: bool | None,
     model_listen: int | None,
+    intercept: bool,
+    ca_dir: str | None,
     timeout_s: float | None,
     only: tuple[str, ...],
     command: tuple[str, ...],
@@ -517,6 +550,8 @@ def run(
             app=suite.server,
             otel=otel,
             model_listen=model_listen,
+            intercept=intercept,
+            ca_dir=ca_dir,
         )
     )
 
@@ -608,6 +643,8 @@ def check(
     seed: int | None,
     otel: bool | None,
     model_listen: int | None,
+    intercept: bool,
+    ca_dir: str | None,
     timeout_s: float,
     only: tuple[str, ...],
     list_only: bool,
@@ -636,6 +673,10 @@ def check(
 
         if command:
             raise click.UsageError("give either --browser URL or a command after --, not both")
+        if intercept:
+            raise click.UsageError(
+                "--intercept is for client commands; a page is tested through the proxy's URL"
+            )
         scenarios = page_battery(scenarios, page_url, selectors)
     elif selectors or app:
         what = "--selector" if selectors else "--app"
@@ -659,5 +700,7 @@ def check(
             app=app_server,
             otel=otel,
             model_listen=model_listen,
+            intercept=intercept,
+            ca_dir=ca_dir,
         )
     )

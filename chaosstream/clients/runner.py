@@ -25,10 +25,10 @@ from chaosstream.clients.cassette import (
 )
 from chaosstream.clients.command import check_command, client_env, run_client
 from chaosstream.faults.profile import Profile
-from chaosstream.mock import MockServer, MockSettings, answer_text, start_mock
+from chaosstream.mock import MockServer, MockSettings, answer_text, mock_answer, start_mock
 from chaosstream.proxy.record import Exchange, JsonlSink, Recorder
 from chaosstream.proxy.server import ChaosProxy
-from chaosstream.verify.expectations import Evidence, evaluate
+from chaosstream.verify.expectations import Evidence, evaluate, main_request
 from chaosstream.verify.results import RunReport, ScenarioResult
 from chaosstream.verify.scenario import AppServer, Scenario
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from chaosstream.clients.app import AppProcess
     from chaosstream.clients.browser import PageDriver
     from chaosstream.mock.cassette import ReplayServer
+    from chaosstream.proxy.intercept import InterceptProxy
 
 __all__ = [
     "Progress",
@@ -69,6 +70,11 @@ class RunOptions:
     """Add the `check` battery's rule as an expectation of every scenario."""
     insecure: bool = False
     ca_file: str | None = None
+    intercept: bool = False
+    """Start the intercepting front (proxy/intercept.py): the client gets HTTPS_PROXY and
+    the CA, not base URLs. With ``upstream`` "real", requests go to the hosts called."""
+    ca_dir: str | None = None
+    """The intercepting proxy's CA folder; None: ~/.chaosstream or $CHAOSSTREAM_HOME."""
     app: AppServer | None = None
     """The user's app server between page and model (``server:``, ``check --app``): pages
     are then driven through a browser-side proxy in front of it (clients/app.py)."""
@@ -100,20 +106,22 @@ def expected_answer(exchanges: list[Exchange], settings: MockSettings | None) ->
     mock's per-request overrides; else, when the upstream is the mock, from
     its deterministic text.
     """
-    if not exchanges:
+    first = main_request(exchanges)
+    if first is None:
         return None
-    first = exchanges[0]
     for ex in exchanges:
         if ex.fingerprint == first.fingerprint and ex.upstream_complete and not ex.last_event_id:
             return ex.response_text
     if settings is not None:
-        if first.provider in ("openai", "anthropic", "openai-responses", "gemini"):
+        if first.provider in ("openai", "anthropic", "openai-responses", "gemini", "bedrock"):
             return answer_text(first.request_body, settings.tokens)
         if first.path.rstrip("/").endswith("/sse"):
             query = parse_qs(first.query)
             tokens = query.get("tokens", [""])[0]
             count = int(tokens) if tokens.isdigit() else settings.tokens
             return answer_text(query.get("prompt", [""])[0], count)
+        # Ollama and the UI stream key the answer on the messages' text only.
+        return mock_answer(first.provider, first.request_body, settings.tokens)
     return None
 
 
@@ -157,6 +165,9 @@ async def run_scenarios(
         upstream = (replay.url if replay is not None else options.upstream) or (
             mock.url if mock is not None else ""
         )
+        real = options.intercept and upstream == "real"
+        if real:
+            upstream = "https://chaosstream.invalid"  # proxy.intercept.NOWHERE: never called
         first_profile = scenarios[0][1] if scenarios else Profile(version=1, name="clean")
         proxy = ChaosProxy(
             upstream,
@@ -168,7 +179,28 @@ async def run_scenarios(
         )
         if options.on_proxy is not None:
             options.on_proxy(proxy)
-        url = await proxy.start(port=options.model_listen or 0)
+        front: InterceptProxy | None = None
+        ca: tuple[str, str] | None = None
+        if options.intercept:
+            # Here, not at the top: cryptography loads only for --intercept.
+            from chaosstream.proxy.ca import CertificateAuthority
+            from chaosstream.proxy.intercept import (
+                DEFAULT_INTERCEPT_HOSTS,
+                InterceptProxy,
+                profile_hosts,
+            )
+
+            front = InterceptProxy(
+                proxy,
+                CertificateAuthority(options.ca_dir),
+                upstream=None if real else upstream,
+                hosts=DEFAULT_INTERCEPT_HOSTS
+                + tuple(h for _, p in scenarios for h in profile_hosts(p)),
+            )
+            url = await front.start()
+            ca = (str(front.ca.cert_path), str(front.ca.bundle()))
+        else:
+            url = await proxy.start(port=options.model_listen or 0)
         app: AppProcess | None = None
         try:
             if options.app is not None:
@@ -191,6 +223,7 @@ async def run_scenarios(
                     url,
                     mock,
                     run_seed,
+                    ca,
                     replay=replay,
                 )
                 results.append(result)
@@ -200,6 +233,9 @@ async def run_scenarios(
             if own_driver is not None:
                 options.page_driver = None
                 await own_driver.close()
+            if front is not None:
+                await front.close()
+                front.ca.close()
             if options.browser_hop is not None:
                 await options.browser_hop.close()
                 options.browser_hop = None
@@ -270,6 +306,7 @@ async def _run_one(
     url: str,
     mock: MockServer | None,
     run_seed: int,
+    ca: tuple[str, str] | None = None,
     replay: ReplayServer | None = None,
 ) -> ScenarioResult:
     if options.seed is not None:
@@ -300,7 +337,7 @@ async def _run_one(
         page, client = await drive_scenario(options.page_driver, page_url, scenario, arm)
     else:
         # Dummy keys when no real upstream is called: the mock, or a cassette.
-        env = client_env(url, scenario.name, mock is not None or replay is not None)
+        env = client_env(url, scenario.name, mock is not None or replay is not None, ca=ca)
         client = await run_client(command, env, scenario.timeout_s)
     await _settle(proxy.recorder, mock)
     exchanges = sorted(
