@@ -171,6 +171,11 @@ class ChaosProxy:
     # -- lifecycle ---------------------------------------------------------
 
     async def _open_session(self, _app: web.Application) -> None:
+        # A warm pool (issue 17): no cap on connections (limit=0, none per host), and a
+        # finished body returns its connection for aiohttp's 15 s keep-alive, so streams
+        # one after another reuse it. For a literal IP aiohttp resolves nothing and
+        # aiohappyeyeballs connects the one address at once; its share in py-spy is the
+        # connect() itself (the handshake a stream that overlaps the others needs anyway).
         connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 
+import aiohttp
+from aiohttp import web
+
 from chaosstream.mock import MockServer
 from chaosstream.proxy.server import LISTEN_BACKLOG, ChaosProxy
 from tests.conftest import make_profile
@@ -69,3 +72,40 @@ def test_tune_gc_freezes_start_up_and_raises_the_young_threshold() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+async def test_sequential_streams_reuse_one_warm_upstream_connection() -> None:
+    """Streams one after another go over one kept-alive upstream connection, not a connect each."""
+    peers: list[tuple[str, int]] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername")[:2])  # type: ignore[union-attr]
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(3):
+            await resp.write(b'data: {"n": %d}\n\n' % i)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with (
+            ChaosProxy(f"http://{host}:{port}", make_profile()) as proxy,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as client,
+        ):
+            for _ in range(5):
+                async with client.post(
+                    proxy.url + "/v1/chat/completions", json={"stream": True, "messages": []}
+                ) as r:
+                    assert (await r.read()).endswith(b"data: [DONE]\n\n")
+    finally:
+        await runner.cleanup()
+    assert len(peers) == 5
+    assert len(set(peers)) == 1, peers
