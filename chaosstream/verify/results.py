@@ -32,8 +32,8 @@ class ScenarioResult:
 
     @property
     def passed(self) -> bool:
-        """Every verdict passed."""
-        return all(v.verdict == "pass" for v in self.verdicts)
+        """There is a verdict and every verdict passed (no verdict is no evidence)."""
+        return bool(self.verdicts) and all(v.verdict == "pass" for v in self.verdicts)
 
 
 @dataclass(slots=True)

@@ -278,13 +278,33 @@ class Scenario(BaseModel):
     profile: str | dict[str, Any] = Field(
         description="Built-in profile name, profile file path, or an inline profile mapping."
     )
-    expect: list[Annotated[Expect, BeforeValidator(_expect_item)]] = Field(default_factory=list)
+    expect: list[Annotated[Expect, BeforeValidator(_expect_item)]] = Field(
+        default_factory=list,
+        description="Expectations the client must meet; none given (left out, empty or null) "
+        "means `[resilient]`, the battery's rule.",
+    )
     timeout_s: float = Field(60.0, gt=0, description="Kill the client after this long (a hang).")
     error_signal: ErrorSignal | None = None
     seed: int | None = Field(None, description="Override the profile's seed.")
     client: BrowserSpec | None = Field(
         None, description="A page to drive instead of the command: {browser: {url, prompt, ...}}."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_expect(cls, data: Any) -> Any:
+        # `expect:` with nothing after it is YAML null: no expectations, as when left out.
+        if isinstance(data, dict) and "expect" in data and data["expect"] is None:
+            data = {k: v for k, v in data.items() if k != "expect"}
+        return data
+
+    @model_validator(mode="after")
+    def _default_expect(self) -> Scenario:
+        # A scenario with no expectation would pass on no evidence at all (every verdict
+        # of none passes): judge it by the battery's rule instead.
+        if not self.expect:
+            self.expect = [Expect(resilient=NoOptions())]
+        return self
 
     @model_validator(mode="after")
     def _page_only(self) -> Scenario:

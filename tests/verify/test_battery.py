@@ -57,13 +57,14 @@ def test_every_battery_profile_is_builtin() -> None:
 
 
 def test_battery_profiles_are_the_shipped_files() -> None:
-    """Each profile equals its file in the package's profiles/; scenarios carry no expectations
-    of their own (the runner applies the battery rule) and a 60 s limit by default."""
+    """Each profile equals its file in the package's profiles/; scenarios carry only the battery
+    rule (`resilient`, the default of a scenario naming none) and a 60 s limit by default."""
     for scenario, profile in battery():
         shipped = PROFILE_DIR / f"{scenario.profile}.yaml"
         source = f"profiles/{scenario.profile}.yaml"
         assert profile == load_text(Profile, shipped.read_text(encoding="utf-8"), source)
-        assert scenario.expect == [] and scenario.timeout_s == 60.0, scenario
+        assert [e.name for e in scenario.expect] == ["resilient"], scenario
+        assert scenario.timeout_s == 60.0, scenario
         assert scenario.seed is None and scenario.client is None, scenario
 
 

@@ -55,6 +55,14 @@ def test_scenario_passes_only_when_every_verdict_passes() -> None:
     assert [v.verdict for v in cut.verdicts] == ["fail"] and not cut.passed
 
 
+def test_a_scenario_without_verdicts_does_not_pass() -> None:
+    """No verdict is no evidence: a result with an empty verdict list fails, and so does its run."""
+    good = judged("good", complete=True)
+    empty = ScenarioResult("empty", "clean", 7, good.observed, [], good.client, good.exchanges)
+    assert good.passed and not empty.passed
+    assert not RunReport(7, [good, empty], "embedded mock").passed
+
+
 def test_run_passes_when_all_its_scenarios_pass() -> None:
     """One failing scenario fails the run; all passing passes it."""
     good, cut = judged("good", complete=True), judged("cut", complete=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,10 +12,15 @@ import pytest
 from chaosstream.verify.scenario import (
     BrowserClient,
     CompletesOptions,
+    Expect,
+    NoOptions,
     RetriesOptions,
+    Scenario,
     load_scenarios,
 )
 from chaosstream.yamlfile import MAX_INPUT_BYTES, InputError
+
+PROGRAMS = Path(__file__).resolve().parents[1] / "programs"
 
 
 def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
@@ -72,12 +80,41 @@ def test_scenario_defaults_without_command_seed_or_client(tmp_path: Path) -> Non
     scenario = suite.scenarios[0]
     assert suite.command is None and suite.source == str(tmp_path / "s.yaml")
     assert (scenario.expect, scenario.timeout_s, scenario.seed, scenario.client) == (
-        [],
+        [Expect(resilient=NoOptions())],
         60.0,
         None,
         None,
     )
     assert [p.name for p in suite.profiles] == ["clean"]
+
+
+@pytest.mark.parametrize("expect", ["", "    expect: []\n", "    expect:\n"])
+def test_no_expectations_means_the_battery_rule(tmp_path: Path, expect: str) -> None:
+    """A scenario naming no expectation (left out, empty or null) is judged by `resilient`."""
+    path = write(tmp_path, "version: 1\nscenarios:\n  - name: a\n    profile: clean\n" + expect)
+    assert [e.name for e in load_scenarios(path).scenarios[0].expect] == ["resilient"]
+    assert [e.name for e in Scenario(name="b", profile="clean").expect] == ["resilient"]
+
+
+def test_run_without_expectations_judges_the_battery_rule(tmp_path: Path) -> None:
+    """`chaosstream run` on a scenario with no `expect` judges `resilient`: a cut answer printed
+    as complete fails with evidence and exit 1, never an evidence-free pass."""
+    path = write(
+        tmp_path,
+        f"version: 1\ncommand: [{sys.executable!r}, {str(PROGRAMS / 'swallow.py')!r}]\n"
+        "scenarios:\n  - {name: no-expect, profile: midstream-reset, timeout_s: 20}\n",
+    )
+    report = tmp_path / "r.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "chaosstream", "run", str(path), "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    verdicts = json.loads(report.read_text())["scenarios"][0]["expectations"]
+    assert [(v["name"], v["verdict"]) for v in verdicts] == [("resilient", "fail")]
+    assert "silent truncation" in verdicts[0]["evidence"], verdicts
 
 
 def test_resilient_is_an_expectation_word(tmp_path: Path) -> None:
@@ -147,9 +184,9 @@ def test_scenario_errors_name_file_line_field(tmp_path: Path, text: str, message
             "version: 1\nscenarios:\n  - name: a\n    profile: clean\n"
             "    expect:\n      - {completes: {}, resumes: {}}\n",
             ":6: scenarios[0].expect[0]: give exactly one expectation per entry, one of "
-            "surfaces_error, retries, falls_back, resumes, completes, flags_incomplete, "
-            "cancels_upstream, "
-            "shows_typing, stable_layout, resilient (got resumes, completes)",
+            "surfaces_error, retries, falls_back, resumes, reinitializes, completes, "
+            "flags_incomplete, cancels_upstream, shows_typing, stable_layout, resilient "
+            "(got resumes, completes)",
         ),
         ("version: 2\nscenarios:\n  - {name: a, profile: clean}\n", ":1: version: "),
         (
