@@ -161,10 +161,11 @@ def proxy_cmd(mode: str, upstream: str, port: int, profile: str) -> list[str] | 
     """The command that starts the proxy under test, or None for a direct run."""
     if mode == "direct":
         return None
-    if mode in ("chaosstream", "chaosstream+uvloop"):
+    if mode in ("chaosstream", "chaosstream+uvloop", "chaosstream+uvloop untuned"):
         cmd = [PY, "-m", "bench.chaos_proxy", "--upstream", upstream, "--port", str(port)]
         cmd += ["--profile", profile]
-        return cmd + (["--uvloop"] if mode.endswith("uvloop") else [])
+        cmd += ["--untuned"] if mode.endswith("untuned") else []
+        return cmd + (["--uvloop"] if "uvloop" in mode else [])
     if mode == "aiohttp-minimal":
         return [PY, "-m", "bench.minimal_proxy", "--upstream", upstream, "--port", str(port)]
     if mode == "mitmproxy":

@@ -10,6 +10,8 @@
 - **toxiproxy**: ``BENCH_TOXIPROXY=/path/to/toxiproxy-server`` adds Toxiproxy as a
   contender (its latency toxic for the first-byte run); the bench never builds or
   downloads it.
+- ``BENCH_UNTUNED=1`` adds ``chaosstream+uvloop untuned``: the listen backlog and GC
+  thresholds as they were before issue 17, in the same rounds.
 
 Rounds are interleaved (every proxy once per round, then the next round) and the
 table shows medians: on a shared machine, ratios within a round are what count.
@@ -101,6 +103,9 @@ def scaling_modes(only: list[str] | None) -> list[str]:
     if have_uvloop():
         modes.append("chaosstream+uvloop")
     modes.append("chaosstream armed")
+    if have_uvloop() and os.environ.get("BENCH_UNTUNED"):
+        # Before issue 17's settings (backlog 128, CPython's GC thresholds), same run.
+        modes.append("chaosstream+uvloop untuned")
     if toxiproxy_path():
         modes.append("toxiproxy")
     return [m for m in modes if not only or m in only or m == "direct"]
@@ -136,6 +141,8 @@ def first_byte(streams: int, rounds: int, only: list[str] | None = None) -> dict
 
     load = Load("first-byte-burst", streams, 10, rate=20, ramp_s=0.0)
     modes = ["chaosstream"] + (["chaosstream+uvloop"] if have_uvloop() else [])
+    if have_uvloop() and os.environ.get("BENCH_UNTUNED"):
+        modes.append("chaosstream+uvloop untuned")
     if toxiproxy_path():
         modes.append("toxiproxy")
     modes = [m for m in modes if not only or m in only]
