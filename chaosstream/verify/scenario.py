@@ -18,12 +18,20 @@ Every error names the file, the line and the field, inline profiles included.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from chaosstream.faults.profile import Profile, load_profile
 from chaosstream.yamlfile import InputError, cut, did_you_mean, parse_yaml, read_text, validate
@@ -155,6 +163,21 @@ class CompletesOptions(BaseModel):
     )
 
 
+def _regex(pattern: str) -> str:
+    # Compiled when the file loads, so a pattern that cannot compile is bad input
+    # (file:line: field, exit 2) instead of a re.error after the client has run.
+    # The verifier searches with re.MULTILINE; the flag does not change what compiles.
+    try:
+        re.compile(pattern, re.MULTILINE)
+    except re.error as e:
+        raise ValueError(f"not a regular expression ({e})") from None
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+"""A Python regular expression, checked when the file loads."""
+
+
 INCOMPLETE_WORDS = (
     r"(?i)\b(length|max[_ ]?tokens|truncat\w*|incomplete|cut off|content[_ ]?filter\w*"
     r"|refus\w*|stopped|unfinished)\b"
@@ -167,7 +190,7 @@ class FlagsIncompleteOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    pattern: str = Field(
+    pattern: Regex = Field(
         INCOMPLETE_WORDS,
         description="Regular expression on the client's stdout and stderr that counts as "
         "telling the user (a non-zero exit code counts too).",
@@ -264,8 +287,8 @@ class ErrorSignal(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    stderr_regex: str | None = None
-    stdout_regex: str | None = None
+    stderr_regex: Regex | None = None
+    stdout_regex: Regex | None = None
     exit_code: int | None = None
 
 

@@ -220,6 +220,24 @@ def test_scenario_errors_name_file_line_field(tmp_path: Path, text: str, message
             ":5: scenarios[0].expect[0].retries.max_attempts: "
             "Input should be greater than or equal to 1",
         ),
+        (
+            "version: 1\nscenarios:\n  - name: a\n    profile: clean\n"
+            "    error_signal: {stderr_regex: '('}\n",
+            ":5: scenarios[0].error_signal.stderr_regex: not a regular expression "
+            "(missing ), unterminated subpattern at position 0)",
+        ),
+        (
+            "version: 1\nscenarios:\n  - name: a\n    profile: clean\n"
+            "    error_signal:\n      stdout_regex: 'a[b'\n",
+            ":6: scenarios[0].error_signal.stdout_regex: not a regular expression "
+            "(unterminated character set at position 1)",
+        ),
+        (
+            "version: 1\nscenarios:\n  - name: a\n    profile: clean\n"
+            "    expect: [{flags_incomplete: {pattern: '*stop'}}]\n",
+            ":5: scenarios[0].expect[0].flags_incomplete.pattern: not a regular expression "
+            "(nothing to repeat at position 0)",
+        ),
     ],
     ids=[
         "two-in-one-entry",
@@ -231,6 +249,9 @@ def test_scenario_errors_name_file_line_field(tmp_path: Path, text: str, message
         "negative-max-cls",
         "unknown-selector",
         "zero-attempts",
+        "bad-stderr-regex",
+        "bad-stdout-regex",
+        "bad-flags-pattern",
     ],
 )
 def test_more_mistakes_name_file_line_field(tmp_path: Path, text: str, message: str) -> None:
@@ -238,6 +259,27 @@ def test_more_mistakes_name_file_line_field(tmp_path: Path, text: str, message: 
     msg = bad(tmp_path, text)
     assert f"{tmp_path / 's.yaml'}{message}" in msg, msg
     assert "Value error" not in msg and "Traceback" not in msg, msg
+
+
+def test_run_refuses_a_bad_regex_before_the_client_runs(tmp_path: Path) -> None:
+    """`chaosstream run` on an `error_signal` regex that does not compile exits 2 with
+    file:line: field, no traceback, and never starts the client."""
+    marker = tmp_path / "client-ran"
+    path = write(
+        tmp_path,
+        "version: 1\nscenarios:\n  - name: a\n    profile: clean\n    expect: [surfaces_error]\n"
+        '    error_signal: {stderr_regex: "("}\n',
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "chaosstream", "run", str(path), "--", "touch", str(marker)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert f"{path}:6: scenarios[0].error_signal.stderr_regex: not a regular expression" in out
+    assert "Traceback" not in out and not marker.exists(), out
 
 
 def test_inline_profile_errors_point_inside_the_scenario(tmp_path: Path) -> None:
