@@ -16,6 +16,36 @@ from collections.abc import AsyncIterator
 from chaosstream.faults.base import Chunk, Clock
 
 
+async def aclose(chunks: AsyncIterator[Chunk]) -> None:
+    """Close ``chunks`` if it can be closed (an async generator can; a plain iterator not)."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
+class closing:
+    """``async with closing(chunks):`` -- a fault's input is closed when the fault's own
+    stream ends, fails or is closed.
+
+    A generator closed at its ``yield`` (or ended by a ``StreamEnd``) does not close the
+    stream its ``async for`` reads: without this, closing the outermost stream of a chain
+    leaves the inner ones open -- and a read-ahead task (``prefetched``, ``Feed``) still
+    inside upstream's read. ``contextlib.aclosing`` needs an ``aclose`` the
+    ``AsyncIterator`` type does not promise; this one skips iterators without it.
+    """
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, chunks: AsyncIterator[Chunk]) -> None:
+        self._chunks = chunks
+
+    async def __aenter__(self) -> AsyncIterator[Chunk]:
+        return self._chunks
+
+    async def __aexit__(self, *exc: object) -> None:
+        await aclose(self._chunks)
+
+
 async def _anext(it: AsyncIterator[Chunk]) -> Chunk | None:
     try:
         return await it.__anext__()
@@ -71,9 +101,7 @@ class Feed:
             with contextlib.suppress(BaseException):
                 await self._pending
             self._pending = None
-        aclose = getattr(self._it, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose(self._it)
 
 
 async def prefetched(chunks: AsyncIterator[Chunk], limit: int = 1024) -> AsyncIterator[Chunk]:
@@ -84,6 +112,11 @@ async def prefetched(chunks: AsyncIterator[Chunk], limit: int = 1024) -> AsyncIt
     Toxiproxy gets the same effect from a goroutine and a channel per toxic.
     At most ``limit`` chunks wait, so a client that stops reading still pushes
     back on upstream.
+
+    Closing it cancels the read-ahead task first and then closes ``chunks``: the
+    task may be inside ``chunks.__anext__()``, and closing a generator another
+    task is running raises ``RuntimeError: aclose(): asynchronous generator is
+    already running``.
     """
     queue: asyncio.Queue[Chunk | Exception | None] = asyncio.Queue(limit)
 
@@ -104,5 +137,6 @@ async def prefetched(chunks: AsyncIterator[Chunk], limit: int = 1024) -> AsyncIt
             yield item
     finally:
         task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        # wait() neither raises the reader's own cancellation nor swallows ours.
+        await asyncio.wait((task,))
+        await aclose(chunks)

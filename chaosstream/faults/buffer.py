@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from chaosstream.faults._feed import closing
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 
 
@@ -28,22 +29,23 @@ class Buffer(Fault):
     )
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        held: list[Chunk] = []
-        size = sent = 0
-        limit = self.flush_bytes
-        ctx.fired("hold")
-        async for chunk in chunks:
-            held.append(chunk)
-            size += len(chunk.data)
-            if limit is not None and size >= limit:
+        async with closing(chunks):
+            held: list[Chunk] = []
+            size = sent = 0
+            limit = self.flush_bytes
+            ctx.fired("hold")
+            async for chunk in chunks:
+                held.append(chunk)
+                size += len(chunk.data)
+                if limit is not None and size >= limit:
+                    for out in self._release(held, ctx):
+                        yield out
+                    sent += size
+                    held, size = [], 0
+            if held:
+                ctx.fired("flush", nbytes=sent, detail=f"{size} bytes held")
                 for out in self._release(held, ctx):
                     yield out
-                sent += size
-                held, size = [], 0
-        if held:
-            ctx.fired("flush", nbytes=sent, detail=f"{size} bytes held")
-            for out in self._release(held, ctx):
-                yield out
 
     @staticmethod
     def _release(held: list[Chunk], ctx: FaultContext) -> list[Chunk]:

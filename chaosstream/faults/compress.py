@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from chaosstream.faults._feed import closing
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 from chaosstream.streams.format import media_type
 
@@ -78,24 +79,25 @@ class Gzip(Fault):
         headers["Vary"] = "Accept-Encoding"
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        if ctx.state.pop(f"{_DECLINED}:{ctx.exchange}", False) or not _accepts_gzip(
-            ctx.request.headers.get("accept-encoding", "")
-        ):
+        async with closing(chunks):
+            if ctx.state.pop(f"{_DECLINED}:{ctx.exchange}", False) or not _accepts_gzip(
+                ctx.request.headers.get("accept-encoding", "")
+            ):
+                async for chunk in chunks:
+                    yield chunk
+                return
+            comp = zlib.compressobj(self.level, zlib.DEFLATED, _GZIP_WBITS)
+            held = b""
+            last: Chunk | None = None
+            ctx.fired("gzip", detail=f"level {self.level}, {self.buffer_bytes} B buffers")
             async for chunk in chunks:
-                yield chunk
-            return
-        comp = zlib.compressobj(self.level, zlib.DEFLATED, _GZIP_WBITS)
-        held = b""
-        last: Chunk | None = None
-        ctx.fired("gzip", detail=f"level {self.level}, {self.buffer_bytes} B buffers")
-        async for chunk in chunks:
-            last = chunk
-            held += comp.compress(chunk.data)
-            whole = len(held) - len(held) % self.buffer_bytes
-            if whole:  # only full buffers leave
-                yield replace(chunk, data=held[:whole])
-                held = held[whole:]
-        tail = held + comp.flush()
-        if last is None:
-            last = Chunk(b"", ctx.clock.now())
-        yield replace(last, data=tail)
+                last = chunk
+                held += comp.compress(chunk.data)
+                whole = len(held) - len(held) % self.buffer_bytes
+                if whole:  # only full buffers leave
+                    yield replace(chunk, data=held[:whole])
+                    held = held[whole:]
+            tail = held + comp.flush()
+            if last is None:
+                last = Chunk(b"", ctx.clock.now())
+            yield replace(last, data=tail)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from chaosstream.faults._events import tokens
+from chaosstream.faults._feed import closing
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 from chaosstream.streams.format import (
     REASONING,
@@ -106,43 +107,44 @@ class Content(Fault):
         return True
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        fmt = get(ctx.request.provider)
-        if ctx.request.websocket or self._tail(fmt, None, "", 0, "x") is None:
+        async with closing(chunks):
+            fmt = get(ctx.request.provider)
+            if ctx.request.websocket or self._tail(fmt, None, "", 0, "x") is None:
+                async for chunk in chunks:
+                    yield chunk
+                return
+            framer = framer_for(fmt)
+            limit = 0 if self.kind in _NO_TEXT else self.after_tokens
+            delivered = sent = 0
+            pieces: list[str] = []
+            last: Event | None = None  # the last data frame delivered: ids, blocks, numbering
             async for chunk in chunks:
+                event = framer.parse(chunk.data, last is None)
+                if event.has_data and fmt.is_terminal(event):
+                    break  # the stream ended before the stop point: end it our way
+                count = tokens(chunk.data, ctx)
+                if count and delivered >= limit:
+                    break
+                if limit == 0 and count == 0 and _empty_block(fmt, event):
+                    continue  # no text block at all: content is []
+                if event.has_data:
+                    last = event
+                    text = fmt.text(event)
+                    if text is not None:
+                        pieces.append(text)
+                delivered += count
+                sent += len(chunk.data)
                 yield chunk
-            return
-        framer = framer_for(fmt)
-        limit = 0 if self.kind in _NO_TEXT else self.after_tokens
-        delivered = sent = 0
-        pieces: list[str] = []
-        last: Event | None = None  # the last data frame delivered: ids, blocks, numbering
-        async for chunk in chunks:
-            event = framer.parse(chunk.data, last is None)
-            if event.has_data and fmt.is_terminal(event):
-                break  # the stream ended before the stop point: end it our way
-            count = tokens(chunk.data, ctx)
-            if count and delivered >= limit:
-                break
-            if limit == 0 and count == 0 and _empty_block(fmt, event):
-                continue  # no text block at all: content is []
-            if event.has_data:
-                last = event
-                text = fmt.text(event)
-                if text is not None:
-                    pieces.append(text)
-            delivered += count
-            sent += len(chunk.data)
-            yield chunk
-        else:
-            return  # upstream ended without a terminal event: nothing to stop
-        tool_id = f"{ctx.rng.getrandbits(64):016x}"  # seeded: the same ids on replay
-        tail = self._tail(fmt, last, "".join(pieces), delivered, tool_id)
-        assert tail is not None  # the format answered the same question above
-        ctx.fired(
-            self.kind, events=delivered, nbytes=sent, detail=f"{fmt.name}: {_STOP[self.kind]}"
-        )
-        yield replace(chunk, data=tail)
-        # The rest of upstream's answer is dropped: the response ends here, cleanly.
+            else:
+                return  # upstream ended without a terminal event: nothing to stop
+            tool_id = f"{ctx.rng.getrandbits(64):016x}"  # seeded: the same ids on replay
+            tail = self._tail(fmt, last, "".join(pieces), delivered, tool_id)
+            assert tail is not None  # the format answered the same question above
+            ctx.fired(
+                self.kind, events=delivered, nbytes=sent, detail=f"{fmt.name}: {_STOP[self.kind]}"
+            )
+            yield replace(chunk, data=tail)
+            # The rest of upstream's answer is dropped: the response ends here, cleanly.
 
     def _tail(
         self, fmt: WireFormat, last: Event | None, text: str, delivered: int, tool_id: str

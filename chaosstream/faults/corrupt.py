@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from chaosstream.faults._events import is_event, is_terminal_chunk, payload
+from chaosstream.faults._feed import closing
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 
 CorruptAction = Literal[
@@ -70,43 +71,44 @@ class Corrupt(Fault):
         return self.action != "split"
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        action, rng = self.action, ctx.rng
-        events = sent = 0
-        held: Chunk | None = None  # `reorder`: the event waiting for the next one
-        async for chunk in chunks:
-            if not is_event(chunk.data, ctx):
-                sent += len(chunk.data)
-                yield chunk
-                continue
-            if action == "drop_terminal":
-                hit = is_terminal_chunk(chunk.data, ctx)
-            elif self.rate is not None:
-                hit = rng.random() < self.rate
-            else:
-                hit = events == self.after_events
-            gap = 0.0
-            if hit and held is None:
-                ctx.fired(action, events=events, nbytes=sent)
-                out = self._damage(chunk, ctx)
-                gap = self.split_gap_ms / 1000.0 if action == "split" else 0.0
-                if action == "reorder":
-                    held = chunk
-                    out = []
-            else:
-                out = [chunk]
-                if held is not None:
-                    out.append(held)
-                    held = None
-            events += 1
-            for i, c in enumerate(out):
-                if i and gap:
-                    # The second half of a split waits so the client reads the halves apart.
-                    await ctx.clock.sleep(gap)
-                    c = replace(c, received=ctx.clock.now())
-                sent += len(c.data)
-                yield c
-        if held is not None:
-            yield held
+        async with closing(chunks):
+            action, rng = self.action, ctx.rng
+            events = sent = 0
+            held: Chunk | None = None  # `reorder`: the event waiting for the next one
+            async for chunk in chunks:
+                if not is_event(chunk.data, ctx):
+                    sent += len(chunk.data)
+                    yield chunk
+                    continue
+                if action == "drop_terminal":
+                    hit = is_terminal_chunk(chunk.data, ctx)
+                elif self.rate is not None:
+                    hit = rng.random() < self.rate
+                else:
+                    hit = events == self.after_events
+                gap = 0.0
+                if hit and held is None:
+                    ctx.fired(action, events=events, nbytes=sent)
+                    out = self._damage(chunk, ctx)
+                    gap = self.split_gap_ms / 1000.0 if action == "split" else 0.0
+                    if action == "reorder":
+                        held = chunk
+                        out = []
+                else:
+                    out = [chunk]
+                    if held is not None:
+                        out.append(held)
+                        held = None
+                events += 1
+                for i, c in enumerate(out):
+                    if i and gap:
+                        # The second half of a split waits so the client reads the halves apart.
+                        await ctx.clock.sleep(gap)
+                        c = replace(c, received=ctx.clock.now())
+                    sent += len(c.data)
+                    yield c
+            if held is not None:
+                yield held
 
     def _damage(self, chunk: Chunk, ctx: FaultContext) -> list[Chunk]:
         data, action = chunk.data, self.action

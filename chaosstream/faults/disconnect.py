@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from chaosstream.faults._events import is_event, tokens
-from chaosstream.faults._feed import Feed
+from chaosstream.faults._feed import Feed, closing
 from chaosstream.faults.base import Chunk, EndMode, Fault, FaultContext, StreamEnd
 from chaosstream.streams.registry import get
 
@@ -132,40 +132,42 @@ class Disconnect(Fault):
         limit = self.after_events if self.after_events is not None else self.after_tokens
         counted = sent = 0  # events (or tokens) and bytes delivered so far
         deadline = None if self.after_ms is None else ctx.started + self.after_ms / 1000.0
-        async for chunk in _until(chunks, deadline, ctx):
-            data = chunk.data
-            if self.after_bytes is not None and sent + len(data) >= self.after_bytes:
-                head = data[: self.after_bytes - sent]
-                sent += len(head)
-                if head:
-                    yield replace(chunk, data=head)
-                break
-            if limit is not None and self._counts(data, ctx):
-                if counted >= limit:
-                    if self.split_event:
-                        torn = _torn(chunk)
-                        sent += len(torn.data)
-                        yield torn
+        # Closed on the way out, the cut included: it closes the faults before this one.
+        async with closing(_until(chunks, deadline, ctx)) as feed:
+            async for chunk in feed:
+                data = chunk.data
+                if self.after_bytes is not None and sent + len(data) >= self.after_bytes:
+                    head = data[: self.after_bytes - sent]
+                    sent += len(head)
+                    if head:
+                        yield replace(chunk, data=head)
                     break
-                counted += 1
-            sent += len(data)
-            yield chunk
-        else:
-            if deadline is None or ctx.clock.now() < deadline:
-                return  # the stream ended before the cut point: nothing fired
-        if self.keepalive_every_ms is not None and not ctx.request.websocket:
-            beat = self.keepalive_bytes(ctx)
-            ctx.fired("stall_keepalive", events=counted, nbytes=sent, detail=_beat(beat))
-            # Content is over, the connection is not: breathe until the client leaves
-            # (the proxy's handler is cancelled then), exactly like a silent stall.
-            every = self.keepalive_every_ms / 1000.0
-            due = ctx.clock.now()
-            while True:
-                due += every
-                await ctx.clock.sleep(due - ctx.clock.now())
-                yield Chunk(beat, due)
-        ctx.fired(self.mode, events=counted, nbytes=sent)
-        raise StreamEnd(self.mode, "disconnect")
+                if limit is not None and self._counts(data, ctx):
+                    if counted >= limit:
+                        if self.split_event:
+                            torn = _torn(chunk)
+                            sent += len(torn.data)
+                            yield torn
+                        break
+                    counted += 1
+                sent += len(data)
+                yield chunk
+            else:
+                if deadline is None or ctx.clock.now() < deadline:
+                    return  # the stream ended before the cut point: nothing fired
+            if self.keepalive_every_ms is not None and not ctx.request.websocket:
+                beat = self.keepalive_bytes(ctx)
+                ctx.fired("stall_keepalive", events=counted, nbytes=sent, detail=_beat(beat))
+                # Content is over, the connection is not: breathe until the client leaves
+                # (the proxy's handler is cancelled then), exactly like a silent stall.
+                every = self.keepalive_every_ms / 1000.0
+                due = ctx.clock.now()
+                while True:
+                    due += every
+                    await ctx.clock.sleep(due - ctx.clock.now())
+                    yield Chunk(beat, due)
+            ctx.fired(self.mode, events=counted, nbytes=sent)
+            raise StreamEnd(self.mode, "disconnect")
 
     def keepalive_bytes(self, ctx: FaultContext) -> bytes:
         """The keep-alive this exchange's wire format gets."""
@@ -192,8 +194,9 @@ async def _until(
 ) -> AsyncIterator[Chunk]:
     """The chunks that arrive before ``deadline``; a silent upstream does not hold the cut back."""
     if deadline is None:
-        async for chunk in chunks:
-            yield chunk
+        async with closing(chunks):
+            async for chunk in chunks:
+                yield chunk
         return
     feed = Feed(chunks, ctx.clock)
     try:

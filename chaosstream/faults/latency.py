@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from chaosstream.faults._feed import prefetched
+from chaosstream.faults._feed import closing, prefetched
 from chaosstream.faults._shape import DISTRIBUTION_HELP, Distribution, Shape, jitter
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 
@@ -72,26 +72,27 @@ class Latency(Fault):
         sent = 0
         if self.per_event_ms or sigma or shape:
             chunks = prefetched(chunks)
-        async for chunk in chunks:
-            delay = self.first_byte_ms if first else self.per_event_ms
-            if shape is not None:
-                delay += shape.extra_ms(chunk.received - ctx.proxy_started)
-            if delay or sigma:
-                if sigma:
-                    delay = max(0.0, delay + jitter(rng, self.distribution, sigma))
-                due = max(chunk.received + delay / 1000.0, not_before)
-                if not logged:
-                    # Logged as the hold begins: a client that gives up during it (a read
-                    # timeout shorter than first_byte_ms) has met the fault all the same.
-                    logged = True
-                    action = "delay_first_byte" if first else "delay_events"
-                    ctx.fired(
-                        action, events=0 if first else 1, nbytes=sent, detail=f"{delay:.1f} ms"
-                    )
-                await clock.sleep(due - clock.now())
-                not_before = due
-                # Re-stamped: a fault after this one measures from when the chunk left here.
-                chunk = replace(chunk, received=due)
-            first = False
-            sent += len(chunk.data)
-            yield chunk
+        async with closing(chunks):  # the read-ahead task stops with this stream
+            async for chunk in chunks:
+                delay = self.first_byte_ms if first else self.per_event_ms
+                if shape is not None:
+                    delay += shape.extra_ms(chunk.received - ctx.proxy_started)
+                if delay or sigma:
+                    if sigma:
+                        delay = max(0.0, delay + jitter(rng, self.distribution, sigma))
+                    due = max(chunk.received + delay / 1000.0, not_before)
+                    if not logged:
+                        # Logged as the hold begins: a client that gives up during it (a read
+                        # timeout shorter than first_byte_ms) has met the fault all the same.
+                        logged = True
+                        action = "delay_first_byte" if first else "delay_events"
+                        ctx.fired(
+                            action, events=0 if first else 1, nbytes=sent, detail=f"{delay:.1f} ms"
+                        )
+                    await clock.sleep(due - clock.now())
+                    not_before = due
+                    # Re-stamped: a fault after this one measures from when the chunk left here.
+                    chunk = replace(chunk, received=due)
+                first = False
+                sent += len(chunk.data)
+                yield chunk

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from chaosstream.faults._feed import closing
 from chaosstream.faults.base import Chunk, Fault, FaultContext, StreamEnd
 
 MSS = 1460
@@ -48,41 +49,43 @@ class Loss(Fault):
     )
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        async for chunk in lossy(chunks, ctx, self):
-            yield chunk
+        async with closing(lossy(chunks, ctx, self)) as stream:
+            async for chunk in stream:
+                yield chunk
 
 
 async def lossy(
     chunks: AsyncIterator[Chunk], ctx: FaultContext, loss: Loss
 ) -> AsyncIterator[Chunk]:
     """``chunks`` delivered through a lossy TCP link (also used for uploads)."""
-    rate, rng, clock = loss.rate, ctx.rng, ctx.clock
-    free_at = 0.0  # the link is blocked until a retransmission arrives
-    sent = 0
-    async for chunk in chunks:
-        data = chunk.data
-        start = 0
-        for end in range(MSS, len(data) + MSS, MSS):
-            seg_end = min(end, len(data))
-            losses = 0
-            while rng.random() < rate:
-                losses += 1
-                if losses > loss.max_retransmits:
-                    ctx.fired("reset", nbytes=sent, detail=f"{losses - 1} retransmissions lost")
+    async with closing(chunks):
+        rate, rng, clock = loss.rate, ctx.rng, ctx.clock
+        free_at = 0.0  # the link is blocked until a retransmission arrives
+        sent = 0
+        async for chunk in chunks:
+            data = chunk.data
+            start = 0
+            for end in range(MSS, len(data) + MSS, MSS):
+                seg_end = min(end, len(data))
+                losses = 0
+                while rng.random() < rate:
+                    losses += 1
+                    if losses > loss.max_retransmits:
+                        ctx.fired("reset", nbytes=sent, detail=f"{losses - 1} retransmissions lost")
+                        if start:
+                            yield replace(chunk, data=data[:start])
+                        raise StreamEnd("reset", "loss: retransmissions exhausted")
+                if losses:
+                    # Bytes before the lost segment are delivered; the rest waits for it.
                     if start:
                         yield replace(chunk, data=data[:start])
-                    raise StreamEnd("reset", "loss: retransmissions exhausted")
-            if losses:
-                # Bytes before the lost segment are delivered; the rest waits for it.
-                if start:
-                    yield replace(chunk, data=data[:start])
-                    data, seg_end, start = data[start:], seg_end - start, 0
-                stall = sum(min(loss.rto_ms / 1000.0 * 2**k, MAX_RTO_S) for k in range(losses))
-                free_at = max(chunk.received, free_at) + stall
-                ctx.fired("stall", nbytes=sent, detail=f"{losses} lost, {stall * 1000:.0f} ms")
-                await clock.sleep(free_at - clock.now())
-                chunk = replace(chunk, received=free_at)
-            sent += seg_end - start
-            start = seg_end
-        if data:
-            yield replace(chunk, data=data) if data is not chunk.data else chunk
+                        data, seg_end, start = data[start:], seg_end - start, 0
+                    stall = sum(min(loss.rto_ms / 1000.0 * 2**k, MAX_RTO_S) for k in range(losses))
+                    free_at = max(chunk.received, free_at) + stall
+                    ctx.fired("stall", nbytes=sent, detail=f"{losses} lost, {stall * 1000:.0f} ms")
+                    await clock.sleep(free_at - clock.now())
+                    chunk = replace(chunk, received=free_at)
+                sent += seg_end - start
+                start = seg_end
+            if data:
+                yield replace(chunk, data=data) if data is not chunk.data else chunk

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chaosstream.faults._feed import prefetched
+from chaosstream.faults._feed import closing, prefetched
 from chaosstream.faults._shape import DISTRIBUTION_HELP, Distribution, Shape, jitter
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 from chaosstream.faults.loss import Loss, lossy
@@ -73,9 +73,8 @@ class LinkDelay(Fault):
             extra = self.shape.extra_ms(ctx.clock.now() - ctx.proxy_started)
         return self.delay_ms + extra
 
-    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        async for chunk in self._delayed(chunks, ctx, "delay"):
-            yield chunk
+    def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
+        return self._delayed(chunks, ctx, "delay")
 
     def apply_upload(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         """The request body, delayed the same way."""
@@ -87,19 +86,20 @@ class LinkDelay(Fault):
         clock, rng, sigma, shape = ctx.clock, ctx.rng, self.jitter_ms, self.shape
         not_before = 0.0
         first = True
-        async for chunk in prefetched(chunks):
-            delay = self.delay_ms
-            if shape is not None:
-                delay += shape.extra_ms(chunk.received - ctx.proxy_started)
-            if sigma:
-                delay = max(0.0, delay + jitter(rng, self.distribution, sigma))
-            due = max(chunk.received + delay / 1000.0, not_before)
-            await clock.sleep(due - clock.now())
-            not_before = due
-            if first:  # once per direction: the report says the link was slow
-                first = False
-                ctx.fired(action, detail=self._describe())
-            yield replace(chunk, received=due)
+        async with closing(prefetched(chunks)) as ahead:
+            async for chunk in ahead:
+                delay = self.delay_ms
+                if shape is not None:
+                    delay += shape.extra_ms(chunk.received - ctx.proxy_started)
+                if sigma:
+                    delay = max(0.0, delay + jitter(rng, self.distribution, sigma))
+                due = max(chunk.received + delay / 1000.0, not_before)
+                await clock.sleep(due - clock.now())
+                not_before = due
+                if first:  # once per direction: the report says the link was slow
+                    first = False
+                    ctx.fired(action, detail=self._describe())
+                yield replace(chunk, received=due)
 
     def _describe(self) -> str:
         text = f"{self.delay_ms:g} ms +/- {self.jitter_ms:g} ms"

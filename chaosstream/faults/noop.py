@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Literal
 
+from chaosstream.faults._feed import closing
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 
 
@@ -18,5 +19,6 @@ class Noop(Fault):
         return True
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        async for chunk in chunks:
-            yield chunk
+        async with closing(chunks):
+            async for chunk in chunks:
+                yield chunk

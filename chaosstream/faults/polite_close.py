@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from chaosstream.faults._events import is_event, is_terminal_chunk
+from chaosstream.faults._feed import closing
 from chaosstream.faults.base import Chunk, Fault, FaultContext, StreamEnd
 from chaosstream.streams.registry import framer_for
 
@@ -57,22 +58,24 @@ class PoliteClose(Fault):
         return True
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        events = sent = 0
-        async for chunk in chunks:
-            if is_event(chunk.data, ctx):
-                if (self.before_terminal and is_terminal_chunk(chunk.data, ctx)) or (
-                    self.after_events is not None and events >= self.after_events
-                ):
-                    sse = (
-                        not ctx.request.websocket and framer_for(ctx.request.provider).name == "sse"
-                    )
-                    retry = self.retry_ms if sse else None
-                    ctx.fired("close", events=events, nbytes=sent, detail=f"retry {retry} ms")
-                    if retry is not None:
-                        # WHATWG HTML 9.2.6: a block with only a `retry` field sets the
-                        # reconnection time and dispatches nothing.
-                        yield Chunk(f"retry: {retry}\n\n".encode(), chunk.received)
-                    raise StreamEnd("close", "polite_close")
-                events += 1
-            sent += len(chunk.data)
-            yield chunk
+        async with closing(chunks):
+            events = sent = 0
+            async for chunk in chunks:
+                if is_event(chunk.data, ctx):
+                    if (self.before_terminal and is_terminal_chunk(chunk.data, ctx)) or (
+                        self.after_events is not None and events >= self.after_events
+                    ):
+                        sse = (
+                            not ctx.request.websocket
+                            and framer_for(ctx.request.provider).name == "sse"
+                        )
+                        retry = self.retry_ms if sse else None
+                        ctx.fired("close", events=events, nbytes=sent, detail=f"retry {retry} ms")
+                        if retry is not None:
+                            # WHATWG HTML 9.2.6: a block with only a `retry` field sets the
+                            # reconnection time and dispatches nothing.
+                            yield Chunk(f"retry: {retry}\n\n".encode(), chunk.received)
+                        raise StreamEnd("close", "polite_close")
+                    events += 1
+                sent += len(chunk.data)
+                yield chunk

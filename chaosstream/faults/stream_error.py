@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from chaosstream.faults._events import is_event
+from chaosstream.faults._feed import closing
 from chaosstream.faults.base import Chunk, Fault, FaultContext, StreamEnd
 from chaosstream.streams.format import ErrorKind
 from chaosstream.streams.registry import framer_for, get
@@ -42,18 +43,19 @@ class StreamError(Fault):
         return True
 
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
-        events = sent = 0
-        last = b""  # the last event delivered: numbered formats continue its sequence
-        async for chunk in chunks:
-            if is_event(chunk.data, ctx):
-                if events >= self.after_events:
-                    ctx.fired(self.kind, events=events, nbytes=sent)
-                    yield replace(chunk, data=self._error(ctx, last))
-                    raise StreamEnd("close", f"stream_error {self.kind}", keep_alive=True)
-                events += 1
-                last = chunk.data
-            sent += len(chunk.data)
-            yield chunk
+        async with closing(chunks):
+            events = sent = 0
+            last = b""  # the last event delivered: numbered formats continue its sequence
+            async for chunk in chunks:
+                if is_event(chunk.data, ctx):
+                    if events >= self.after_events:
+                        ctx.fired(self.kind, events=events, nbytes=sent)
+                        yield replace(chunk, data=self._error(ctx, last))
+                        raise StreamEnd("close", f"stream_error {self.kind}", keep_alive=True)
+                    events += 1
+                    last = chunk.data
+                sent += len(chunk.data)
+                yield chunk
 
     def _error(self, ctx: FaultContext, last: bytes) -> bytes:
         fmt = get(ctx.request.provider)

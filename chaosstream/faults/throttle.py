@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from chaosstream.faults._events import is_event, tokens
+from chaosstream.faults._feed import closing
 from chaosstream.faults.base import Chunk, Clock, Fault, FaultContext
 
 # Unframed byte streams are cut into pieces of at most this much link time, so
@@ -75,53 +76,56 @@ class Throttle(Fault):
             stream = self._bursts(chunks, ctx, self.burst_events, self.burst_every_ms / 1000.0)
         else:
             stream = self._events(chunks, ctx)
-        async for chunk in stream:
-            yield chunk
+        async with closing(stream):
+            async for chunk in stream:
+                yield chunk
 
     async def _events(
         self, chunks: AsyncIterator[Chunk], ctx: FaultContext
     ) -> AsyncIterator[Chunk]:
-        by_tokens = self.tokens_per_s is not None
-        interval = 1.0 / (self.tokens_per_s or self.events_per_s or 1.0)
-        clock = ctx.clock
-        free_at: float | None = None  # when the next unit may leave
-        for_log = True
-        async for chunk in chunks:
-            cost = tokens(chunk.data, ctx) if by_tokens else int(is_event(chunk.data, ctx))
-            if cost:
-                due = chunk.received if free_at is None else max(chunk.received, free_at)
-                free_at = due + cost * interval
-                await clock.sleep(due - clock.now())
-                if for_log:
-                    for_log = False
-                    ctx.fired("throttle", detail=f"{1 / interval:g}/s")
-                chunk = replace(chunk, received=max(chunk.received, due))
-            yield chunk
+        async with closing(chunks):
+            by_tokens = self.tokens_per_s is not None
+            interval = 1.0 / (self.tokens_per_s or self.events_per_s or 1.0)
+            clock = ctx.clock
+            free_at: float | None = None  # when the next unit may leave
+            for_log = True
+            async for chunk in chunks:
+                cost = tokens(chunk.data, ctx) if by_tokens else int(is_event(chunk.data, ctx))
+                if cost:
+                    due = chunk.received if free_at is None else max(chunk.received, free_at)
+                    free_at = due + cost * interval
+                    await clock.sleep(due - clock.now())
+                    if for_log:
+                        for_log = False
+                        ctx.fired("throttle", detail=f"{1 / interval:g}/s")
+                    chunk = replace(chunk, received=max(chunk.received, due))
+                yield chunk
 
     async def _bursts(
         self, chunks: AsyncIterator[Chunk], ctx: FaultContext, size: int, gap_s: float
     ) -> AsyncIterator[Chunk]:
-        # Held until the burst is whole, then sent together: a burst leaves when its
-        # last event arrived, and never sooner than `gap_s` after the one before.
-        clock = ctx.clock
-        held: list[Chunk] = []
-        events = 0
-        last_at: float | None = None
-        async for chunk in chunks:
-            held.append(chunk)
-            events += is_event(chunk.data, ctx)
-            if events < size:
-                continue
-            if last_at is None:
-                ctx.fired("burst", detail=f"{size} events every {gap_s * 1000:g} ms")
-            last_at = await self._release(held, clock, last_at, gap_s)
-            for c in held:
-                yield c
-            held, events = [], 0
-        if held:
-            await self._release(held, clock, last_at, gap_s)
-            for c in held:
-                yield c
+        async with closing(chunks):
+            # Held until the burst is whole, then sent together: a burst leaves when its
+            # last event arrived, and never sooner than `gap_s` after the one before.
+            clock = ctx.clock
+            held: list[Chunk] = []
+            events = 0
+            last_at: float | None = None
+            async for chunk in chunks:
+                held.append(chunk)
+                events += is_event(chunk.data, ctx)
+                if events < size:
+                    continue
+                if last_at is None:
+                    ctx.fired("burst", detail=f"{size} events every {gap_s * 1000:g} ms")
+                last_at = await self._release(held, clock, last_at, gap_s)
+                for c in held:
+                    yield c
+                held, events = [], 0
+            if held:
+                await self._release(held, clock, last_at, gap_s)
+                for c in held:
+                    yield c
 
     @staticmethod
     async def _release(held: list[Chunk], clock: Clock, last_at: float | None, gap: float) -> float:
@@ -133,15 +137,16 @@ class Throttle(Fault):
     async def _bytes(
         self, chunks: AsyncIterator[Chunk], ctx: FaultContext, rate: float
     ) -> AsyncIterator[Chunk]:
-        clock = ctx.clock
-        piece = 1 << 62 if ctx.framed else max(MIN_PIECE, int(rate * PIECE_S))
-        free_at: float | None = None
-        ctx.fired("throttle", detail=f"{rate:g} B/s")
-        async for chunk in chunks:
-            data = chunk.data
-            for i in range(0, len(data), piece):
-                part = data[i : i + piece] if len(data) > piece else data
-                start = chunk.received if free_at is None else max(chunk.received, free_at)
-                free_at = start + len(part) / rate
-                await clock.sleep(free_at - clock.now())
-                yield replace(chunk, data=part, received=free_at)
+        async with closing(chunks):
+            clock = ctx.clock
+            piece = 1 << 62 if ctx.framed else max(MIN_PIECE, int(rate * PIECE_S))
+            free_at: float | None = None
+            ctx.fired("throttle", detail=f"{rate:g} B/s")
+            async for chunk in chunks:
+                data = chunk.data
+                for i in range(0, len(data), piece):
+                    part = data[i : i + piece] if len(data) > piece else data
+                    start = chunk.received if free_at is None else max(chunk.received, free_at)
+                    free_at = start + len(part) / rate
+                    await clock.sleep(free_at - clock.now())
+                    yield replace(chunk, data=part, received=free_at)

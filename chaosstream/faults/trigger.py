@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chaosstream.faults._feed import Feed
+from chaosstream.faults._feed import Feed, closing
 from chaosstream.faults._regex import MAX_HEADER_VALUE_CHARS, header_matches
 from chaosstream.faults.base import (
     Chunk,
@@ -152,8 +152,10 @@ async def _gated(
             deadline = None if edge is None else max(base + edge, now + MIN_GATE_STEP_S)
             if window_open(window, now - base):
                 ctx.started = now
-                async for out in fault.apply(feed.until(deadline), ctx):
-                    yield out
+                # Closed before the feed: its read-ahead may be inside the feed's read.
+                async with closing(fault.apply(feed.until(deadline), ctx)) as out:
+                    async for chunk in out:
+                        yield chunk
             else:
                 async for chunk in feed.until(deadline):
                     yield chunk

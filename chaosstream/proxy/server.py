@@ -675,8 +675,9 @@ class ChaosProxy:
             await flush()  # what the fault let through reaches the client before the cut
             raise
         finally:
+            # Each stage closes the one it reads (faults/_feed.py closing): closing the
+            # outermost closes the chain down to source(), read-ahead tasks first.
             await _aclose(stream)
-            await _aclose(raw)
         if framing.overflow is not None:
             if head is not None:
                 await head
@@ -759,17 +760,21 @@ def frame_events(
 
     async def framed() -> AsyncIterator[Chunk]:
         splitter = framer.splitter()
-        async for chunk in chunks:
-            for block in splitter.feed(chunk.data):
-                yield Chunk(block, chunk.received)
-            if max_event_bytes is not None and splitter.pending > max_event_bytes:
-                if state is None:
-                    raise ValueError(f"an SSE event passed {max_event_bytes} bytes")
-                state.overflow = splitter.flush()
-                return
-        rest = splitter.flush()
-        if rest:
-            yield Chunk(rest, chunk.received)
+        try:
+            async for chunk in chunks:
+                for block in splitter.feed(chunk.data):
+                    yield Chunk(block, chunk.received)
+                if max_event_bytes is not None and splitter.pending > max_event_bytes:
+                    if state is None:
+                        raise ValueError(f"an SSE event passed {max_event_bytes} bytes")
+                    state.overflow = splitter.flush()
+                    return
+            rest = splitter.flush()
+            if rest:
+                yield Chunk(rest, chunk.received)
+        finally:
+            # Like every stage of the chain: closing this one closes the one it reads.
+            await _aclose(chunks)
 
     return framed()
 

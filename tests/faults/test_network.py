@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import pytest
 from pydantic import ValidationError
 
-from chaosstream.faults.base import Chunk, FaultEvent, Uploads
+from chaosstream.faults.base import Chunk, FaultEvent, SystemClock, Uploads
 from chaosstream.faults.network import (
     LinkDelay,
     LinkDown,
@@ -137,3 +138,29 @@ async def test_network_jitter_distribution_and_shape_reach_the_link() -> None:
     [link] = network_faults(ramp)
     r = await run_fault(link, timed(openai_stream(4), 1.0))
     assert [(t - i) for i, t in enumerate(r.times)] == pytest.approx([0, 0.1, 0.2, 0.3, 0.3])
+
+
+async def test_closing_a_delayed_stream_closes_its_input_under_a_pending_read() -> None:
+    """Closing a LinkDelay stream whose read-ahead task waits inside the input's read stops
+    that task and closes the input, so closing the outermost stream closes the whole chain."""
+    clock = SystemClock()
+    injector = Injector([LinkDelay(delay_ms=1)], 0, clock)
+    (armed,) = injector.arm(injector.next_exchange(), make_request(), clock.now())
+    closed: list[str] = []
+
+    async def silent_upstream() -> AsyncIterator[Chunk]:
+        try:
+            yield Chunk(b"data: 1\n\n", clock.now())
+            await asyncio.Event().wait()  # an upstream that goes quiet mid-stream
+            yield Chunk(b"never", clock.now())
+        finally:
+            closed.append("upstream")
+
+    raw = silent_upstream()
+    stream = armed.apply(raw)
+    first = await stream.__anext__()
+    assert first.data == b"data: 1\n\n"
+    await asyncio.sleep(0.02)  # the read-ahead is now inside raw's read
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert closed == ["upstream"]
+    await raw.aclose()  # nothing left running inside it: no "already running"

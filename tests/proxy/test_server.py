@@ -417,3 +417,35 @@ async def test_batched_events_are_not_held_back(proxy_factory: ProxyFactory) -> 
         assert two_at is not None and two_at < 0.3, two_at
     finally:
         await runner.cleanup()
+
+
+# A delay whose read-ahead task sits inside upstream's read: the network block's, or latency's.
+DELAYS: dict[str, tuple[dict[str, object], list[dict[str, object]]]] = {
+    "network": ({"network": {"latency_ms": 30}}, []),
+    "latency": ({}, [{"type": "latency", "per_event_ms": 30}]),
+}
+
+
+@pytest.mark.parametrize("mode", ["close", "reset"])
+@pytest.mark.parametrize("delay", sorted(DELAYS))
+async def test_cut_behind_a_delaying_fault_is_clean(
+    mode: str, delay: str, mock: MockServer, proxy_factory: ProxyFactory
+) -> None:
+    """A cut behind a delay (whose read-ahead task is inside upstream's read) still ends the
+    stream as the profile says -- clean end or RST after 5 events -- and is recorded a fault."""
+    extra, faults = DELAYS[delay]
+    cut = {"type": "disconnect", "after_events": 5, "mode": mode}
+    profile = make_profile([*faults, cut], **extra)
+    proxy = await proxy_factory(mock.url, profile)
+    raw, ending = await raw_stream(proxy.url, read_timeout=2.0)
+    body, finished = dechunk(raw)
+    assert len(EventDecoder().feed(body)) == 5
+    assert ending == {"reset": "reset", "close": "eof"}[mode]
+    assert finished is (mode == "close")
+    for _ in range(100):
+        if not proxy.recorder.open:
+            break
+        await asyncio.sleep(0.01)
+    ex = proxy.recorder.exchanges[-1]
+    assert ex.outcome == "fault", ex.error
+    assert mode in [f.action for f in ex.faults]
