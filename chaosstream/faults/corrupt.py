@@ -75,6 +75,8 @@ class Corrupt(Fault):
             action, rng = self.action, ctx.rng
             events = sent = 0
             held: Chunk | None = None  # `reorder`: the event waiting for the next one
+            held_at = (0, 0)  # its events and bytes before it, logged once the swap happens
+            carry = False  # `bit_flip` hit an event with no payload: flip the next one
             async for chunk in chunks:
                 if not is_event(chunk.data, ctx):
                     sent += len(chunk.data)
@@ -86,17 +88,27 @@ class Corrupt(Fault):
                     hit = rng.random() < self.rate
                 else:
                     hit = events == self.after_events
+                hit = hit or carry
+                if hit and action == "bit_flip":
+                    start, end = payload(chunk.data, ctx)
+                    # An empty payload has only framing bytes to flip: that would break
+                    # the framing, not the data the profile meant -- the next event gets it.
+                    carry = end <= start
+                    hit = not carry
                 gap = 0.0
                 if hit and held is None:
-                    ctx.fired(action, events=events, nbytes=sent)
-                    out = self._damage(chunk, ctx)
-                    gap = self.split_gap_ms / 1000.0 if action == "split" else 0.0
                     if action == "reorder":
-                        held = chunk
+                        # Logged when the next event swaps in: the last event has none.
+                        held, held_at = chunk, (events, sent)
                         out = []
+                    else:
+                        ctx.fired(action, events=events, nbytes=sent)
+                        out = self._damage(chunk, ctx)
+                        gap = self.split_gap_ms / 1000.0 if action == "split" else 0.0
                 else:
                     out = [chunk]
                     if held is not None:
+                        ctx.fired(action, events=held_at[0], nbytes=held_at[1])
                         out.append(held)
                         held = None
                 events += 1

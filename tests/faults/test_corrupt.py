@@ -91,3 +91,14 @@ async def test_corrupt_bit_flip_keeps_the_length_and_changes_one_bit() -> None:
     ]
     assert diff == [1]
     assert r.chunks_out[1] != STREAM[1] and r.chunks_out[1].startswith(b"data: ")
+
+
+async def test_corrupt_reorder_of_the_last_event_changes_nothing_and_logs_nothing() -> None:
+    """reorder on the last event has nothing to swap with: the stream passes unchanged and the
+    fault log does not claim a swap; on an earlier event the swap is logged where it happens."""
+    last = await run_fault(Corrupt(action="reorder", after_events=len(STREAM) - 1), STREAM)
+    assert last.chunks_out == STREAM
+    assert last.log == []
+    swap = await run_fault(Corrupt(action="reorder", after_events=3), STREAM)
+    assert swap.chunks_out == [*STREAM[:3], STREAM[4], STREAM[3], *STREAM[5:]]
+    assert [(e.action, e.events) for e in swap.log] == [("reorder", 3)]
