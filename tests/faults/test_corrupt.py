@@ -102,3 +102,16 @@ async def test_corrupt_reorder_of_the_last_event_changes_nothing_and_logs_nothin
     swap = await run_fault(Corrupt(action="reorder", after_events=3), STREAM)
     assert swap.chunks_out == [*STREAM[:3], STREAM[4], STREAM[3], *STREAM[5:]]
     assert [(e.action, e.events) for e in swap.log] == [("reorder", 3)]
+
+
+async def test_corrupt_bit_flip_skips_an_event_with_an_empty_payload() -> None:
+    """bit_flip never flips a framing byte: an event with an empty payload passes intact and
+    the next event with a payload gets the flip."""
+    empty = b"data: \n\n"
+    r = await run_fault(Corrupt(action="bit_flip", after_events=0), [empty, *STREAM])
+    assert r.chunks_out[0] == empty
+    assert r.chunks_out[2:] == STREAM[1:]
+    flipped, src = r.chunks_out[1], STREAM[0]
+    assert len(flipped) == len(src)
+    assert [a ^ b for a, b in zip(flipped, src, strict=True) if a != b] == [1]
+    assert [(e.action, e.events) for e in r.log] == [("bit_flip", 1)]
