@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,8 +20,10 @@ __all__ = ["DUMMY_KEY", "check_command", "client_env", "run_client"]
 
 DUMMY_KEY = "chaosstream-mock-key"
 """The API key clients get when the upstream is the embedded mock (it takes any)."""
-# Output kept per stream of the client; more is cut from the middle.
 OUTPUT_LIMIT = 4 * 1024 * 1024
+"""Output kept per stream of the client: past it, its first half (where the answer begins)
+and its last half (where the answer ends and the error is printed) are kept, with a mark
+saying how many bytes between them were not kept."""
 # Arrival times kept for the client's stdout (one per pipe read): enough for any
 # answer's first text; a client printing a byte at a time stops being stamped there.
 STDOUT_STAMPS = 100_000
@@ -79,9 +82,15 @@ def client_env(
         if mock:
             env.update(_dummy_keys())
         return env
+    no_proxy = _no_proxy(env, proxy_url)
     env.update(
         CHAOSSTREAM_URL=proxy_url,
         CHAOSSTREAM_SCENARIO=scenario,
+        # An HTTP(S)_PROXY inherited from a corporate shell would capture the client's calls
+        # to the loopback proxy (urllib, requests, httpx, curl and undici's env agent all
+        # send a host not in NO_PROXY to it): loopback and the proxy's host bypass it.
+        NO_PROXY=no_proxy,
+        no_proxy=no_proxy,
         OPENAI_BASE_URL=f"{proxy_url}/v1",
         ANTHROPIC_BASE_URL=proxy_url,
         # google-genai reads it when no http_options.base_url is given (_base_url.py);
@@ -99,6 +108,21 @@ def client_env(
     if mock:
         env.update(_dummy_keys())
     return env
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _no_proxy(env: dict[str, str], proxy_url: str) -> str:
+    """The user's NO_PROXY entries (either spelling) plus loopback and the proxy's host."""
+    entries: list[str] = []
+    host = urllib.parse.urlsplit(proxy_url).hostname
+    for value in (env.get("NO_PROXY", ""), env.get("no_proxy", ""), *LOOPBACK_HOSTS, host or ""):
+        for entry in value.split(","):
+            entry = entry.strip()
+            if entry and entry not in entries:
+                entries.append(entry)
+    return ",".join(entries)
 
 
 BASE_URL_VARIABLES = (
@@ -126,23 +150,83 @@ def _dummy_keys() -> dict[str, str]:
     )
 
 
+HEAD_BYTES = OUTPUT_LIMIT // 2
+TAIL_BYTES = OUTPUT_LIMIT - HEAD_BYTES
+
+
+class _Capped:
+    """One output stream of the client within :data:`OUTPUT_LIMIT`: a head that fills first,
+    then a ring of the latest bytes (the tail), so both ends of the output survive."""
+
+    __slots__ = ("dropped", "head", "seen", "tail")
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+        self.seen = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.seen += len(chunk)
+        room = HEAD_BYTES - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        # Trimmed when it holds twice its share: each byte is moved O(1) times.
+        if len(self.tail) > 2 * TAIL_BYTES:
+            cut = len(self.tail) - TAIL_BYTES
+            del self.tail[:cut]
+            self.dropped += cut
+
+    def text(self) -> str:
+        """What was kept, decoded; a mark stands where bytes were not kept."""
+        extra = max(0, len(self.tail) - TAIL_BYTES)
+        dropped = self.dropped + extra
+        if not dropped:
+            return (self.head + self.tail).decode("utf-8", errors="replace")
+        # Worded so that no verdict's pattern (INCOMPLETE_WORDS) matches the mark itself.
+        mark = f"\n[chaosstream: {dropped:,} bytes of output not kept]\n"
+        head = self.head.decode("utf-8", errors="replace")
+        return head + mark + self.tail[extra:].decode("utf-8", errors="replace")
+
+
 async def _read_all(
     stream: asyncio.StreamReader | None,
-    into: bytearray,
+    into: _Capped,
     stamps: list[tuple[float, int]] | None = None,
 ) -> None:
     if stream is None:
         return
     # With ``stamps``: when each piece arrived and how many characters the output
     # had then, so the verifier can tell when the answer's first text appeared.
+    # They stop at OUTPUT_LIMIT: past it the kept text's positions leave the stream's
+    # (the head's still match).
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     chars = 0
     while chunk := await stream.read(65536):
-        if len(into) < OUTPUT_LIMIT:
-            into.extend(chunk)
-            if stamps is not None and len(stamps) < STDOUT_STAMPS:
-                chars += len(decoder.decode(chunk))
-                stamps.append((time.monotonic(), chars))
+        stamp = stamps is not None and into.seen < OUTPUT_LIMIT and len(stamps) < STDOUT_STAMPS
+        into.add(chunk)
+        if stamp and stamps is not None:
+            chars += len(decoder.decode(chunk))
+            stamps.append((time.monotonic(), chars))
+
+
+class _ClientProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's own subprocess protocol, plus an event set at the client's exit itself.
+
+    ``Process.wait()`` returns only once the process has exited *and* every pipe is
+    closed (``BaseSubprocessTransport._try_finish``): a grandchild holding stdout
+    would make a client that exited look like a hang.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -156,8 +240,12 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
 async def run_client(command: Sequence[str], env: dict[str, str], timeout_s: float) -> ClientRun:
     """Run the client to its end, or kill it at ``timeout_s``."""
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
+        # asyncio.create_subprocess_exec's own body, with the protocol that says when
+        # the client exited (see _ClientProtocol).
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ClientProtocol(loop),
             *command,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -167,21 +255,24 @@ async def run_client(command: Sequence[str], env: dict[str, str], timeout_s: flo
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as e:
         raise InputError(f"cannot start client command {command[0]!r}: {e.strerror or e}") from None
-    out, err = bytearray(), bytearray()
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
+    out, err = _Capped(), _Capped()
     stamps: list[tuple[float, int]] = []
     readers = asyncio.gather(_read_all(proc.stdout, out, stamps), _read_all(proc.stderr, err))
     timed_out = False
     try:
-        await asyncio.wait_for(proc.wait(), timeout_s)
+        await asyncio.wait_for(protocol.exited.wait(), timeout_s)
     except asyncio.TimeoutError:
         timed_out = True
-        _kill(proc)
-        await proc.wait()
-    except BaseException:
-        _kill(proc)
-        await proc.wait()
-        raise
     finally:
+        # On every path -- exit, timeout, cancellation -- the client's whole process group
+        # goes: a grandchild of a client that exited by itself would otherwise run on into
+        # the next scenario (its requests counted there). A process group outlives its
+        # reaped leader while any member lives, and its id stays taken meanwhile (the
+        # kernel keeps the pid allocated), so killpg reaches exactly the leftovers; an
+        # empty group is ESRCH, ignored.
+        _kill(proc)
+        await protocol.exited.wait()
         # Grandchildren may keep the pipes open: never wait on them for long.
         try:
             await asyncio.wait_for(readers, 2.0)
@@ -189,12 +280,14 @@ async def run_client(command: Sequence[str], env: dict[str, str], timeout_s: flo
             readers.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await readers
+        # Pipes still held by a process that left the group (setsid) are closed here.
+        transport.close()
     return ClientRun(
         command=list(command),
         exit_code=proc.returncode,
         timed_out=timed_out,
-        stdout=out.decode("utf-8", errors="replace"),
-        stderr=err.decode("utf-8", errors="replace"),
+        stdout=out.text(),
+        stderr=err.text(),
         duration_s=time.monotonic() - started,
         stdout_times=stamps,
     )

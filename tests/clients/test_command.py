@@ -20,6 +20,7 @@ from chaosstream.clients.command import (
     client_env,
     run_client,
 )
+from chaosstream.mock import MockServer
 from chaosstream.yamlfile import InputError
 
 PY = sys.executable
@@ -125,6 +126,38 @@ def test_client_env_intercept_gives_proxy_and_ca_not_base_urls(
     assert not {"OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "OLLAMA_HOST"} & set(env)
 
 
+def test_client_env_keeps_loopback_off_an_inherited_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reverse mode adds loopback (and the proxy's host) to NO_PROXY/no_proxy, keeping the
+    user's own entries from either spelling."""
+    monkeypatch.setenv("NO_PROXY", "corp.example")
+    monkeypatch.setenv("no_proxy", ".internal,corp.example")
+    env = client_env("http://127.0.0.2:4242", "clean", mock=True)
+    assert env["NO_PROXY"] == env["no_proxy"]
+    entries = env["NO_PROXY"].split(",")
+    assert entries == ["corp.example", ".internal", "localhost", "127.0.0.1", "::1", "127.0.0.2"]
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.delenv("no_proxy")
+    env = client_env("http://127.0.0.1:4242", "clean", mock=True)
+    assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,::1"
+
+
+async def test_a_corporate_proxy_in_the_environment_does_not_capture_the_client(
+    monkeypatch: pytest.MonkeyPatch, mock: MockServer
+) -> None:
+    """With HTTP(S)_PROXY inherited from the shell (here a dead port), a client that honours
+    it (urllib) still reaches the loopback proxy URL directly."""
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    code = (
+        "import os, urllib.request\n"
+        "print(urllib.request.urlopen(os.environ['CHAOSSTREAM_URL'] + '/api/version').status)\n"
+    )
+    run = await run_client([PY, "-c", code], client_env(mock.url, "clean", mock=True), 30)
+    assert (run.exit_code, run.stdout) == (0, "200\n"), run.stderr
+
+
 async def test_run_client_returns_exit_code_output_and_environment() -> None:
     """The client sees the environment it was given; its exit code, stdout and stderr return."""
     env = client_env("http://127.0.0.1:1", "clean", mock=True)
@@ -165,20 +198,29 @@ async def test_undecodable_output_is_replaced_not_fatal() -> None:
     assert run.stdout == "ok \ufffd\ufffd end"
 
 
-async def test_output_beyond_the_limit_is_read_but_not_kept() -> None:
-    """A client printing 6 MiB is never blocked on its pipe; at most the limit (plus one read)
-    is kept, starting with what it printed first."""
+async def test_output_beyond_the_limit_keeps_its_head_and_its_tail() -> None:
+    """A client printing 6 MiB on each stream is never blocked on its pipe; what is kept is
+    bounded and holds both ends: the answer's beginning and the error printed last."""
     code = (
         "import sys\n"
-        "sys.stdout.write('head\\n' + 'x' * (6 * 1024 * 1024))\n"
+        "sys.stdout.write('head\\n' + 'x' * (6 * 1024 * 1024) + '\\nthe end\\n')\n"
         "sys.stdout.flush()\n"
-        "print('done', file=sys.stderr)\n"
+        "sys.stderr.write('y' * (6 * 1024 * 1024) + '\\nRuntimeError: stream cut\\n')\n"
     )
     run = await run_client([PY, "-c", code], dict(os.environ), timeout_s=30)
     assert run.exit_code == 0 and not run.timed_out
-    assert run.stdout.startswith("head\n")
-    assert OUTPUT_LIMIT <= len(run.stdout) <= OUTPUT_LIMIT + 65536
-    assert run.stderr == "done\n"
+    assert run.stdout.startswith("head\n") and run.stdout.endswith("x\nthe end\n")
+    assert run.stderr.startswith("y") and run.stderr.endswith("y\nRuntimeError: stream cut\n")
+    for text in (run.stdout, run.stderr):
+        assert OUTPUT_LIMIT // 2 <= len(text) <= OUTPUT_LIMIT + 65536 + 200, len(text)
+        assert "bytes of output not kept" in text  # the cut is marked where it is
+
+
+async def test_output_within_the_limit_is_kept_whole() -> None:
+    """Output just under the limit comes back byte for byte, with no mark."""
+    code = "import sys; sys.stdout.write('a' * (4 * 1024 * 1024 - 10) + 'z')"
+    run = await run_client([PY, "-c", code], dict(os.environ), timeout_s=30)
+    assert run.stdout == "a" * (OUTPUT_LIMIT - 10) + "z"
 
 
 async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
@@ -201,6 +243,25 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert 1.4 <= elapsed < 5.0, elapsed
     for pid in map(int, pids.read_text().split()):
         assert await asyncio.to_thread(_gone_soon, pid), f"pid {pid} survived the timeout"
+
+
+async def test_grandchildren_of_a_client_that_exited_are_killed(tmp_path: Path) -> None:
+    """A client that exits by itself leaves nothing behind: a grandchild it started (holding
+    the pipes or not) is killed with its process group, not left to run into the next
+    scenario."""
+    pids = tmp_path / "pids"
+    code = (
+        "import subprocess, sys\n"
+        "sleep = [sys.executable, '-c', 'import time; time.sleep(60)']\n"
+        "quiet = subprocess.Popen(sleep, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "holder = subprocess.Popen(sleep)\n"
+        f"open({str(pids)!r}, 'w').write(f'{{quiet.pid}} {{holder.pid}}')\n"
+        "print('answer', flush=True)\n"
+    )
+    run = await run_client([PY, "-c", code], dict(os.environ), timeout_s=30)
+    assert (run.exit_code, run.timed_out, run.stdout) == (0, False, "answer\n")
+    for pid in map(int, pids.read_text().split()):
+        assert await asyncio.to_thread(_gone_soon, pid, 3.0), f"grandchild {pid} survived"
 
 
 async def test_cancelling_the_run_kills_the_client(tmp_path: Path) -> None:
