@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from chaosstream.faults import Chunk, Clock, FaultEvent, RequestInfo, StreamEnd, SystemClock
+from chaosstream.faults.network import LinkDelay
 from chaosstream.faults.profile import Profile
 from chaosstream.faults.trigger import Armed
 from chaosstream.proxy.cassette import CassetteTap
@@ -390,10 +391,13 @@ class ChaosProxy:
         uploads = [a for a in armed if hasattr(a.fault, "apply_upload")]
         # aiohttp warns that a large bytes body may block the loop; a BytesIO streams it.
         data: Any = info.body if len(info.body) <= 1 << 20 else io.BytesIO(info.body)
-        if uploads:
+        if uploads and info.body:
             data = self._upload(info.body, uploads)
-            if info.body:
-                headers["Content-Length"] = str(len(info.body))
+            headers["Content-Length"] = str(len(info.body))
+        elif uploads:
+            # No body to shape: sent as the client sent it (no Transfer-Encoding: chunked
+            # on a GET), and only the link's one-way delay holds the request head.
+            await self._delay_request_head(uploads)
         route = request.get(ROUTE)
         base = self.upstream if route is None else route.upstream
         if self.cassette is not None:  # new_episodes: what the cassette answers is replayed
@@ -407,7 +411,7 @@ class ChaosProxy:
                     request.method,
                     url,
                     headers=headers,
-                    data=data if (info.body or uploads) else None,
+                    data=data if info.body else None,
                     allow_redirects=False,
                     skip_auto_headers=SKIP_AUTO,
                     compress=None,
@@ -428,6 +432,18 @@ class ChaosProxy:
             # Closing (not releasing) drops the upstream connection unless the
             # body was read to the end: a client that left closes upstream too.
             upstream.close()
+
+    async def _delay_request_head(self, uploads: list[Armed]) -> None:
+        """A bodyless request's head crosses the link too: it leaves after the one-way delay
+        (no jitter, like the response head: see LinkDelay.head_delay_ms)."""
+        total = 0.0
+        for a in uploads:
+            if isinstance(a.fault, LinkDelay):
+                ms = a.fault.head_delay_ms(a.ctx)
+                if ms > 0:
+                    total += ms
+                    a.ctx.fired("delay_upload", detail=f"{ms:g} ms, request head")
+        await self.clock.sleep(total / 1000.0)
 
     async def _upload(self, body: bytes, uploads: list[Armed]) -> AsyncIterator[bytes]:
         async def source() -> AsyncIterator[Chunk]:

@@ -449,3 +449,41 @@ async def test_cut_behind_a_delaying_fault_is_clean(
     ex = proxy.recorder.exchanges[-1]
     assert ex.outcome == "fault", ex.error
     assert mode in [f.action for f in ex.faults]
+
+
+async def test_network_profile_sends_a_bodyless_get_as_sent_one_way_delay_each_way(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """Through mobile-3g (200 ms each way) a GET with no body reaches upstream without
+    Transfer-Encoding, after the one-way delay, and the answer takes about twice that."""
+    seen: list[tuple[float, str | None, str | None]] = []
+    start = 0.0
+
+    async def models(request: web.Request) -> web.Response:
+        await request.read()
+        te, cl = request.headers.get("Transfer-Encoding"), request.headers.get("Content-Length")
+        seen.append((time.monotonic() - start, te, cl))
+        return web.json_response({"object": "list", "data": []})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        proxy = await proxy_factory(f"http://{host}:{port}", "mobile-3g")
+        async with aiohttp.ClientSession() as session:
+            await (await session.get(proxy.url + "/v1/models")).read()  # pool warm
+            seen.clear()
+            start = time.monotonic()
+            async with session.get(proxy.url + "/v1/models") as resp:
+                assert resp.status == 200
+                await resp.read()
+            total = time.monotonic() - start
+        ((arrived, te, cl),) = seen
+        assert te is None and cl in (None, "0"), (te, cl)
+        assert 0.19 <= arrived <= 0.6, arrived
+        assert 0.39 <= total <= 1.2, total
+    finally:
+        await runner.cleanup()
