@@ -92,8 +92,12 @@ class PageObservation:
 
 
 def api_exchanges(exchanges: Sequence[Exchange]) -> list[Exchange]:
-    """The model requests among a page run's exchanges (not the page, its script, its CSS)."""
-    return [e for e in exchanges if e.method != "GET" or e.is_event_stream]
+    """The model requests among a page run's exchanges (not the page, its script, its CSS,
+    nor a CORS preflight: the browser's OPTIONS asking a cross-origin API for leave, Fetch
+    standard 4.8, before a page on its own origin calls a provider directly)."""
+    return [
+        e for e in exchanges if e.method != "OPTIONS" and (e.method != "GET" or e.is_event_stream)
+    ]
 
 
 def _norm(text: str) -> str:

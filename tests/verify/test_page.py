@@ -341,6 +341,14 @@ def test_api_exchanges_leave_out_the_page_and_its_assets() -> None:
     assert [e.id for e in api_exchanges(records)] == [3, 4]
 
 
+def test_api_exchanges_leave_out_cors_preflights() -> None:
+    """A cross-origin page's OPTIONS preflight before its chat request is not a model request."""
+    preflight = asset(2, "/v1/chat/completions")
+    preflight.method, preflight.status, preflight.content_type = "OPTIONS", 204, ""
+    records = [asset(1, "/"), preflight, chat(3, 0.5, 0.9)]
+    assert [e.id for e in api_exchanges(records)] == [3]
+
+
 # --- pages without our test ids (issue 23) ---------------------------------------------------
 
 
