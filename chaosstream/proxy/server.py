@@ -569,8 +569,14 @@ class ChaosProxy:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             ex.outcome = "client_gone"
         finally:
-            if head is not None and not head.done():
-                head.cancel()
+            if head is not None:
+                if not head.done():
+                    head.cancel()
+                elif not head.cancelled():
+                    # Retrieved on every path (the handler cancelled as the client left, the
+                    # upstream-error return): a head that failed must not log "Task exception
+                    # was never retrieved" at garbage collection.
+                    head.exception()
         return resp
 
     @staticmethod
