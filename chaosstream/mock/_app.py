@@ -43,6 +43,42 @@ async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(status=499)
 
 
+# CORS, so a page on its own origin can call the mock as it calls a provider directly
+# (OpenAI's API answers browsers with `Access-Control-Allow-Origin: *`; Anthropic's does
+# when the page sends `anthropic-dangerous-direct-browser-access: true`, which this mock
+# does not require). Fetch standard 3.2 (CORS protocol): a preflight is an OPTIONS with
+# Origin and Access-Control-Request-Method; it gets 204 and leave for the method and
+# headers asked. No credentials are allowed, so `*` may stand for any origin and header.
+CORS_MAX_AGE_S = 600
+
+
+@web.middleware
+async def _cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    asked = request.headers.get("Access-Control-Request-Method")
+    if request.method == "OPTIONS" and asked and "Origin" in request.headers:
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "*"
+                ),
+                "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+                "Vary": "Access-Control-Request-Headers",
+            },
+        )
+    return await handler(request)
+
+
+async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # on_response_prepare runs before any head is sent, streamed answers included.
+    if "Origin" in request.headers and "Access-Control-Allow-Origin" not in response.headers:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        # Lets the page read Retry-After and the request id, as a person's client would.
+        response.headers["Access-Control-Expose-Headers"] = "*"
+
+
 def create_app(
     settings: MockSettings = DEFAULT_SETTINGS,
     *,
@@ -51,11 +87,16 @@ def create_app(
 ) -> web.Application:
     """Build the mock app: OpenAI, Anthropic, ``/sse``, ``/ws`` and test endpoints.
 
+    Every route answers CORS (preflights, and ``Access-Control-Allow-Origin: *`` to a
+    request with an ``Origin``), as the providers' APIs do for pages calling them.
+
     ``web_dir`` (default: the package's ``web/`` folder) is served at ``/`` when it
     exists; pass None to serve no page. ``limits`` (default: ``MockLimits()``) caps
     the /ws socket's messages and queue.
     """
-    app = web.Application(middlewares=[watch, _record], client_max_size=MAX_BODY_BYTES)
+    # A preflight is answered before _record: it is the browser's question, not a request.
+    app = web.Application(middlewares=[watch, _cors, _record], client_max_size=MAX_BODY_BYTES)
+    app.on_response_prepare.append(_cors_headers)
     app[SETTINGS] = settings
     app[LIMITS] = limits or MockLimits()
     app[GUARDS] = {}

@@ -466,3 +466,38 @@ async def test_run_mock_reports_its_url_and_stops_on_a_signal(stop_signal: int) 
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# --- CORS (a page on its own origin calling the API directly) --------------------------------
+
+
+async def test_cors_preflight_and_streamed_answer_allow_any_origin(
+    mock: MockServer, http: aiohttp.ClientSession
+) -> None:
+    """A preflight gets 204 with leave for the method and headers asked (not recorded as a
+    request); the streamed answer to a request with an Origin carries Allow-Origin *."""
+    url = f"{mock.url}/v1/chat/completions"
+    before = len(mock.stats.history)
+    asked = "authorization, content-type"
+    async with http.options(
+        url,
+        headers={
+            "Origin": "http://127.0.0.1:9",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": asked,
+        },
+    ) as r:
+        assert r.status == 204
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in r.headers["Access-Control-Allow-Methods"]
+        assert r.headers["Access-Control-Allow-Headers"] == asked
+    assert len(mock.stats.history) == before
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with http.post(url, json=body, headers={"Origin": "http://127.0.0.1:9"}) as r:
+        assert r.status == 200 and r.content_type == "text/event-stream"
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert r.headers["Access-Control-Expose-Headers"] == "*"
+        assert "[DONE]" in (await r.read()).decode()
+    async with http.post(url, json=body) as r:  # no Origin: no CORS headers, as before
+        assert "Access-Control-Allow-Origin" not in r.headers
+        await r.read()
