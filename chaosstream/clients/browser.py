@@ -23,6 +23,7 @@ into verdicts; the scenario's ``client: {browser: ...}`` spec is
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -54,6 +55,7 @@ __all__ = [
     "CHROMIUM_NAMES",
     "PageDriver",
     "drive_scenario",
+    "intercept_args",
     "launch_chromium",
     "page_battery",
     "resolve_url",
@@ -315,8 +317,11 @@ AUTO_PARTS = ("output", "error", "typing", "retry", "stop")
 """Parts the page watcher finds by role and text when their selector matches nothing."""
 
 
-async def launch_chromium(browser_type: Any, executable: str | None = None) -> tuple[Any, str]:
-    """Launch headless Chromium with :data:`CHROMIUM_ARGS`; return ``(browser, what ran)``.
+async def launch_chromium(
+    browser_type: Any, executable: str | None = None, extra_args: Sequence[str] = ()
+) -> tuple[Any, str]:
+    """Launch headless Chromium with :data:`CHROMIUM_ARGS` (then ``extra_args``: see
+    :func:`intercept_args`); return ``(browser, what ran)``.
 
     The first of: ``executable`` (``--chromium``), ``$CHAOSSTREAM_CHROMIUM``,
     Playwright's own build (``python -m playwright install chromium``: the
@@ -337,13 +342,13 @@ async def launch_chromium(browser_type: Any, executable: str | None = None) -> t
         if path is None:
             raise InputError(f"{source} {_cut(named)}: no such executable file")
         try:
-            return await _launch(browser_type, path), path
+            return await _launch(browser_type, path, extra_args), path
         except Exception as e:
             raise InputError(f"{source} {_cut(path)}: Chromium did not start: {_cut(e)}") from None
     tried = []
     try:
         # Which build it is (full or headless shell) is Playwright's choice: name it, not a path.
-        return await _launch(browser_type, None), "Playwright's own Chromium"
+        return await _launch(browser_type, None, extra_args), "Playwright's own Chromium"
     except Exception as e:
         # Playwright's "Executable doesn't exist at ..." is the usual case: nothing installed.
         missing = "Executable doesn't exist" in str(e)
@@ -355,7 +360,7 @@ async def launch_chromium(browser_type: Any, executable: str | None = None) -> t
             absent.append(name)
             continue
         try:
-            return await _launch(browser_type, path), path
+            return await _launch(browser_type, path, extra_args), path
         except Exception as e:
             tried.append(f"{path} ({_cut(e)})")
     if absent:
@@ -367,14 +372,64 @@ async def launch_chromium(browser_type: Any, executable: str | None = None) -> t
     )
 
 
+def intercept_args(proxy_url: str, hosts: Sequence[str], spki_pin: str) -> list[str]:
+    """Chromium flags that send the ``hosts`` (globs) through the intercepting front.
+
+    A PAC script (given inline as a ``data:`` URL) answers ``PROXY`` for an
+    intercepted host and ``DIRECT`` for any other, so those still meet
+    :data:`CHROMIUM_ARGS`' resolver rule and fail to resolve: with a plain
+    ``--proxy-server`` every host would go to the front, which tunnels the ones
+    it does not intercept to the network. Chromium asks no DNS for a proxied
+    host (the front answers it), and accepts the front's certificates by the CA's
+    SPKI pin (``--ignore-certificate-errors-spki-list``: a chain holding a key of
+    that hash is trusted), so nothing goes into a trust store.
+    """
+    front = proxy_url.split("://", 1)[-1].rstrip("/")
+    # Chromium lower-cases the host it hands FindProxyForURL, as the globs are.
+    pattern = "|".join(_glob_regex(h) for h in hosts) or "(?!)"
+    pac = (
+        "function FindProxyForURL(url, host) {"
+        f" return /^(?:{pattern})$/.test(host) ? {json.dumps('PROXY ' + front)} : 'DIRECT'; }}"
+    )
+    data = base64.b64encode(pac.encode()).decode()
+    return [
+        f"--proxy-pac-url=data:application/x-ns-proxy-autoconfig;base64,{data}",
+        f"--ignore-certificate-errors-spki-list={spki_pin}",
+    ]
+
+
+def _glob_regex(glob: str) -> str:
+    """An fnmatch glob (``*``, ``?``, ``[seq]``, ``[!seq]``) as a JavaScript regex body."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        end = glob.find("]", i + 2) if c == "[" else -1
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif end > 0:
+            body = glob[i + 1 : end]
+            neg = body.startswith("!")
+            body = re.sub(r"([\\\]^/])", r"\\\1", body[1:] if neg else body)
+            out.append(f"[{'^' if neg else ''}{body}]")
+            i = end
+        else:  # a JS identity escape for anything but a letter, digit, - or _ ("/" too)
+            out.append(c if c.isalnum() or c in "-_" else "\\" + c)
+        i += 1
+    return "".join(out)
+
+
 def _which(named: str) -> str | None:
     """``named`` as an executable: a path as given, else a name on PATH or in the cwd."""
     return shutil.which(named) or shutil.which(os.path.abspath(named))
 
 
-async def _launch(browser_type: Any, path: str | None) -> Any:
+async def _launch(browser_type: Any, path: str | None, extra_args: Sequence[str]) -> Any:
     # Playwright gives each launch its own temporary --user-data-dir: a fresh profile.
-    return await browser_type.launch(executable_path=path, args=list(CHROMIUM_ARGS), headless=True)
+    args = [*CHROMIUM_ARGS, *extra_args]
+    return await browser_type.launch(executable_path=path, args=args, headless=True)
 
 
 def _cut(what: object, n: int = 80) -> str:
@@ -390,11 +445,16 @@ class PageDriver:
     """
 
     def __init__(
-        self, executable: str | None = None, viewport: tuple[int, int] = (900, 820)
+        self,
+        executable: str | None = None,
+        viewport: tuple[int, int] = (900, 820),
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.executable = executable
         """The browser to drive (None: see :func:`launch_chromium`); after start, the one used."""
         self.viewport = viewport
+        self.extra_args = tuple(extra_args)
+        """Flags after :data:`CHROMIUM_ARGS` (``--intercept``: :func:`intercept_args`)."""
         self._pw: Any = None
         self._browser: Any = None
 
@@ -415,7 +475,7 @@ class PageDriver:
         self._pw = await async_playwright().start()
         try:
             self._browser, self.executable = await launch_chromium(
-                self._pw.chromium, self.executable
+                self._pw.chromium, self.executable, self.extra_args
             )
         except BaseException:
             await self._pw.stop()
