@@ -303,8 +303,8 @@ def test_check_browser_battery_drives_the_page_in_every_scenario() -> None:
     assert [s.name for s, _ in scenarios] == [s.name for s, _ in battery()]
     assert all(s.client is not None and s.client.browser.url == "/" for s, _ in scenarios)
     names = {s.name: [e.name for e in s.expect] for s, _ in scenarios}
-    assert names["clean"] == ["shows_typing", "stable_layout"]
-    assert names["midstream-reset"] == []
+    assert names["clean"] == ["resilient", "shows_typing", "stable_layout"]
+    assert names["midstream-reset"] == ["resilient"]
 
 
 def test_run_command_drives_a_page_and_writes_json(tmp_path: Path) -> None:
