@@ -222,10 +222,15 @@ def execute(
     model_listen: int | None = None,
     intercept: bool = False,
     ca_dir: str | None = None,
+    strict: bool = False,
+    origin: Sequence[str] = (),
 ) -> int:
     """Run, print progress and the table, write the reports; the exit code:
     0, 1, or 130/143 when SIGINT/SIGTERM stopped the run (see :class:`Interrupts`).
-    ``otel`` is ``--otel``/``--no-otel`` (see :func:`chaosstream.cli.telemetry.open_telemetry`)."""
+    ``otel`` is ``--otel``/``--no-otel`` (see :func:`chaosstream.cli.telemetry.open_telemetry`).
+    ``strict``: a request the cassette had no recording for fails the run. ``origin``: the
+    command-line words that set the run up (:attr:`RunReport.origin`), for each scenario's
+    ``repro_run``."""
     from rich.console import Console
 
     from chaosstream.cli.logs import quiet
@@ -235,9 +240,10 @@ def execute(
 
     if any(s.client is None for s, _ in scenarios):
         check_command(command)
-    if (replay_speed != 1.0 or match_on is not None) and not is_cassette(upstream):
+    if (replay_speed != 1.0 or match_on is not None or strict) and not is_cassette(upstream):
         raise click.BadParameter(
-            "--replay-speed and --match-on replay a cassette: give --upstream cassette:DIR",
+            "--replay-speed, --match-on and --strict replay a cassette: give --upstream "
+            "cassette:DIR",
             param_hint="--upstream",
         )
     if upstream == REAL and not intercept:
@@ -276,6 +282,7 @@ def execute(
         finally:
             if telemetry is not None:
                 telemetry.shutdown()  # exports what is still batched
+        report.command, report.origin, report.strict = list(command), list(origin), strict
         # Off a terminal (CI logs) rich would wrap the table at 80 columns.
         print_report(report, Console(width=None if sys.stdout.isatty() else 140), title=title)
         if json_path is not None:
@@ -358,6 +365,12 @@ _REPORT_OPTIONS = [
         "recorded pace (0 = as fast as possible).",
     ),
     click.option(
+        "--strict",
+        is_flag=True,
+        help="With --upstream cassette:DIR: a request that matched no recording fails the run "
+        "(exit 1, a line naming it and the nearest recording), as `mock --strict` does.",
+    ),
+    click.option(
         "--match-on",
         callback=match_on_option,
         default=None,
@@ -430,6 +443,48 @@ def _only(
     return [(s, p) for s, p in pairs if not names or s.name in names]
 
 
+def _number(value: float) -> str:
+    """A float as a command-line word: short (``10``), exact when short would round."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def _origin(
+    head: Sequence[str],
+    *,
+    upstream: str | None,
+    intercept: bool,
+    ca_dir: str | None,
+    replay_speed: float,
+    match_on: tuple[str, ...] | None,
+    strict: bool,
+    model_listen: int | None,
+    timeout_s: float | None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The words after ``chaosstream`` that set this run up again (``RunReport.origin``):
+    what decides which faults meet which client and upstream, never where reports go.
+    ``--only``, ``--seed`` and the client command are each scenario's ``repro_run``'s."""
+    words = list(head)
+    if upstream is not None:
+        words += ["--upstream", upstream]
+    if intercept:
+        words.append("--intercept")
+        if ca_dir is not None:
+            words += ["--ca-dir", ca_dir]
+    if replay_speed != 1.0:
+        words += ["--replay-speed", _number(replay_speed)]
+    if match_on is not None:
+        words += ["--match-on", ",".join(match_on)]
+    if strict:
+        words.append("--strict")
+    if model_listen is not None:
+        words += ["--model-listen", str(model_listen)]
+    if timeout_s is not None:
+        words += ["--timeout-s", _number(timeout_s)]
+    return [*words, *extra]
+
+
 def _env_rows() -> list[tuple[str, str]]:
     """The variables the runner sets for the client (from the code that sets them)."""
     from chaosstream.clients.command import client_env
@@ -497,6 +552,7 @@ def _describe(profile: Profile) -> str:
 def run(
     scenario_file: str,
     replay_speed: float,
+    strict: bool,
     match_on: tuple[str, ...] | None,
     json_path: str | None,
     junit_path: str | None,
@@ -552,6 +608,18 @@ def run(
             model_listen=model_listen,
             intercept=intercept,
             ca_dir=ca_dir,
+            strict=strict,
+            origin=_origin(
+                ["run", scenario_file],
+                upstream=upstream,
+                intercept=intercept,
+                ca_dir=ca_dir,
+                replay_speed=replay_speed,
+                match_on=match_on,
+                strict=strict,
+                model_listen=model_listen,
+                timeout_s=timeout_s,
+            ),
         )
     )
 
@@ -634,6 +702,7 @@ def _selectors(values: tuple[str, ...]) -> dict[str, str]:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]")
 def check(
     replay_speed: float,
+    strict: bool,
     match_on: tuple[str, ...] | None,
     json_path: str | None,
     junit_path: str | None,
@@ -683,6 +752,22 @@ def check(
         raise click.UsageError(f"{what} is for pages: give --browser URL too")
     elif not command:
         raise click.UsageError("give a client command after -- (or --browser URL)")
+    # How this run was set up, for each scenario's repro_run: a page's words are here.
+    page_words = [] if page_url is None else ["--browser", page_url]
+    page_words += [w for part, css in selectors.items() for w in ("--selector", f"{part}={css}")]
+    page_words += [] if app is None else ["--app", app]
+    origin = _origin(
+        ["check"],
+        upstream=upstream,
+        intercept=intercept,
+        ca_dir=ca_dir,
+        replay_speed=replay_speed,
+        match_on=match_on,
+        strict=strict,
+        model_listen=model_listen,
+        timeout_s=None if timeout_s == DEFAULT_TIMEOUT_S else timeout_s,
+        extra=page_words,
+    )
     raise SystemExit(
         execute(
             scenarios,
@@ -702,5 +787,7 @@ def check(
             model_listen=model_listen,
             intercept=intercept,
             ca_dir=ca_dir,
+            strict=strict,
+            origin=origin,
         )
     )

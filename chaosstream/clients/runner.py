@@ -214,6 +214,7 @@ async def run_scenarios(
             for index, (scenario, profile) in enumerate(scenarios):
                 if progress is not None:
                     progress.start(scenario.name, index, len(scenarios), scenario.timeout_s)
+                missed = len(replay.player.unmatched) if replay is not None else 0
                 result = await _run_one(
                     scenario,
                     profile,
@@ -226,6 +227,9 @@ async def run_scenarios(
                     ca,
                     replay=replay,
                 )
+                if replay is not None:
+                    # This scenario's cassette misses (`--strict` fails the run on them).
+                    result.unmatched = replay.player.unmatched[missed:]
                 results.append(result)
                 if progress is not None:
                     progress.end(result)

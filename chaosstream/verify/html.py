@@ -341,6 +341,7 @@ else "-") }} · TTFT wire {{ s.ttft_ms if s.ttft_ms is not none else "-" }} ms, 
 {% if s.faults_total > s.faults | length %}· {{ s.faults_total }} fault firings, \
 {{ s.faults | length }} drawn{% endif %}</p>
 {% if s.repro %}<p>repro: <code>{{ s.repro }}</code></p>{% endif %}
+{% if s.repro_run and not s.passed %}<p>rerun: <code>{{ s.repro_run }}</code></p>{% endif %}
 <div class="chart" id="chart-{{ loop.index0 }}"></div>
 <div class="cols">
 <div><h3>Verdicts</h3><ul class="verdicts">

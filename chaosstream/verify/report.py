@@ -6,6 +6,7 @@ import json
 import shlex
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "fault_label",
     "print_report",
     "repro",
+    "repro_run",
     "to_json",
     "to_junit",
     "write_json",
@@ -33,7 +35,9 @@ __all__ = [
 
 def to_json(report: RunReport) -> dict[str, Any]:
     """The report as the JSON contract: exactly these keys (plus ``interrupted`` when a
-    signal stopped the run, so a CI job can tell a cancelled run from a failed one)."""
+    signal stopped the run, so a CI job can tell a cancelled run from a failed one), and per
+    scenario ``repro_run`` (the command re-running it with the same client) and, when a
+    cassette had no recording for some request, ``unmatched``."""
     out: dict[str, Any] = {
         "tool": "chaosstream",
         "version": __version__,
@@ -42,20 +46,22 @@ def to_json(report: RunReport) -> dict[str, Any]:
     }
     if report.interrupted:
         out["interrupted"] = True
-    return {
-        **out,
-        "scenarios": [
-            {
-                "name": r.name,
-                "profile": r.profile,
-                "passed": r.passed,
-                "observed": r.observed.as_dict(),
-                "repro": repro(r, report.upstream),
-                "expectations": [v.as_dict() for v in r.verdicts],
-            }
-            for r in report.results
-        ],
-    }
+    scenarios = []
+    for r in report.results:
+        scenario: dict[str, Any] = {
+            "name": r.name,
+            "profile": r.profile,
+            "passed": r.passed,
+            "observed": r.observed.as_dict(),
+            "repro": repro(r, report.upstream),
+            "repro_run": repro_run(r, report),
+            "expectations": [v.as_dict() for v in r.verdicts],
+        }
+        if r.unmatched:
+            # Only when a cassette missed: a report on a hit cassette (or none) keeps its keys.
+            scenario["unmatched"] = list(r.unmatched)
+        scenarios.append(scenario)
+    return {**out, "scenarios": scenarios}
 
 
 def repro(result: ScenarioResult, upstream: str) -> str | None:
@@ -73,6 +79,23 @@ def repro(result: ScenarioResult, upstream: str) -> str | None:
     if upstream.startswith(("http://", "https://", "cassette:")):
         command += ["--upstream", upstream]
     return shlex.join([*command, "--profile", result.profile, "--seed", str(result.seed)])
+
+
+def repro_run(result: ScenarioResult, report: RunReport) -> str | None:
+    """The one command that re-runs just this scenario with the same client, e.g.
+    ``chaosstream check --upstream cassette:tapes --only midstream-close --seed 7 -- python
+    app.py``: the run's own command line (``report.origin``) with ``--only`` and ``--seed``.
+
+    The seed is the scenario's own (a scenario file may set one per scenario), so the
+    same faults fire on the same requests. None when no command line started the run.
+    """
+    if not report.origin:
+        return None
+    words = ["chaosstream", *report.origin, "--only", result.name, "--seed", str(result.seed)]
+    # A page scenario has no client command; the browser words are in the origin.
+    if report.command and result.page is None:
+        words += ["--", *report.command]
+    return shlex.join(words)
 
 
 def write_json(report: RunReport, path: str | Path) -> None:
@@ -103,8 +126,11 @@ def to_junit(report: RunReport) -> ET.Element:
     ET.SubElement(props, "property", name="upstream", value=report.upstream)
     if report.interrupted:
         ET.SubElement(props, "property", name="interrupted", value="true")
+    if report.strict:
+        ET.SubElement(props, "property", name="strict", value="true")
     for result in report.results:
         share = result.client.duration_s / max(1, len(result.verdicts))
+        rerun = repro_run(result, report)
         for verdict in result.verdicts:
             case = ET.SubElement(
                 suite,
@@ -114,12 +140,17 @@ def to_junit(report: RunReport) -> ET.Element:
                 time=f"{share:.3f}",
             )
             if verdict.verdict == "fail":
+                if rerun is not None:
+                    # A testcase's <properties> come first (pytest's record_property layout).
+                    case_props = ET.SubElement(case, "properties")
+                    ET.SubElement(case_props, "property", name="repro_run", value=rerun)
                 failure = ET.SubElement(
                     case, "failure", message=verdict.evidence, type="ExpectationFailed"
                 )
                 failure.text = (
                     f"{verdict.evidence}\n\nprofile: {result.profile} (seed {result.seed})\n"
                     f"observed: {json.dumps(result.observed.as_dict())}"
+                    + (f"\nrerun: {rerun}" if rerun is not None else "")
                 )
             out = ET.SubElement(case, "system-out")
             out.text = _clip(result.client.stdout)
@@ -130,6 +161,19 @@ def to_junit(report: RunReport) -> ET.Element:
                 )
             err = ET.SubElement(case, "system-err")
             err.text = _clip(result.client.stderr)
+    if report.strict and report.unmatched:
+        # --strict: the cassette misses are a failure of their own, so CI shows them.
+        case = ET.SubElement(suite, "testcase", classname="chaosstream.cassette", name="strict")
+        failure = ET.SubElement(
+            case,
+            "failure",
+            message=f"{len(report.unmatched)} request(s) matched no recording",
+            type="CassetteUnmatched",
+        )
+        failure.text = "\n".join(report.unmatched)
+        for node in (suites, suite):
+            node.set("tests", str(len(verdicts) + 1))
+            node.set("failures", str(failures + 1))
     return suites
 
 
@@ -239,9 +283,29 @@ def print_report(report: RunReport, console: Console, title: str = "chaosstream"
         for v in failed:
             console.print(Text(f"FAIL {r.name} / {v.name}: ", style="bold red"), end="")
             console.print(v.evidence, markup=False, highlight=False)
+        # One line each, never wrapped at the console's width: a command is pasted whole.
         command = repro(r, report.upstream) if failed else None
         if command is not None:
-            console.print(f"  reproduce: {command}", markup=False, highlight=False)
+            console.print(f"  reproduce: {command}", markup=False, highlight=False, soft_wrap=True)
+        rerun = repro_run(r, report) if failed else None
+        if rerun is not None:
+            console.print(f"  rerun: {rerun}", markup=False, highlight=False, soft_wrap=True)
+    unmatched = report.unmatched
+    label = "UNMATCHED" if report.strict else "unmatched"
+    for r in report.results:
+        # A retrying client repeats its miss: each distinct reason once, with its count.
+        for line, n in list(Counter(r.unmatched).items())[:20]:
+            times = f" ({n}x)" if n > 1 else ""
+            console.print(Text(f"{label} {r.name}{times}: ", style="bold red"), end="")
+            console.print(line, markup=False, highlight=False)
+    if unmatched and report.strict:
+        # The words of `mock --strict` (cli/commands.py).
+        line = f"--strict: {len(unmatched)} request(s) matched no recording"
+        console.print(Text(line, style="bold red"))
+    elif unmatched:
+        # Without --strict the misses were only the client's 404s: say so, fail nothing.
+        n = len(unmatched)
+        console.print(f"cassette: {n} request(s) matched no recording (--strict fails the run)")
     passed = sum(1 for r in report.results if r.passed)
     style = "bold green" if report.passed else "bold red"
     console.print(Text(f"{passed}/{len(report.results)} scenarios passed", style=style))

@@ -28,7 +28,7 @@ from chaosstream.proxy.record import Exchange
 from chaosstream.streams.registry import framer_for, get
 from chaosstream.verify.expectations import RETRY_AFTER_TOLERANCE_S, align, retry_hint
 from chaosstream.verify.page import api_exchanges
-from chaosstream.verify.report import fault_label, repro
+from chaosstream.verify.report import fault_label, repro, repro_run
 from chaosstream.verify.results import RunReport, ScenarioResult
 
 __all__ = [
@@ -292,6 +292,8 @@ def _shift_trace(values: list[float], at_ms: list[float]) -> list[dict[str, floa
 def run_timeline(report: RunReport) -> dict[str, Any]:
     """The whole report's data: run facts, the summary grid, one timeline per scenario."""
     scenarios = [scenario_timeline(r, report.upstream) for r in report.results]
+    for scenario, r in zip(scenarios, report.results, strict=True):
+        scenario["repro_run"] = repro_run(r, report)
     names: list[str] = []
     for r in report.results:
         names += [v.name for v in r.verdicts if v.name not in names]

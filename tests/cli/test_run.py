@@ -114,7 +114,15 @@ def test_well_behaved_client_under_several_profiles(tmp_path: Path) -> None:
     assert data["tool"] == "chaosstream" and data["seed"] == 3 and data["passed"] is True
     assert set(data) == {"tool", "version", "seed", "passed", "scenarios"}
     first = data["scenarios"][0]
-    assert set(first) == {"name", "profile", "passed", "observed", "repro", "expectations"}
+    assert set(first) == {
+        "name",
+        "profile",
+        "passed",
+        "observed",
+        "repro",
+        "repro_run",
+        "expectations",
+    }
     assert observed(data, "clean") == {**BASE, "fault_met": None, "faults": []}
     assert observed(data, "reset") == {
         **BASE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,19 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=120
     )
+
+
+def _verdict_lines(stdout: str) -> list[str]:
+    """The terminal report's lines that state a failure and how to repeat it."""
+    keep = ("FAIL ", "  reproduce: ", "  rerun: ")
+    return [line for line in stdout.splitlines() if line.startswith(keep)]
+
+
+def _rerun(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Execute a report's repro_run as a user would paste it (`chaosstream` is this one)."""
+    words = shlex.split(command)
+    assert words[0] == "chaosstream"
+    return _cli(words[1:], cwd)
 
 
 def test_check_replays_the_recording_offline_and_judges_the_client(
@@ -137,6 +151,18 @@ def test_a_failed_scenario_under_a_cassette_repeats_with_the_cassette(
     repro = f"chaosstream proxy --upstream cassette:{folder} --profile midstream-close --seed 7"
     assert scenario["repro"] == repro
     assert f"reproduce: {repro}" in done.stdout
+    client = shlex.join([sys.executable, str(PROGRAMS / "swallow.py")])
+    rerun = (
+        f"chaosstream check --upstream cassette:{folder} --replay-speed 0 "
+        f"--only midstream-close --seed 7 -- {client}"
+    )
+    assert scenario["repro_run"] == rerun
+    assert f"  rerun: {rerun}" in done.stdout
+    # Pasted as is (no report files), it reproduces the verdict, evidence and all.
+    again = _rerun(rerun, tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert _verdict_lines(again.stdout) == _verdict_lines(done.stdout)
+    assert "FAIL midstream-close / resilient: silent truncation" in again.stdout
 
 
 def test_run_replays_a_cassette_for_a_scenario_file(tape: tuple[Path, str], tmp_path: Path) -> None:
@@ -182,6 +208,14 @@ def test_run_replays_a_cassette_for_a_scenario_file(tape: tuple[Path, str], tmp_
     assert cut["repro"] == (
         f"chaosstream proxy --upstream cassette:{folder} --profile midstream-close --seed 3"
     )
+    assert cut["repro_run"] == (
+        f"chaosstream run s.yaml --upstream cassette:{folder} --match-on method,path,body "
+        f"--only cut --seed 3 -- sh -c {shlex.quote(client)}"
+    )
+    again = _rerun(cut["repro_run"], tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert _verdict_lines(again.stdout) == _verdict_lines(done.stdout)
+    assert "0/1 scenarios passed" in again.stdout
     assert (tmp_path / "plain").read_text() == text + "\n" and MARK in text
     partial = (tmp_path / "cut").read_text().splitlines()
     assert partial[1] == "error: the answer was cut" and text.startswith(partial[0])
@@ -193,7 +227,49 @@ def test_a_missing_cassette_or_replay_flag_without_one_is_bad_input(tmp_path: Pa
     for args, words in [
         (["--upstream", f"cassette:{tmp_path / 'none'}"], "no such cassette"),
         (["--replay-speed", "0"], "give --upstream cassette:DIR"),
+        (["--strict"], "give --upstream cassette:DIR"),
     ]:
         done = _cli(["check", *args, "--only", "clean", "--", sys.executable, "-c", "0"], tmp_path)
         assert done.returncode == 2 and words in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_strict_makes_a_request_without_a_recording_fail_the_run(
+    tape: tuple[Path, str], tmp_path: Path
+) -> None:
+    """check --strict --upstream cassette:DIR: a client whose request differs from the
+    recorded one gets the 404 either way (and here surfaces it, so the scenario passes);
+    without --strict the run passes and says so, with it the run fails (exit 1) on a line
+    naming the request and the nearest recording, and the JSON says which scenario missed."""
+    from chaosstream.streams.cassette import load_cassette, save_cassette
+
+    folder, _ = tape
+    cassette = load_cassette(folder)
+    request = cassette.interactions[0].request
+    assert request.body is not None and "rivers" in request.body
+    request.body = request.body.replace("rivers", "lakes")  # the client asks about rivers
+    save_cassette(cassette, tmp_path / "lakes")
+    client = [sys.executable, str(PROGRAMS / "well_behaved.py")]
+    args = ["check", "--upstream", f"cassette:{tmp_path / 'lakes'}", "--seed", "1"]
+    args += ["--only", "clean", "--replay-speed", "0", "--json", "r.json", "--", *client]
+    lenient = _cli(args, tmp_path)
+    assert lenient.returncode == 0, lenient.stdout + lenient.stderr
+    assert "cassette: 4 request(s) matched no recording (--strict fails the run)" in (
+        lenient.stdout
+    )
+    strict = _cli([*args[:1], "--strict", *args[1:]], tmp_path)
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["passed"] is False
+    (scenario,) = data["scenarios"]
+    assert scenario["passed"] is True and len(scenario["unmatched"]) == 4
+    why = (
+        "no recorded request matches POST /v1/chat/completions; nearest is interaction 1 "
+        "(POST /v1/chat/completions), which differs in messages[0].content: recorded "
+        '"Tell me about lakes." != request "Tell me about rivers."'
+    )
+    assert scenario["unmatched"][0] == f"chaosstream cassette: {why}"
+    flat = " ".join(strict.stdout.split())  # the terminal wraps long lines
+    assert f"UNMATCHED clean (4x): chaosstream cassette: {why}" in flat
+    assert "--strict: 4 request(s) matched no recording" in strict.stdout
+    assert "--strict" in scenario["repro_run"].split()

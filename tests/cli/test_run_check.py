@@ -78,7 +78,15 @@ def test_swallowing_client_fails_the_scorecard(tmp_path: Path) -> None:
     assert close["observed"]["fault_met"] is True
     assert close["repro"] == "chaosstream proxy --profile midstream-close --seed 5"
     assert "chaosstream proxy --profile midstream-close --seed 5" in result.output
-    assert set(close) == {"name", "profile", "passed", "observed", "repro", "expectations"}
+    assert set(close) == {
+        "name",
+        "profile",
+        "passed",
+        "observed",
+        "repro",
+        "repro_run",
+        "expectations",
+    }
     assert close["observed"]["faults"][0]["type"] == "disconnect"
     assert set(close["observed"]["faults"][0]) == {"type", "request", "at_ms"}
     assert close["expectations"][0]["evidence"].startswith("silent truncation: exit 0")

@@ -86,6 +86,27 @@ def test_battery_report_is_small_and_carries_its_data(
     assert not cut["passed"] and any(p["missing"] for p in cut["answer"]["pieces"])
 
 
+def test_a_failed_scenario_shows_the_command_that_reruns_it(battery_report: RunReport) -> None:
+    """With the run's command line known, each failed scenario's section has a `rerun:` line
+    (its repro_run, HTML-escaped) and the embedded data carries it; a passed one has none."""
+    from markupsafe import escape
+
+    from chaosstream.verify.report import repro_run
+
+    battery_report.origin, battery_report.command = ["check"], ["sh", "-c", "a && b"]
+    try:
+        expected = [repro_run(r, battery_report) for r in battery_report.results]
+        html = render_html(battery_report)
+    finally:
+        battery_report.origin, battery_report.command = [], []
+    data = embedded(html)
+    assert [s["repro_run"] for s in data["scenarios"]] == expected
+    for r, command in zip(battery_report.results, expected, strict=True):
+        assert command is not None and f"--only {r.name} --seed 5 -- sh -c 'a && b'" in command
+        assert (f"<p>rerun: <code>{escape(command)}</code></p>" in html) is not r.passed
+    assert any(not r.passed for r in battery_report.results)
+
+
 def test_report_text_cannot_break_out_of_the_page(battery_report: RunReport) -> None:
     """Client output with </script> and markup stays text in the data block and the page."""
     first = battery_report.results[0]

@@ -23,6 +23,7 @@ from chaosstream.verify.report import (
     fault_label,
     print_report,
     repro,
+    repro_run,
     to_json,
     to_junit,
     write_json,
@@ -124,7 +125,15 @@ def test_json_report_has_exactly_the_contract_keys(tmp_path: Path) -> None:
     )
     clean, cut = data["scenarios"]
     for scenario in (clean, cut):
-        assert list(scenario) == ["name", "profile", "passed", "observed", "repro", "expectations"]
+        assert list(scenario) == [
+            "name",
+            "profile",
+            "passed",
+            "observed",
+            "repro",
+            "repro_run",
+            "expectations",
+        ]
         assert list(scenario["observed"]) == OBSERVED_KEYS
     assert clean["passed"] and clean["expectations"][0]["verdict"] == "pass"
     assert cut["observed"]["silent_truncation"] and cut["observed"]["fault_met"]
@@ -168,6 +177,50 @@ def test_repro_names_the_proxy_command_or_nothing() -> None:
     assert to_json(RunReport(7, [inline], "embedded mock"))["scenarios"][0]["repro"] is None
 
 
+def test_repro_run_is_the_run_s_own_command_for_one_scenario() -> None:
+    """repro_run: `chaosstream` + the run's origin + --only NAME --seed N + `--` and the client
+    command, shell-quoted; a page has no command; no origin (not from the CLI), no repro_run."""
+    result = cut_swallowed()
+    origin = ["check", "--upstream", "cassette:my tapes", "--timeout-s", "10"]
+    report = RunReport(7, [result], "cassette:my tapes", command=["sh", "-c", "a && b"])
+    assert repro_run(result, report) is None
+    assert to_json(report)["scenarios"][0]["repro_run"] is None
+    report.origin = origin
+    assert repro_run(result, report) == (
+        "chaosstream check --upstream 'cassette:my tapes' --timeout-s 10 "
+        "--only midstream-reset --seed 7 -- sh -c 'a && b'"
+    )
+    assert to_json(report)["scenarios"][0]["repro_run"] == repro_run(result, report)
+    page = RunReport(7, [result], "embedded mock", origin=["check", "--browser", "/"])
+    assert repro_run(result, page) == (
+        "chaosstream check --browser / --only midstream-reset --seed 7"
+    )
+
+
+def test_strict_fails_a_run_whose_cassette_missed_a_request() -> None:
+    """A scenario's cassette misses are in its JSON as `unmatched`; with strict they fail the
+    run (passed false, a JUnit failure listing them), without it they fail nothing."""
+    miss = "chaosstream cassette: no recorded request matches POST /v1/x; nearest is interaction 1"
+    result = clean_pass()
+    result.unmatched = [miss, miss]
+    lenient = RunReport(7, [result], "cassette:t")
+    assert lenient.passed and to_json(lenient)["scenarios"][0]["unmatched"] == [miss, miss]
+    assert "unmatched" not in to_json(RunReport(7, [clean_pass()], "cassette:t"))["scenarios"][0]
+    strict = RunReport(7, [result], "cassette:t", strict=True)
+    assert not strict.passed and to_json(strict)["passed"] is False
+    root = to_junit(strict)
+    assert (root.get("tests"), root.get("failures")) == ("2", "1")
+    case = root.findall(".//testcase")[-1]
+    assert (case.get("classname"), case.get("name")) == ("chaosstream.cassette", "strict")
+    failure = case.find("failure")
+    assert failure is not None and failure.text == f"{miss}\n{miss}"
+    console = Console(record=True, width=300, file=io.StringIO(), color_system=None)
+    print_report(strict, console)
+    text = console.export_text()
+    assert f"UNMATCHED clean (2x): {miss}" in text
+    assert "--strict: 2 request(s) matched no recording" in text
+
+
 # --- JUnit ---------------------------------------------------------------------------------
 
 
@@ -206,6 +259,23 @@ def test_junit_has_a_testcase_per_expectation_with_evidence(tmp_path: Path) -> N
     assert json.loads(text.split("observed: ", 1)[1])["silent_truncation"] is True
     assert cases[1].findtext("system-out") == "Hello"
     assert cases[1].findtext("system-err") == "boom <&> on stderr"
+    assert cases[1].find("properties") is None  # no command line, no repro_run
+
+
+def test_junit_failed_testcases_carry_the_repro_run_property() -> None:
+    """A failed testcase has a repro_run property (first child) and a rerun line in its
+    failure text; a passed one has neither."""
+    result = cut_swallowed()
+    result.verdicts[1].verdict = "pass"
+    report = RunReport(7, [result], "embedded mock", command=["app"], origin=["check"])
+    failed, passed = to_junit(report).findall(".//testcase")
+    rerun = "chaosstream check --only midstream-reset --seed 7 -- app"
+    assert failed[0].tag == "properties"
+    assert [(p.get("name"), p.get("value")) for p in failed.iter("property")] == [
+        ("repro_run", rerun)
+    ]
+    assert (failed.findtext("failure") or "").endswith(f"\nrerun: {rerun}")
+    assert passed.find("properties") is None
 
 
 def test_junit_marks_an_interrupted_run_and_clips_long_output() -> None:
@@ -331,7 +401,13 @@ def test_terminal_table_lists_scenarios_failures_and_the_repro() -> None:
     for verdict in report.results[1].verdicts:
         assert f"FAIL midstream-reset / {verdict.name}: {verdict.evidence[:40]}" in text
     assert "  reproduce: chaosstream proxy --profile midstream-reset --seed 7" in text
+    assert "rerun:" not in text  # no command line started this run
     assert text.rstrip().endswith("1/2 scenarios passed")
+    report.origin, report.command = ["check"], ["python", "app.py"]
+    print_report(report, console, title="scorecard")
+    rerun = "  rerun: chaosstream check --only midstream-reset --seed 7 -- python app.py"
+    again = console.export_text()
+    assert again.count("rerun:") == 1 and rerun in again
 
 
 def test_progress_off_a_terminal_prints_a_start_and_an_end_line() -> None:

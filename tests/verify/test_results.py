@@ -76,3 +76,16 @@ def test_an_interrupted_run_never_passes() -> None:
     assert all(r.passed for r in report.results)
     assert not report.passed
     assert RunReport(7, [], "embedded mock").interrupted is False
+
+
+def test_strict_fails_a_run_on_cassette_misses_and_only_with_strict() -> None:
+    """`unmatched` gathers every scenario's cassette misses in order; they fail the run only
+    when it is strict, and a strict run without misses still passes."""
+    first, second = judged("first", complete=True), judged("second", complete=True)
+    first.unmatched, second.unmatched = ["miss a"], ["miss b", "miss c"]
+    report = RunReport(7, [first, second], "cassette:t")
+    assert report.unmatched == ["miss a", "miss b", "miss c"] and report.passed
+    report.strict = True
+    assert not report.passed
+    first.unmatched, second.unmatched = [], []
+    assert report.passed and report.unmatched == []
