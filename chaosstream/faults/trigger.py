@@ -38,6 +38,7 @@ __all__ = [
     "Armed",
     "Injector",
     "describe_trigger",
+    "is_preflight",
     "matches",
     "waits_on_head",
     "window_edge",
@@ -50,8 +51,26 @@ MIN_GATE_STEP_S = 0.001
 edge is then seen up to 1 ms late (windows are at least MIN_WINDOW_S = 10 ms long)."""
 
 
+def is_preflight(request: RequestInfo) -> bool:
+    """Is ``request`` a browser's CORS preflight (OPTIONS with Origin and
+    Access-Control-Request-Method)?"""
+    return (
+        request.method.upper() == "OPTIONS"
+        and "origin" in request.headers
+        and "access-control-request-method" in request.headers
+    )
+
+
 def matches(match: Match | None, request: RequestInfo) -> bool:
-    """True when ``request`` satisfies every field ``match`` gives."""
+    """True when ``request`` satisfies every field ``match`` gives.
+
+    A CORS preflight satisfies only a match naming method ``OPTIONS``: a page calling a
+    provider from its own origin sends one before its POST, and "request 1" of a
+    profile means that POST (the preflight's answer is the provider's edge's, not a
+    model's; Fetch standard 3.2, CORS protocol).
+    """
+    if is_preflight(request) and (match is None or (match.method or "").upper() != "OPTIONS"):
+        return False
     if match is None:
         return True
     if match.path is not None and not fnmatch.fnmatchcase(request.path, match.path):
@@ -213,27 +232,46 @@ class Injector:
         self._exchanges = itertools.count(1)
 
     def next_exchange(self) -> int:
-        """The id of the next exchange (1, 2, ... since the last reset)."""
+        """The number of the next exchange (1, 2, ... since the last reset).
+
+        It seeds the draws and names the request in triggers and the fault log, so it
+        starts over with the counters; it is not unique over a proxy's life (an exchange
+        from before a reset may still be open with the same number). Route what an
+        exchange's faults log by the ``record`` list given to :meth:`arm`, never by it.
+        """
         return next(self._exchanges)
 
-    def arm(self, exchange: int, request: RequestInfo, started: float) -> list[Armed]:
+    def arm(
+        self,
+        exchange: int,
+        request: RequestInfo,
+        started: float,
+        record: list[FaultEvent] | None = None,
+    ) -> list[Armed]:
         """The faults that fire on this exchange, in profile order.
 
         A fault whose ``match.stream`` waits on the response (see :func:`waits_on_head`)
         is left out here; :meth:`arm_on_response` decides it once the head is in.
+        ``record`` (the exchange record's fault list) gets every event these faults
+        log, before the injector's own log hears of it.
         """
         armed: list[Armed] = []
         for index, fault in enumerate(self.faults):
             if waits_on_head(fault, request):
                 continue
-            a = self._arm_one(index, fault, exchange, request, started)
+            a = self._arm_one(index, fault, exchange, request, started, record)
             if a is not None:
                 armed.append(a)
         _set_framed(armed, request)
         return armed
 
     def arm_on_response(
-        self, exchange: int, request: RequestInfo, started: float, armed: list[Armed]
+        self,
+        exchange: int,
+        request: RequestInfo,
+        started: float,
+        armed: list[Armed],
+        record: list[FaultEvent] | None = None,
     ) -> None:
         """Decide the faults :meth:`arm` left to the response head, adding them to ``armed``.
 
@@ -241,13 +279,14 @@ class Injector:
         (a stream by its content type, whatever the request said), and only when
         :meth:`arm` saw a request that did not ask to stream. Their ``requests`` and
         ``every`` counters count the exchanges that matched once the head was known.
+        ``record`` is :meth:`arm`'s.
         """
         before = dataclasses.replace(request, stream=False)
         added = False
         for index, fault in enumerate(self.faults):
             if not waits_on_head(fault, before):
                 continue
-            a = self._arm_one(index, fault, exchange, request, started)
+            a = self._arm_one(index, fault, exchange, request, started, record)
             if a is not None:
                 armed.append(a)
                 added = True
@@ -269,7 +308,13 @@ class Injector:
         )
 
     def _arm_one(
-        self, index: int, fault: Fault, exchange: int, request: RequestInfo, started: float
+        self,
+        index: int,
+        fault: Fault,
+        exchange: int,
+        request: RequestInfo,
+        started: float,
+        record: list[FaultEvent] | None = None,
     ) -> Armed | None:
         if not fault.enabled or not matches(fault.match, request):
             return None
@@ -292,12 +337,22 @@ class Injector:
             started=started,
             index=index,
             type=fault.type,
-            log=self._log,
+            log=self._log if record is None else _logging_into(record, self._log),
             proxy_started=self.started,
             trigger=describe_trigger(fault, nth),
             state=self._state[index],
         )
         return Armed(fault, ctx)
+
+
+def _logging_into(
+    record: list[FaultEvent], log: Callable[[FaultEvent], None]
+) -> Callable[[FaultEvent], None]:
+    def both(event: FaultEvent) -> None:
+        record.append(event)
+        log(event)
+
+    return both
 
 
 def waits_on_head(fault: Fault, request: RequestInfo) -> bool:

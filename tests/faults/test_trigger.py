@@ -50,6 +50,24 @@ def test_match_fields() -> None:
     assert not matches(Match(headers={"x-missing": "."}), req)
 
 
+def test_cors_preflight_is_matched_only_by_method_options() -> None:
+    """A browser's preflight is not "request 1": only a fault naming OPTIONS sees it."""
+    cors = {"Origin": "http://127.0.0.1:9", "Access-Control-Request-Method": "POST"}
+    preflight = make_request(method="OPTIONS", stream=False, headers=cors, body={})
+    assert not matches(None, preflight)
+    assert not matches(Match(path="/v1/*"), preflight)
+    assert matches(Match(method="options"), preflight)
+    plain = make_request(method="OPTIONS", stream=False, body={})  # no Origin: not a preflight
+    assert matches(None, plain)
+    injector = Injector([Noop(requests=[1])], 0)
+    hits = []
+    for i, req in enumerate([preflight, make_request(), preflight, make_request()], start=1):
+        injector.next_exchange()
+        if injector.arm(i, req, 0.0):
+            hits.append(i)
+    assert hits == [2]
+
+
 def test_probability_is_seeded_per_exchange() -> None:
     """probability draws once per exchange from the seed: same seed, same picks."""
     a = fired(Injector([Noop(probability=0.3)], 7), 100)
@@ -116,3 +134,20 @@ async def test_trigger_in_fault_log() -> None:
     """Every fault-log entry says which trigger fired the fault."""
     r = await run_fault(Disconnect(after_events=1, requests=[1], probability=0.99), EVENTS, seed=1)
     assert r.log[0].trigger == "request 1, probability 0.99"
+
+
+def test_armed_faults_log_into_their_exchanges_own_list() -> None:
+    """Events of faults armed for an exchange go to the list given to arm() (that exchange's
+    record) and to the injector's log; a reset restarts ids but not those lists."""
+    log: list[object] = []
+    injector = Injector([Disconnect(after_events=1, mode="close")], 0, FakeClock(), log.append)
+    first: list[object] = []
+    (armed,) = injector.arm(injector.next_exchange(), make_request(), 0.0, first)
+    injector.reset()
+    second: list[object] = []
+    (again,) = injector.arm(injector.next_exchange(), make_request(), 0.0, second)
+    assert armed.ctx.exchange == again.ctx.exchange == 1
+    again.ctx.fired("close", events=1)
+    armed.ctx.fired("close", events=2)
+    assert [e.events for e in first] == [2] and [e.events for e in second] == [1]  # type: ignore[attr-defined]
+    assert log == [*second, *first]
