@@ -200,7 +200,13 @@ class Match(BaseModel):
         "(`proxy --mode intercept`; such hosts are intercepted), else the upstream's host.",
     )
     path: str | None = Field(None, description="Glob on the request path, e.g. `/v1/*`.")
-    method: str | None = Field(None, description="HTTP method, case-insensitive.")
+    method: str | None = Field(
+        None,
+        description="HTTP method, case-insensitive. A browser's CORS preflight (`OPTIONS` with "
+        "`Origin` and `Access-Control-Request-Method`) is matched, and counted by "
+        "`requests`/`every`, only by a fault that names `OPTIONS` here: it is the browser "
+        "asking leave for a cross-origin call, not a request to the API.",
+    )
     stream: bool | None = Field(
         None,
         description="Streaming requests only (true) or non-streaming only (false); read from "
