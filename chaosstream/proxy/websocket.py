@@ -77,7 +77,10 @@ async def proxy_websocket(
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]
-    client = web.WebSocketResponse(protocols=protocols, autoping=True)
+    # autoclose off on both sides: a close frame from one side is passed on to the other
+    # first, and answered with what that side answers (_close_both), as a transparent
+    # relay does -- aiohttp's autoclose would answer 1000 itself and lose the code.
+    client = web.WebSocketResponse(protocols=protocols, autoping=True, autoclose=False)
     if not client.can_prepare(request).ok:
         return web.json_response(
             {"error": {"type": "invalid_request", "message": "bad WebSocket handshake"}},
@@ -103,9 +106,10 @@ async def proxy_websocket(
     if info.provider != "sse":
         ex.content_type = MEDIA_TYPE
     proxy.recorder.begin(ex)
-    every = injector.arm(exchange_id, info, ex.started)
+    every = injector.arm(exchange_id, info, ex.started, ex.faults)
     armed = [a for a in every if a.fault.acts_on_stream]
     upstream: aiohttp.ClientWebSocketResponse[bool] | None = None
+    closes: dict[str, tuple[int, str]] = {}
     try:
         for a in every:
             # A refusal answers the handshake itself, as a server that will not upgrade
@@ -133,6 +137,7 @@ async def proxy_websocket(
                 headers=end_to_end(request.headers, drop=HANDSHAKE),
                 protocols=protocols,
                 autoping=True,
+                autoclose=False,
             )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             ex.outcome = "upstream_error"
@@ -143,7 +148,7 @@ async def proxy_websocket(
             )
         await client.prepare(request)
         ex.status = 101
-        await _pump_ws(proxy, request, client, upstream, ex, armed)
+        await _pump_ws(proxy, request, client, upstream, ex, armed, closes)
     except asyncio.CancelledError:
         if ex.outcome == "pending":
             ex.outcome = "client_gone"
@@ -161,19 +166,66 @@ async def proxy_websocket(
         # A client that hangs up after a close frame makes aiohttp cancel this handler,
         # often inside the awaits below: the record is finished first, and the closes
         # are shielded so the upstream socket is closed all the same.
-        await _shielded(_close_both(upstream, client))
+        await _shielded(_close_both(upstream, client, closes))
     return client
 
 
 _closing: set[asyncio.Task[None]] = set()
 
 
+def _sendable(code: int) -> int:
+    """``code`` when a close frame may carry it, else 1000 (RFC 6455 7.4.1/7.4.2: 1005,
+    1006 and 1015 are never sent, 1004 and codes under 1000 or in 1016-2999 are
+    reserved; aiohttp reports an empty close frame as 0)."""
+    return (
+        code
+        if (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or (3000 <= code <= 4999)
+        else 1000
+    )
+
+
+def _answer(got: int | None, asked: int) -> int:
+    """The code to answer a close with: the other side's answer when it sent one, else an
+    echo of ``asked`` (aiohttp reports 1006 for a receive we cancelled, not a frame)."""
+    return got if got is not None and got == _sendable(got) else asked
+
+
 async def _close_both(
-    upstream: aiohttp.ClientWebSocketResponse[bool] | None, client: web.WebSocketResponse
+    upstream: aiohttp.ClientWebSocketResponse[bool] | None,
+    client: web.WebSocketResponse,
+    closes: dict[str, tuple[int, str]] | None = None,
 ) -> None:
+    """Close both sides, each with the code and reason the other one closed with.
+
+    The side that did not close first gets the closer's frame, and its answer is the
+    closer's reply (RFC 6455 5.5.1: the reply echoes the code it answers), so with no
+    fault the client sees upstream's 1011 or 4000 and upstream sees the client's code.
+    """
+    closes = closes or {}
+    open_client = client.prepared and not client.closed
+    if "upstream" in closes:
+        code, reason = closes["upstream"]
+        reply = code
+        if open_client:
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                await client.close(code=_sendable(code), message=reason.encode())
+            reply = _answer(client.close_code, code)
+        if upstream is not None:
+            await upstream.close(code=_sendable(reply))
+        return
+    if "client" in closes:
+        code, reason = closes["client"]
+        reply = code
+        if upstream is not None:
+            await upstream.close(code=_sendable(code), message=reason.encode())
+            reply = _answer(upstream.close_code, code)
+        if open_client:
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                await client.close(code=_sendable(reply))
+        return
     if upstream is not None:
         await upstream.close()
-    if client.prepared and not client.closed:
+    if open_client:
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
             await client.close()
 
@@ -193,6 +245,7 @@ async def _pump_ws(
     upstream: aiohttp.ClientWebSocketResponse[bool],
     ex: Exchange,
     armed: list[Armed],
+    closes: dict[str, tuple[int, str]],
 ) -> None:
     clock = proxy.clock
     recorded = ex.content_type == MEDIA_TYPE
@@ -200,7 +253,8 @@ async def _pump_ws(
     ex.client_chunks = sent
 
     async def from_upstream() -> AsyncIterator[Chunk]:
-        async for msg in upstream:
+        while True:
+            msg = await upstream.receive()
             if msg.type == WSMsgType.TEXT:
                 data = msg.data.encode()
                 if recorded:
@@ -209,6 +263,8 @@ async def _pump_ws(
             elif msg.type == WSMsgType.BINARY:
                 yield Message(msg.data, clock.now(), False)
             else:
+                if msg.type == WSMsgType.CLOSE:  # data: the code, extra: the reason
+                    closes["upstream"] = (msg.data, msg.extra or "")
                 break
 
     async def downstream() -> None:
@@ -227,7 +283,8 @@ async def _pump_ws(
             ex.bytes_out += len(chunk.data)
 
     async def upstream_bound() -> None:
-        async for msg in client:
+        while True:
+            msg = await client.receive()
             if msg.type == WSMsgType.TEXT:
                 if recorded and len(ex.request_body) < REQUEST_LIMIT:
                     # The client's events: what the fingerprint and the answer key on.
@@ -236,6 +293,11 @@ async def _pump_ws(
             elif msg.type == WSMsgType.BINARY:
                 await upstream.send_bytes(msg.data)
             else:
+                if msg.type == WSMsgType.CLOSE:
+                    closes["client"] = (msg.data, msg.extra or "")
+                # The client closed first: it left; upstream did not end the exchange.
+                if ex.outcome == "pending":
+                    ex.outcome = "client_gone"
                 break
 
     tasks = [asyncio.ensure_future(downstream()), asyncio.ensure_future(upstream_bound())]

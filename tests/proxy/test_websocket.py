@@ -293,3 +293,64 @@ def _upgrade_headers() -> dict[str, str]:
         "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
     }
+
+
+async def test_upstream_close_code_and_reason_reach_the_client(
+    upstream: Upstream, proxy_factory: ProxyFactory
+) -> None:
+    """With no fault, the client sees the code and reason upstream closed with (1011, 4000),
+    not the proxy's own 1000."""
+
+    async def closer(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        msg = await ws.receive()
+        code = int(msg.data)
+        await ws.send_str("bye")
+        await ws.close(code=code, message=f"upstream says {code}".encode())
+        return ws
+
+    proxy = await proxy_factory(await upstream({"/ws": closer}))
+    async with aiohttp.ClientSession() as session:
+        for code in (1011, 4000):
+            async with session.ws_connect(_ws_url(proxy)) as ws:
+                await ws.send_str(str(code))
+                first = await ws.receive(timeout=5)
+                closing = await ws.receive(timeout=5)
+                assert (first.type, first.data) == (WSMsgType.TEXT, "bye")
+                assert (closing.type, closing.data, closing.extra) == (
+                    WSMsgType.CLOSE,
+                    code,
+                    f"upstream says {code}",
+                )
+                assert ws.close_code == code
+    await _settled(proxy, 2)
+    # Upstream ended both: nobody left.
+    assert [e.outcome for e in proxy.recorder.exchanges] == ["complete"] * 2
+
+
+async def test_client_close_code_and_reason_reach_upstream(
+    upstream: Upstream, proxy_factory: ProxyFactory
+) -> None:
+    """With no fault, upstream sees the code and reason the client closed with, and the
+    client gets upstream's answering close code back."""
+    seen: asyncio.Queue[tuple[WSMsgType, object, object]] = asyncio.Queue()
+
+    async def listener(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoclose=False)
+        await ws.prepare(request)
+        msg = await ws.receive()
+        await seen.put((msg.type, msg.data, msg.extra))
+        await ws.close(code=msg.data if isinstance(msg.data, int) else 1000)
+        return ws
+
+    proxy = await proxy_factory(await upstream({"/ws": listener}))
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(_ws_url(proxy))
+        await ws.close(code=4001, message=b"user left")
+        got = await asyncio.wait_for(seen.get(), 5)
+        assert got == (WSMsgType.CLOSE, 4001, "user left")
+        assert ws.close_code == 4001
+    await _settled(proxy, 1)
+    (ex,) = proxy.recorder.exchanges
+    assert ex.outcome == "client_gone"  # the client left first
