@@ -350,7 +350,8 @@ _REPORT_OPTIONS = [
         is_flag=True,
         help="Give the client HTTPS_PROXY/HTTP_PROXY/NO_PROXY and the CA variables "
         "(SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS) instead of base URLs, so an "
-        "unmodified client calling the providers' own hostnames is tested: docs/intercept.md.",
+        "unmodified client calling the providers' own hostnames is tested; a --browser page's "
+        "Chromium sends those hosts to the proxy and trusts its CA: docs/intercept.md.",
     ),
     ca_dir_option,
     click.option(
@@ -742,10 +743,6 @@ def check(
 
         if command:
             raise click.UsageError("give either --browser URL or a command after --, not both")
-        if intercept:
-            raise click.UsageError(
-                "--intercept is for client commands; a page is tested through the proxy's URL"
-            )
         scenarios = page_battery(scenarios, page_url, selectors)
     elif selectors or app:
         what = "--selector" if selectors else "--app"
