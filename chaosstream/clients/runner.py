@@ -127,9 +127,9 @@ def expected_answer(exchanges: list[Exchange], settings: MockSettings | None) ->
 
 async def _settle(recorder: Recorder, mock: MockServer | None) -> None:
     # Polling, bounded: the proxy has no "all exchanges ended" event, and this
-    # runs once per scenario.
+    # runs once per scenario. An exchange a previous scenario left open is not waited on.
     for _ in range(int(SETTLE_S / 0.02)):
-        if not recorder.open and not (mock is not None and mock.open_streams):
+        if not recorder.pending() and not (mock is not None and mock.open_streams):
             return
         await asyncio.sleep(0.02)
 
@@ -152,6 +152,7 @@ async def run_scenarios(
     mock: MockServer | None = None
     replay: ReplayServer | None = None
     own_driver: PageDriver | None = None
+    given = options.page_driver
     results: list[ScenarioResult] = []
     try:
         if options.upstream is None:
@@ -205,10 +206,18 @@ async def run_scenarios(
         try:
             if options.app is not None:
                 app, options.browser_hop = await _start_app(options, url, mock, run_seed)
-            if options.page_driver is None and any(s.client for s, _ in scenarios):
-                from chaosstream.clients.browser import PageDriver
+            pages = any(s.client for s, _ in scenarios)
+            if pages and (options.page_driver is None or front is not None):
+                from chaosstream.clients.browser import PageDriver, intercept_args
 
-                own_driver = PageDriver()
+                # With --intercept the page's browser sends the intercepted hosts to the
+                # front (a driver handed in cannot: its flags are set at launch).
+                own_driver = PageDriver(
+                    given.executable if given is not None else None,
+                    extra_args=()
+                    if front is None
+                    else intercept_args(front.url, front.hosts, front.ca.spki_pin()),
+                )
                 await own_driver.start()
                 options.page_driver = own_driver
             for index, (scenario, profile) in enumerate(scenarios):
@@ -235,7 +244,7 @@ async def run_scenarios(
                     progress.end(result)
         finally:
             if own_driver is not None:
-                options.page_driver = None
+                options.page_driver = given
                 await own_driver.close()
             if front is not None:
                 await front.close()
@@ -344,9 +353,9 @@ async def _run_one(
         env = client_env(url, scenario.name, mock is not None or replay is not None, ca=ca)
         client = await run_client(command, env, scenario.timeout_s)
     await _settle(proxy.recorder, mock)
-    exchanges = sorted(
-        [*proxy.recorder.exchanges, *proxy.recorder.open.values()], key=lambda e: e.id
-    )
+    # This scenario's exchanges, still-open ones included (a hang is judged too); never
+    # one a previous scenario left open (Recorder.clear() let go of those).
+    exchanges = sorted(proxy.recorder.current(), key=lambda e: e.id)
     judged = exchanges if page is None else api_exchanges(exchanges)
     # With two hops the answer is the model's: the app may pass on a cut one as whole.
     model_hop = judged
@@ -355,7 +364,7 @@ async def _run_one(
         from chaosstream.verify.page import api_exchanges as page_api
 
         await _settle(browser.recorder, None)
-        hop = [*browser.recorder.exchanges, *browser.recorder.open.values()]
+        hop = browser.recorder.current()
         exchanges = merge_hops(exchanges, sorted(hop, key=lambda e: e.id))
         judged = [*model_hop, *(e for e in page_api(exchanges) if e.scope == "hop:browser")]
     answer = expected_answer(model_hop, options.mock_settings if mock is not None else None)

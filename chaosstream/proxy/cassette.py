@@ -17,6 +17,15 @@ Record modes follow VCR.py (vcrpy.readthedocs.io, "Record Modes"):
 - ``all``: record everything, replay nothing (the cassette is rewritten);
 - ``none``: replay only; nothing is recorded.
 
+Writing is off the event loop: the file is rewritten whole (atomically) and
+YAML is slow to dump, so an exchange's end only queues a snapshot of it; one
+writer task at a time hands the queue to a worker thread
+(``asyncio.to_thread``), which builds the interactions and saves the file.
+What finishes while a write runs goes in the next one together, so a burst of
+exchanges costs a few rewrites, not one each. A failed write (a full disk) is
+logged and its interactions go in the next write; :meth:`CassetteTap.drain`
+(the proxy's close) waits for the last one.
+
 Replaying is the mock's job (``mock/cassette.py``); the command line starts a
 replay server and, for ``new_episodes``, the tap routes a matching request to
 it (:meth:`CassetteTap.route`) with the interaction's number in a header.
@@ -24,11 +33,13 @@ it (:meth:`CassetteTap.route`) with the interaction's number in a header.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from array import array
 from pathlib import Path
 from typing import Any
 
+import structlog
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -52,9 +63,11 @@ from chaosstream.streams.cassette import (
 
 __all__ = ["CassetteTap"]
 
+log = structlog.get_logger("chaosstream.proxy.cassette")
+
 
 class CassetteTap:
-    """Writes finished exchanges to a cassette file (after every exchange, atomically).
+    """Writes finished exchanges to a cassette file (atomically, in a worker thread).
 
     ``cassette`` holds what was there before (``new_episodes``) or nothing
     (``all``, a first ``once``). ``player`` and ``replay_url``, when set, make
@@ -74,8 +87,15 @@ class CassetteTap:
         self.player: Player | None = None
         self.replay_url: URL | None = None
         self._open: dict[int, dict[str, Any]] = {}
-        #: Interactions written by this tap.
+        #: Interactions written by this tap (in a file write that succeeded).
         self.recorded = 0
+        #: File writes done (each rewrites the whole cassette).
+        self.writes = 0
+        # Finished exchanges (snapshots) waiting for the writer, and the writer task.
+        self._queued: list[tuple[Exchange, dict[str, Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        # Interactions added to ``cassette`` (by the worker) but not yet in a saved file.
+        self._unsaved = 0
 
     def begin(self, ex: Exchange, headers: Any) -> None:
         """An exchange started: keep its request headers; stamp its upstream body reads."""
@@ -109,13 +129,54 @@ class CassetteTap:
             state["response_headers"] = list(headers.items())
 
     def finish(self, ex: Exchange) -> None:
-        """The exchange ended: write it when upstream answered it."""
+        """The exchange ended: queue it for writing when upstream answered it.
+
+        Called on the event loop; only a snapshot is taken here (the recorder may
+        compact the record meanwhile), the rest is the writer's.
+        """
         state = self._open.pop(id(ex), None)
         if state is None or "response_headers" not in state or ex.status is None:
             return
-        self.cassette.interactions.append(self.interaction(ex, state))
+        self._queued.append((ex.snapshot(), state))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        # The only writer: the cassette is touched by one thread at a time, in order.
+        while self._queued or self._unsaved:
+            batch, self._queued = self._queued, []
+            try:
+                await asyncio.to_thread(self._save, batch)
+            except Exception as e:  # a full disk, a folder that is a file: keep serving
+                log.error(
+                    "cassette_write_failed",
+                    path=str(self.path),
+                    error=f"{type(e).__name__}: {e}",
+                    unsaved=self._unsaved,
+                )
+                if not self._queued:
+                    return  # retried with the next exchange, or by drain()
+
+    def _save(self, batch: list[tuple[Exchange, dict[str, Any]]]) -> None:
+        """In the worker thread: build the batch's interactions and rewrite the file."""
+        for ex, state in batch:
+            try:
+                self.cassette.interactions.append(self.interaction(ex, state))
+                self._unsaved += 1
+            except Exception as e:  # one exchange that cannot be cut must not cost the rest
+                log.error("cassette_interaction_failed", exchange=ex.id, error=repr(e))
         save_cassette(self.cassette, self.path)
-        self.recorded += 1
+        self.writes += 1
+        self.recorded += self._unsaved
+        self._unsaved = 0
+
+    async def drain(self) -> None:
+        """Wait until every finished exchange is written (one more try for a failed write)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        if self._queued or self._unsaved:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+            await asyncio.shield(self._writer)
 
     def interaction(self, ex: Exchange, state: dict[str, Any]) -> Interaction:
         """One exchange as a cassette interaction, secrets redacted."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import queue
 import threading
 import time
 import zlib
@@ -42,6 +43,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
+
+import structlog
 
 from chaosstream.faults.base import FaultEvent
 from chaosstream.proxy.encoding import decode_body
@@ -70,6 +73,8 @@ RECORD_BUDGET = 64 * 1024 * 1024
 COMPACT_REQUEST_LIMIT = 64 * 1024
 #: (time, bytes) pairs a stamped body keeps: one per append, the rest go unstamped.
 STAMP_LIMIT = 20_000
+
+log = structlog.get_logger("chaosstream.proxy.record")
 
 Outcome = Literal["pending", "complete", "fault", "client_gone", "upstream_error", "refused"]
 
@@ -137,6 +142,15 @@ class Body:
             self._packed = zlib.compress(self._buf, 1)
             self._buf = bytearray()
 
+    def copy(self) -> Body:
+        """A body with the same bytes, stamps and flags that shares no buffer with this one."""
+        other = Body(self.limit)
+        other._buf = bytearray(self._buf)
+        other._packed = self._packed  # bytes: immutable, shared safely
+        other.truncated = self.truncated
+        other.stamps = None if self.stamps is None else array("d", self.stamps)
+        return other
+
     def _unpacked(self) -> bytes:
         return zlib.decompress(self._packed) if self._packed is not None else b""
 
@@ -203,6 +217,9 @@ class Exchange:
     """The bodies were packed for the recorder's budget (see :meth:`compact`)."""
     request_cut: bool = False
     """A compacted request body was cut to :data:`COMPACT_REQUEST_LIMIT` bytes."""
+    upstream_closed_early: bool = False
+    """The proxy closed its upstream request before upstream's end (the client left, or a
+    fault cut the stream): the evidence ``cancels_upstream`` judges on."""
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -247,6 +264,24 @@ class Exchange:
         if fp is not None:
             self._cache["fp"] = fp
         self.compacted = True
+
+    def snapshot(self) -> Exchange:
+        """A copy owning its bodies, fault list and cache, for another thread to read.
+
+        A finished exchange still changes on the event loop (the recorder compacts
+        it, a reader caches its texts); a worker (the ``--record`` writer, the
+        cassette writer) reads the copy instead, so neither side sees the other's
+        half-done change. Copying is a memcpy of the kept bytes; parsing them is
+        the worker's job.
+        """
+        client = self.client_chunks
+        return dataclasses.replace(
+            self,
+            upstream_chunks=self.upstream_chunks.copy(),
+            client_chunks=None if client is None else client.copy(),
+            faults=list(self.faults),
+            _cache=dict(self._cache),
+        )
 
     @property
     def ttft_ms(self) -> float | None:
@@ -420,6 +455,7 @@ class Exchange:
             "faults": [f.as_dict() for f in self.faults],
             "last_delivered_event_id": self.delivered_event_id,
             "upstream_complete": self.upstream_complete,
+            "upstream_closed_early": self.upstream_closed_early,
             "response_text": self.response_text,
             "client_text": self.client_text,
             "truncated": self.truncated,
@@ -453,7 +489,12 @@ class Recorder:
         self.scope = scope
         self.exchanges: deque[Exchange] = deque(maxlen=keep)
         self.listeners: list[Callable[[Exchange], None]] = []
+        #: The exchanges not yet finished, by ``id(exchange)``: an exchange's ``id`` is its
+        #: number since the last profile switch or reset, so an exchange from before one
+        #: may be open beside a new one with the same ``id``; the object is unique.
         self.open: dict[int, Exchange] = {}
+        # Keys in ``open`` of exchanges begun before the last clear(): not this run's.
+        self._stale: set[int] = set()
         self.budget_bytes = budget_bytes
         self.body_limit = body_limit
         #: Stamp each body append with its time (see the module docstring).
@@ -475,19 +516,36 @@ class Recorder:
             exchange.scope = self.scope
         if self.stamps and exchange.upstream_chunks.stamps is None:
             exchange.upstream_chunks.stamps = array("d")
-        self.open[exchange.id] = exchange
+        self.open[id(exchange)] = exchange
 
     def finish(self, exchange: Exchange) -> None:
-        """An exchange ended: keep it within the budget and tell the listeners."""
-        self.open.pop(exchange.id, None)
+        """An exchange ended: keep it within the budget and tell the listeners.
+
+        One begun before the last :meth:`clear` is told to the listeners (the record
+        file, metrics: it happened) but not kept: it belongs to no later scenario.
+        """
+        key = id(exchange)
+        self.open.pop(key, None)
+        if key in self._stale:
+            self._stale.discard(key)
+            self._tell(exchange)
+            return
         if len(self.exchanges) == self.exchanges.maxlen:
             self._forget_oldest()
         self.exchanges.append(exchange)
         self._whole.append(exchange)
         self._account(exchange)
         self._fit()
+        self._tell(exchange)
+
+    def _tell(self, exchange: Exchange) -> None:
+        # Each listener on its own: one that raises (a metrics hook, a sink) must not
+        # keep the others from hearing, nor undo the record kept above.
         for listener in self.listeners:
-            listener(exchange)
+            try:
+                listener(exchange)
+            except Exception:
+                log.exception("recorder_listener_failed", exchange=exchange.id)
 
     def _account(self, exchange: Exchange) -> None:
         size = exchange.retained_bytes()
@@ -509,8 +567,24 @@ class Recorder:
         while self.retained_bytes > self.budget_bytes and len(self.exchanges) > 1:
             self._forget_oldest()
 
+    def current(self) -> list[Exchange]:
+        """The exchanges since the last :meth:`clear`: the finished ones, then those open."""
+        return [*self.exchanges, *self.pending()]
+
+    def pending(self) -> list[Exchange]:
+        """The open exchanges begun since the last :meth:`clear`."""
+        stale = self._stale
+        return [ex for key, ex in self.open.items() if key not in stale]
+
     def clear(self) -> None:
-        """Forget the finished exchanges."""
+        """Forget the finished exchanges and let go of the open ones.
+
+        An exchange still open (a stalled stream whose client lingers) stays in
+        :attr:`open` until it ends, as it is still on the wire; but it is left out of
+        :meth:`current` and, when it ends, of :attr:`exchanges`, so the next scenario
+        is never judged on it.
+        """
+        self._stale.update(self.open)
         self.exchanges.clear()
         self._whole.clear()
         self._sizes.clear()
@@ -520,22 +594,72 @@ class Recorder:
 class JsonlSink:
     """A recorder listener writing one JSON line per finished exchange.
 
-    Each line is serialised whole and written with one call, then flushed, so
-    a reader (``tail -f``) or a crash never sees half a record.
+    The listener runs on the proxy's event loop, so it only queues a snapshot
+    (:meth:`Exchange.snapshot`); one writer thread builds the records (which
+    parses the bodies), serialises them and writes them in order, flushing
+    whenever the queue runs dry, so ``tail -f`` sees a line soon after its
+    exchange ends and a slow disk or a full pipe never stalls a stream.
+    :meth:`close` waits until every queued line is written: none is lost at
+    shutdown. A line that cannot be written (a full disk) is logged and counted
+    in :attr:`lost`; the next ones are still tried.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        self._queue: queue.SimpleQueue[Exchange | None] = queue.SimpleQueue()
+        self._closed = False
         self._lock = threading.Lock()
+        #: Records that could not be written (or came after :meth:`close`).
+        self.lost = 0
+        # A daemon, so a process that never calls close() can still exit.
+        self._thread = threading.Thread(target=self._write, name="chaosstream-record", daemon=True)
+        self._thread.start()
 
     def __call__(self, exchange: Exchange) -> None:
-        line = json.dumps(exchange.record(), ensure_ascii=False) + "\n"
         with self._lock:
-            self._file.write(line)
-            self._file.flush()
+            if self._closed:
+                self.lost += 1
+                log.warning("record_after_close", path=str(self.path), exchange=exchange.id)
+                return
+            self._queue.put(exchange.snapshot())
+
+    def _write(self) -> None:
+        done = False
+        while not done:
+            batch = [self._queue.get()]
+            while True:  # everything queued meanwhile goes in one write and one flush
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines: list[str] = []
+            for ex in batch:
+                if ex is None:  # close(): put last, so everything before it is here
+                    done = True
+                    continue
+                try:
+                    lines.append(json.dumps(ex.record(), ensure_ascii=False) + "\n")
+                except Exception as e:  # never let one record end the writer
+                    self.lost += 1
+                    log.error("record_failed", path=str(self.path), exchange=ex.id, error=repr(e))
+            if lines:
+                try:
+                    self._file.write("".join(lines))
+                    self._file.flush()
+                except (OSError, ValueError) as e:  # a full disk, a closed pipe
+                    self.lost += len(lines)
+                    log.error("record_write_failed", path=str(self.path), error=str(e))
 
     def close(self) -> None:
-        """Close the file."""
+        """Write every queued line, then close the file."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+        try:
             self._file.close()
+        except OSError as e:  # the last flush failed (a full disk)
+            log.error("record_write_failed", path=str(self.path), error=str(e))

@@ -217,10 +217,8 @@ class Scope:
         self.fault_log.clear()
 
     def _log_fault(self, event: FaultEvent) -> None:
+        # The exchange's record got it already (Injector.arm's record list).
         self.fault_log.append(event)
-        exchange = self.recorder.open.get(event.exchange)
-        if exchange is not None:
-            exchange.faults.append(event)
         log.info("fault", scope=self.name, seed=self.state.seed, **event.as_dict())
 
 

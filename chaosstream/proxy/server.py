@@ -216,6 +216,9 @@ class ChaosProxy:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.cassette is not None:
+            # Cleanup finished the open exchanges; their cassette writes run in a thread.
+            await self.cassette.drain()
 
     async def __aenter__(self) -> ChaosProxy:
         await self.start()
@@ -246,10 +249,9 @@ class ChaosProxy:
         self.fault_log.clear()
 
     def _log_fault(self, event: FaultEvent) -> None:
+        # The exchange's own record got the event already (``arm``'s record list): its
+        # number restarts with the profile, so it cannot find the exchange here.
         self.fault_log.append(event)
-        exchange = self.recorder.open.get(event.exchange)
-        if exchange is not None:
-            exchange.faults.append(event)
         log.info("fault", seed=self.state.seed, **event.as_dict())
 
     # -- the exchange ----------------------------------------------------------
@@ -301,7 +303,7 @@ class ChaosProxy:
         tap = self.cassette
         if tap is not None:
             tap.begin(ex, request.headers)
-        armed = injector.arm(exchange_id, info, started)
+        armed = injector.arm(exchange_id, info, started, ex.faults)
         requested_stream = info.stream
 
         def on_head(stream: bool) -> bool:
@@ -310,7 +312,7 @@ class ChaosProxy:
             if stream and not info.stream:
                 info.stream = ex.stream = True
             if not requested_stream:
-                injector.arm_on_response(exchange_id, info, started, armed)
+                injector.arm_on_response(exchange_id, info, started, armed, ex.faults)
             return stream
 
         # A fault that reads frames cannot read them compressed: ask for identity when
@@ -319,7 +321,9 @@ class ChaosProxy:
             not requested_stream and injector.may_arm_on_response(info)
         )
         try:
-            return await self._exchange(request, info, ex, armed, on_head, identity)
+            return await self._exchange(
+                request, info, ex, armed, on_head, identity, recorder=recorder
+            )
         except asyncio.CancelledError:
             if ex.outcome == "pending":
                 ex.outcome = "client_gone"
@@ -328,10 +332,12 @@ class ChaosProxy:
             ex.ended = self.clock.now()
             if ex.outcome == "pending":
                 ex.outcome = "complete"
+            # Each step on its own: one that raises (a fault's release, the cassette) must
+            # not keep the others from running, the record above all (else it stays open).
             for a in armed:
-                a.release()
+                _guarded("fault_release_failed", ex, a.release)
             if tap is not None:
-                tap.finish(ex)
+                _guarded("cassette_failed", ex, tap.finish, ex)
             recorder.finish(ex)
             if scope is None:
                 log.info("exchange", seed=state.seed, **ex.summary())
@@ -364,7 +370,10 @@ class ChaosProxy:
         armed: list[Armed],
         on_head: Callable[[bool], bool] | None = None,
         identity: bool = False,
+        *,
+        recorder: Recorder,
     ) -> web.StreamResponse:
+        """``recorder`` is the one the exchange is recorded by (its scope's, if any)."""
         for a in armed:
             refusal = await a.refuse()
             if refusal is not None:
@@ -427,10 +436,11 @@ class ChaosProxy:
             return self._bad_gateway(ex, f"cannot reach upstream {base}: {_describe(e)}")
 
         try:
-            return await self._respond(request, upstream, ex, armed, on_head)
+            return await self._respond(request, upstream, ex, armed, on_head, recorder)
         finally:
             # Closing (not releasing) drops the upstream connection unless the
             # body was read to the end: a client that left closes upstream too.
+            ex.upstream_closed_early |= not upstream.content.is_eof()
             upstream.close()
 
     async def _delay_request_head(self, uploads: list[Armed]) -> None:
@@ -479,7 +489,8 @@ class ChaosProxy:
         upstream: aiohttp.ClientResponse,
         ex: Exchange,
         armed: list[Armed],
-        on_head: Callable[[bool], bool] | None = None,
+        on_head: Callable[[bool], bool] | None,
+        recorder: Recorder,
     ) -> web.StreamResponse:
         ex.status = upstream.status
         ex.content_type = upstream.headers.get("Content-Type")
@@ -545,7 +556,7 @@ class ChaosProxy:
                 await self.clock.sleep(head_s)
                 await resp.prepare(request)
             if chain:
-                await self._pump_faults(upstream, resp, ex, chain, keep, head, decoder)
+                await self._pump_faults(upstream, resp, ex, chain, keep, recorder, head, decoder)
             else:
                 await self._pump(upstream, resp, ex, keep)
             if head is not None:
@@ -553,6 +564,7 @@ class ChaosProxy:
             await resp.write_eof()
         except StreamEnd as end:
             ex.outcome = "fault"
+            ex.upstream_closed_early |= not upstream.content.is_eof()
             upstream.close()
             # The client may leave while the cut is being staged: nothing to report.
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
@@ -626,12 +638,14 @@ class ChaosProxy:
         ex: Exchange,
         chain: list[Armed],
         keep: bool,
+        recorder: Recorder,
         head: asyncio.Future[None] | None = None,
         decoder: Decoder | None = None,
     ) -> None:
         clock = self.clock
         kept = ex.upstream_chunks
-        sent = ex.client_chunks = self.recorder.body()
+        # The recorder in use makes the body: a scope's caps and stamps, not the proxy's.
+        sent = ex.client_chunks = recorder.body()
 
         # When no fault in the chain waits, everything it yields between two
         # upstream reads is held and written at once, just before the next read
@@ -844,6 +858,14 @@ def _is_text(content_type: str | None) -> bool:
         return False
     ct = content_type.split(";", 1)[0].strip().lower()
     return ct.startswith("text/") or ct.endswith("json") or ct.endswith("+json")
+
+
+def _guarded(event: str, ex: Exchange, step: Callable[..., object], *args: object) -> None:
+    """Run one step of an exchange's end; log (never raise) what it raises."""
+    try:
+        step(*args)
+    except Exception:
+        log.exception(event, exchange=ex.id)
 
 
 def _describe(e: BaseException) -> str:

@@ -186,3 +186,54 @@ async def test_expected_answer_never_takes_a_resumed_tail() -> None:
     assert expected_answer(result.exchanges, None) is None
     assert expected_answer([], QUICK) is None
     assert result.client.stdout == whole + "\n"
+
+
+STALL = {
+    "version": 1,
+    "name": "stall",
+    "faults": [{"type": "disconnect", "after_events": 2, "mode": "stall"}],
+}
+
+
+async def test_a_stream_left_open_by_one_scenario_is_not_judged_in_the_next(
+    tmp_path: Path,
+) -> None:
+    """A client that leaves a stalled stream open past its scenario (a detached child holding
+    it) does not lend that exchange, or its id 1, to the next scenario; the record file still
+    gets it when it ends."""
+    linger = tmp_path / "linger.py"
+    linger.write_text(
+        f"import sys, time\nsys.path.insert(0, {str(PROGRAMS)!r})\n"
+        "from _common import connect\n"
+        "conn = connect(20)\n"
+        "conn.request('POST', '/v1/chat/completions', "
+        '\'{"model":"m","stream":true,"messages":[]}\')\n'
+        "time.sleep(8)\n",  # bounded: the proxy's close ends it sooner
+        encoding="utf-8",
+    )
+    spawner = tmp_path / "spawner.py"
+    spawner.write_text(
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, sys.argv[1]], start_new_session=True,\n"
+        "    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "time.sleep(0.5)\n",
+        encoding="utf-8",
+    )
+    record = tmp_path / "run.jsonl"
+    report = await run_scenarios(
+        [
+            scenario("leaves-a-stream", STALL, ["surfaces_error"], timeout_s=10),
+            scenario("clean", "clean", ["completes"], timeout_s=10),
+        ],
+        [sys.executable, str(spawner), str(linger)],
+        RunOptions(mock_settings=QUICK, seed=3, record=record),
+    )
+    first, second = report.results
+    # Still open when judged (a stall's outcome is set as it begins): the first scenario's.
+    assert [(e.id, e.outcome) for e in first.exchanges] == [(1, "fault")]
+    assert [(e.id, e.outcome, e.faults) for e in second.exchanges] == [(1, "complete", [])]
+    rows = [json.loads(line) for line in record.read_text(encoding="utf-8").splitlines()]
+    assert sorted((r["id"], r["outcome"], len(r["faults"])) for r in rows) == [
+        (1, "complete", 0),
+        (1, "fault", 1),
+    ]

@@ -7,6 +7,7 @@ import gzip
 import json
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +18,11 @@ import pytest
 import trustme
 from aiohttp import web
 
-from chaosstream.streams.cassette import REDACTED, load_cassette
+from chaosstream.faults.profile import load_profile
+from chaosstream.proxy.cassette import CassetteTap
+from chaosstream.proxy.record import Recorder
+from chaosstream.proxy.server import ChaosProxy
+from chaosstream.streams.cassette import REDACTED, dump_cassette, load_cassette
 from tests.cli.test_commands_process import CLI, ENV, served
 
 SECRET = "sk-very-secret-4f1c9e"
@@ -236,3 +241,77 @@ async def test_named_fields_are_redacted_in_the_response_too(tmp_path: Path) -> 
         replayed = [await post(url, streamed), await post(url, whole)]
     assert replayed[0] == (200, live[0][1].replace(SECRET.encode(), REDACTED.encode()))
     assert json.loads(replayed[1][1]) == {"id": "r1", "user": REDACTED, "text": "whole"}
+
+
+async def _tapped(upstream: Upstream, tap: CassetteTap, recorder: Recorder) -> ChaosProxy:
+    proxy = ChaosProxy(upstream.url, load_profile("clean"), recorder=recorder, cassette=tap)
+    await proxy.start()
+    return proxy
+
+
+async def test_a_failing_cassette_write_loses_no_record(tmp_path: Path, upstream: Upstream) -> None:
+    """A cassette that cannot be written (here its folder is a file; a full disk alike) is
+    logged: the exchange is still finished and recorded, and what was not written goes in the
+    next write that succeeds."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder should be")
+    tap, recorder = CassetteTap(blocked / "tape"), Recorder()
+    proxy = await _tapped(upstream, tap, recorder)
+    try:
+        assert (await post(proxy.url))[0] == 200
+        await tap.drain()
+        assert len(recorder.exchanges) == 1 and not recorder.open and tap.recorded == 0
+        blocked.unlink()  # room again
+        assert (await post(proxy.url, b'{"stream":true,"q":2}'))[0] == 200
+    finally:
+        await proxy.close()  # writes what is queued
+    assert len(recorder.exchanges) == 2 and tap.recorded == 2
+    bodies = [i.request.body for i in load_cassette(blocked / "tape").interactions]
+    assert bodies == ['{"stream":true,"q":1}', '{"stream":true,"q":2}']
+
+
+async def test_cassette_writes_never_stall_the_event_loop(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Rewriting a large cassette (hundreds of ms of YAML) happens off the event loop: a timer
+    on the loop keeps ticking while exchanges are recorded, and a burst of them is written
+    together rather than one rewrite each."""
+    tape = tmp_path / "tape"
+    tap, recorder = CassetteTap(tape), Recorder()
+    proxy = await _tapped(upstream, tap, recorder)
+    try:
+        assert (await post(proxy.url))[0] == 200
+        await tap.drain()
+        one = tap.cassette.interactions[0]
+        tap.cassette.interactions *= 500  # a long recording session's cassette
+        started = time.perf_counter()
+        dump_cassette(tap.cassette)
+        dump_s = time.perf_counter() - started
+        assert dump_s > 0.2  # else this test measures nothing
+        lag = 0.0
+
+        async def ticker() -> None:
+            nonlocal lag
+            while True:
+                before = time.perf_counter()
+                await asyncio.sleep(0.005)
+                lag = max(lag, time.perf_counter() - before - 0.005)
+
+        ticking = asyncio.ensure_future(ticker())
+        try:
+            await asyncio.gather(*(post(proxy.url, f'{{"q":{n}}}'.encode()) for n in range(8)))
+            await tap.drain()
+        finally:
+            ticking.cancel()
+        # Written on the loop, one gap would span a whole dump. In a thread the loop still
+        # shares the GIL with pure-Python YAML, so its ticks slow down but keep coming.
+        assert lag < dump_s * 0.8, (lag, dump_s)
+        assert tap.recorded == 9
+    finally:
+        await proxy.close()
+    interactions = load_cassette(tape).interactions
+    assert len(interactions) == 508 and interactions[0] == one
+    assert sorted(i.request.body or "" for i in interactions[500:]) == sorted(
+        f'{{"q":{n}}}' for n in range(8)
+    )
+    assert tap.writes <= 1 + 3  # the first exchange's write, then the burst's few

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -109,15 +116,16 @@ async def test_refusal_records_retry_after(mock: MockServer) -> None:
 
 
 async def test_jsonl_sink_writes_whole_lines(mock: MockServer, tmp_path: Path) -> None:
-    """Each finished exchange becomes exactly one JSON line, flushed at once."""
+    """Each finished exchange becomes exactly one JSON line, flushed soon (not by close)."""
     path = tmp_path / "rec.jsonl"
     recorder = Recorder()
     sink = JsonlSink(path)
     recorder.listeners.append(sink)
     proxy = await _proxy(mock, "clean", recorder)
     try:
-        for _ in range(3):
+        for n in range(1, 4):
             await _post(proxy.url, {**CHAT, "stream": True})
+            await _until(lambda n=n: path.read_text(encoding="utf-8").count("\n") == n)
             assert path.read_text(encoding="utf-8").endswith("\n")
     finally:
         await proxy.close()
@@ -183,3 +191,179 @@ async def test_scoped_records_name_their_scope(mock: MockServer) -> None:
     (ex,) = scoped
     assert plain.record()["scope"] is None
     assert ex.scope == "test-7" and json.loads(json.dumps(ex.record()))["scope"] == "test-7"
+
+
+async def _until(check: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Wait (bounded) until ``check()`` is true."""
+    for _ in range(int(timeout_s / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+def _stall_after(events: int) -> dict[str, object]:
+    return {
+        "version": 1,
+        "name": f"stall-{events}",
+        "faults": [{"type": "disconnect", "after_events": events, "mode": "stall"}],
+    }
+
+
+async def test_restarted_ids_never_mix_open_exchanges() -> None:
+    """set_profile restarts exchange ids: an old exchange still open and the new exchange #1
+    stay two records, each with its own faults, and the old one's end leaves the new one open."""
+    paced = MockSettings(ttft_ms=5, tokens_per_s=20, tokens=60)  # 50 ms an event
+    recorder = Recorder()
+    async with await start_mock(settings=paced) as slow:
+        proxy = await _proxy(slow, _stall_after(15), recorder)
+        url = f"{proxy.url}/v1/chat/completions"
+        old_body = {**CHAT, "stream": True, "messages": [{"role": "user", "content": "old"}]}
+        new_body = {**CHAT, "stream": True, "messages": [{"role": "user", "content": "new"}]}
+        try:
+            async with aiohttp.ClientSession() as old, aiohttp.ClientSession() as new:
+                r_old = await old.post(url, json=old_body)
+                await r_old.content.readany()
+                # What the runner does between scenarios: ids start over at 1.
+                proxy.set_profile(profile_from_data(_stall_after(2), "t"), 1)
+                r_new = await new.post(url, json=new_body)
+                await r_new.content.readany()
+                await _until(lambda: len(proxy.fault_log) == 2)  # both stalls fired (~0.75 s)
+                assert len(recorder.open) == 2
+                r_old.close()
+                await _until(lambda: len(recorder.exchanges) == 1)
+                (still,) = recorder.open.values()
+                assert json.loads(still.request_body)["messages"][0]["content"] == "new"
+                r_new.close()
+                await _until(lambda: len(recorder.exchanges) == 2 and not recorder.open)
+        finally:
+            await proxy.close()
+    by_prompt = {
+        json.loads(e.request_body)["messages"][0]["content"]: e for e in recorder.current()
+    }
+    assert by_prompt["old"].id == by_prompt["new"].id == 1
+    assert [(f.action, f.events) for f in by_prompt["old"].faults] == [("stall", 15)]
+    assert [(f.action, f.events) for f in by_prompt["new"].faults] == [("stall", 2)]
+
+
+def _exchange(n: int) -> Exchange:
+    return Exchange(id=n, method="GET", path="/sse", provider="sse", stream=True, started=0.0)
+
+
+def test_clear_lets_go_of_open_exchanges() -> None:
+    """After clear() an exchange still open is not the next run's: current() leaves it out and
+    its end is told to the listeners (the record file) but not kept among the exchanges."""
+    recorder = Recorder()
+    heard: list[Exchange] = []
+    recorder.listeners.append(heard.append)
+    left, done = _exchange(1), _exchange(2)
+    recorder.begin(left)
+    recorder.begin(done)
+    recorder.finish(done)
+    recorder.clear()
+    fresh = _exchange(1)  # the next scenario's first exchange has the same id
+    recorder.begin(fresh)
+    assert recorder.current() == [fresh]
+    assert len(recorder.open) == 2  # still open on the wire: idleness and metrics see it
+    recorder.finish(left)
+    assert list(recorder.exchanges) == [] and heard == [done, left]
+    assert recorder.open == {id(fresh): fresh}
+    recorder.finish(fresh)
+    assert list(recorder.exchanges) == [fresh] and recorder.current() == [fresh]
+
+
+async def test_a_scoped_faulted_stream_records_with_its_scopes_settings(mock: MockServer) -> None:
+    """Where faults change a scoped stream, the bodies it sent are kept by the scope's recorder's
+    rules (its cap, no stamps), not the unscoped recorder's."""
+    recorder = Recorder(stamps=True)
+    slow = {"version": 1, "name": "slow", "faults": [{"type": "latency", "per_event_ms": 1}]}
+    proxy = await _proxy(mock, slow, recorder)
+    scope = proxy.scopes.create("tiny")
+    scope.recorder.body_limit = 200
+    scoped: list[Exchange] = []
+    proxy.scopes.listeners.append(lambda _scope, ex: scoped.append(ex))
+    try:
+        await _post(f"{proxy.url}/~/tiny", {**CHAT, "stream": True})
+    finally:
+        await proxy.close()
+    (ex,) = scoped
+    assert [f.type for f in ex.faults] == ["latency"]
+    sent = ex.client_chunks
+    assert sent is not None and sent.limit == ex.upstream_chunks.limit == 200
+    assert sent.truncated and len(bytes(sent)) == 200 and sent.stamps is None
+
+
+def test_jsonl_sink_never_blocks_its_caller_and_loses_nothing_at_close(tmp_path: Path) -> None:
+    """The listener call (on the event loop) only queues: a reader that does not read (a full
+    pipe, a slow disk) never blocks it; close() then delivers every line, whole, in order."""
+    fifo = tmp_path / "rec.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so the sink's open does not wait
+    sink = JsonlSink(fifo)
+    events = [_exchange(n) for n in range(1, 6)]
+    for ex in events:
+        ex.content_type = "text/event-stream"
+        ex.upstream_chunks.append(
+            b"".join(b"data: %d-%s\n\n" % (i, b"x" * 100) for i in range(900))
+        )
+    caller = threading.Thread(target=lambda: [sink(ex) for ex in events])
+    got = bytearray()
+
+    def read_all() -> None:
+        os.set_blocking(reader, True)
+        while chunk := os.read(reader, 1 << 16):
+            got.extend(chunk)
+
+    drain = threading.Thread(target=read_all)
+    try:
+        caller.start()
+        caller.join(5.0)
+        # About 500 KB of lines against a 64 KiB pipe nobody reads: a writing call would hang.
+        assert not caller.is_alive()
+    finally:
+        drain.start()
+        caller.join(10.0)
+        sink.close()
+        drain.join(10.0)
+        os.close(reader)
+    rows = [json.loads(line) for line in got.decode("utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [1, 2, 3, 4, 5]
+    assert all(len(r["response_text"]) > 90_000 for r in rows)
+
+
+async def test_proxy_record_file_keeps_every_line_through_sigterm(tmp_path: Path) -> None:
+    """`chaosstream proxy --record FILE`, SIGTERM right after the last of 40 streams: the
+    process writes all 40 lines before it exits (0: a proxy stopped as asked)."""
+    path, err = tmp_path / "rec.jsonl", tmp_path / "err.log"
+    args = ["proxy", "--profile", "clean", "--listen", "127.0.0.1:0", "--record", str(path)]
+    with err.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "chaosstream",
+            *args,
+            stderr=stderr,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        found: list[str] = []
+
+        def listening() -> bool:
+            found[:] = re.findall(r"listening on (http://\S+)", err.read_text(errors="replace"))
+            assert proc.returncode is None, err.read_text(errors="replace")
+            return bool(found)
+
+        await _until(listening, 30.0)
+        bodies = [{**CHAT, "stream": True, "n": n} for n in range(40)]
+        results = await asyncio.gather(*(_post(found[0], body) for body in bodies))
+        assert all(status == 200 for status, _ in results)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, err.read_text(errors="replace")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 40 and all(r["outcome"] == "complete" for r in rows)
+    assert len({r["fingerprint"] for r in rows}) == 40
