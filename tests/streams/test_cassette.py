@@ -229,7 +229,8 @@ def test_response_frames_lose_named_fields_and_keep_every_other_byte() -> None:
     red = Redactor.with_extra(fields=["user", "token"])
     sse = [
         (
-            b': keep-alive\r\nevent: delta\r\ndata: {"id":"c1","user":"bob","d":"h\\u00e9"}\r\n\r\n',
+            b": keep-alive\r\nevent: delta\r\n"
+            b'data: {"id":"c1","user":"bob","d":"h\\u00e9"}\r\n\r\n',
             0.01,
         ),
         (b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n', 0.02),
