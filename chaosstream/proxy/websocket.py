@@ -160,6 +160,10 @@ async def proxy_websocket(
         ex.ended = clock.now()
         if ex.outcome == "pending":
             ex.outcome = "complete"
+        # Upstream still open here (it sent no close frame and did not drop) is closed by
+        # the proxy below: before its end, the evidence cancels_upstream judges on.
+        if upstream is not None and "upstream" not in closes and not upstream.closed:
+            ex.upstream_closed_early = True
         for a in every:
             a.release()
         proxy.recorder.finish(ex)

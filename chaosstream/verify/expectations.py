@@ -664,15 +664,25 @@ def _cancels(ev: Evidence) -> Verdict:
     if not gone:
         return _verdict("cancels_upstream", False, "no exchange ended with the client going away")
     ids = ", ".join(f"#{e.id}" for e in gone)
-    if ev.mock_closed_early is None:
+    # The proxy's own record (set where it closes upstream before upstream's EOF) is the
+    # evidence for any upstream; the mock's count of abandoned streams adds its side.
+    finished = [e for e in gone if not e.upstream_closed_early]
+    if finished:
+        late = ", ".join(f"#{e.id}" for e in finished)
         return _verdict(
-            "cancels_upstream", True, f"client left {ids}; the proxy closed its upstream request"
+            "cancels_upstream",
+            False,
+            f"client left {ids}, but upstream had already sent its whole response on {late}: "
+            "no upstream request was left to cancel, so nothing showed one cancelled",
         )
+    evidence = f"client left {ids}; the proxy closed its upstream request before upstream's end"
+    if ev.mock_closed_early is None:
+        return _verdict("cancels_upstream", True, evidence)
     ok = ev.mock_closed_early >= len(gone)
     return _verdict(
         "cancels_upstream",
         ok,
-        f"client left {ids}; the mock saw {ev.mock_closed_early} stream(s) closed early",
+        f"{evidence}; the mock saw {ev.mock_closed_early} stream(s) closed early",
     )
 
 

@@ -325,8 +325,10 @@ async def test_upstream_close_code_and_reason_reach_the_client(
                 )
                 assert ws.close_code == code
     await _settled(proxy, 2)
-    # Upstream ended both: nobody left.
-    assert [e.outcome for e in proxy.recorder.exchanges] == ["complete"] * 2
+    # Upstream ended both: nothing was closed early, nobody left.
+    assert [(e.outcome, e.upstream_closed_early) for e in proxy.recorder.exchanges] == [
+        ("complete", False)
+    ] * 2
 
 
 async def test_client_close_code_and_reason_reach_upstream(
@@ -353,4 +355,5 @@ async def test_client_close_code_and_reason_reach_upstream(
         assert ws.close_code == 4001
     await _settled(proxy, 1)
     (ex,) = proxy.recorder.exchanges
-    assert ex.outcome == "client_gone"  # the client left first
+    # The client left first: the proxy closed upstream before upstream's end.
+    assert (ex.outcome, ex.upstream_closed_early) == ("client_gone", True)

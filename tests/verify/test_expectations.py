@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
 from chaosstream.mock import answer_text
 from chaosstream.proxy.record import Exchange
 from chaosstream.verify.expectations import ClientRun, Evidence, evaluate, shown_fraction
+from chaosstream.verify.scenario import Expect, NoOptions
+from tests.conftest import ProxyFactory
 
 ANSWER = "The quick brown fox, jumps over the lazy dog."
 BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
@@ -208,3 +215,74 @@ def test_completes_accept_stop_and_flags_without_a_stop() -> None:
     clean = Evidence(_client(0, ANSWER), [_ex(1, 0.0)], ANSWER)
     _, verdicts = evaluate(clean, [Expect(flags_incomplete={})])
     assert verdicts[0].verdict == "fail" and "nothing to flag" in verdicts[0].evidence
+
+
+def _gone(closed_early: bool) -> Exchange:
+    ex = _ex(1, 0.0, done=False)
+    ex.outcome = "client_gone"
+    ex.upstream_closed_early = closed_early
+    return ex
+
+
+def test_cancels_upstream_needs_the_proxys_early_close() -> None:
+    """Without the mock's own count, cancels_upstream passes only on the exchange's record that
+    the proxy closed upstream before its end; a client that left after upstream had finished
+    showed no cancel."""
+    ok = evaluate(
+        Evidence(_client(1, ""), [_gone(True)], ANSWER), [Expect(cancels_upstream=NoOptions())]
+    )
+    bad = evaluate(
+        Evidence(_client(1, ""), [_gone(False)], ANSWER), [Expect(cancels_upstream=NoOptions())]
+    )
+    assert [(v.verdict, v.evidence) for v in ok[1]] == [
+        ("pass", "client left #1; the proxy closed its upstream request before upstream's end")
+    ]
+    assert bad[1][0].verdict == "fail"
+    assert "had already sent its whole response" in bad[1][0].evidence, bad[1][0].evidence
+
+
+async def test_cancels_upstream_against_an_upstream_that_is_not_the_mock(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """Through a real proxy to a plain SSE upstream: a client that leaves after the first event
+    makes the proxy close upstream (the upstream sees it), the exchange records it, and the
+    verdict passes on that record."""
+    upstream_saw_close = asyncio.Event()
+
+    async def slow_sse(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            for i in range(200):  # 4 s at most
+                await resp.write(b'data: {"choices":[{"delta":{"content":"w%d "}}]}\n\n' % i)
+                await asyncio.sleep(0.02)
+        except (ConnectionError, asyncio.CancelledError):
+            upstream_saw_close.set()
+            raise
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", slow_sse)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        host, port = runner.addresses[0][:2]
+        proxy = await proxy_factory(f"http://{host}:{port}")
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post(f"{proxy.url}/v1/chat/completions", data=BODY)
+            await resp.content.readline()
+            resp.close()  # the user pressed Stop
+        await asyncio.wait_for(upstream_saw_close.wait(), 5)
+        for _ in range(250):
+            if proxy.recorder.exchanges and not proxy.recorder.open:
+                break
+            await asyncio.sleep(0.02)
+        (ex,) = proxy.recorder.exchanges
+        assert (ex.outcome, ex.upstream_closed_early) == ("client_gone", True)
+        _, verdicts = evaluate(
+            Evidence(_client(1, ""), [ex], None), [Expect(cancels_upstream=NoOptions())]
+        )
+        assert [v.verdict for v in verdicts] == ["pass"], verdicts
+    finally:
+        await runner.cleanup()
