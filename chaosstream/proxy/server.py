@@ -75,6 +75,8 @@ SHUTDOWN_TIMEOUT_S = 1.0
 #: net.core.somaxconn (4,096 since 5.4).
 LISTEN_BACKLOG = 4096
 # Headers the proxy must not add to the upstream request when the client did not send them.
+CORS_ERROR_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "*"}
+"""Added to a refusal the proxy makes itself when the request came from a page (has Origin)."""
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 #: Allocations between two young-generation collections in a proxy process (see tune_gc).
 GC_GEN0_THRESHOLD = 5000
@@ -383,11 +385,12 @@ class ChaosProxy:
                 ex.retry_after_ms = refusal.headers.get("retry-after-ms")
                 ex.should_retry = refusal.headers.get("x-should-retry")
                 a.ctx.fired("refuse", detail=f"status {refusal.status}")
-                resp = web.Response(
-                    status=refusal.status,
-                    body=refusal.body,
-                    headers={**refusal.headers, "Content-Type": refusal.content_type},
-                )
+                headers = {**refusal.headers, "Content-Type": refusal.content_type}
+                if "origin" in info.headers:
+                    # The providers answer browsers with CORS on errors too, so a page can
+                    # read the status and Retry-After instead of a bare "Failed to fetch".
+                    headers.update(CORS_ERROR_HEADERS)
+                resp = web.Response(status=refusal.status, body=refusal.body, headers=headers)
                 ex.bytes_out = len(refusal.body)
                 ex.first_byte = self.clock.now()
                 return resp

@@ -487,3 +487,21 @@ async def test_network_profile_sends_a_bodyless_get_as_sent_one_way_delay_each_w
         assert 0.39 <= total <= 1.2, total
     finally:
         await runner.cleanup()
+
+
+async def test_a_refusal_to_a_page_carries_cors_so_the_page_can_read_it(
+    mock: MockServer, proxy_factory: ProxyFactory
+) -> None:
+    """A 429 the proxy makes itself has CORS headers when a page asked (Origin), none otherwise."""
+    profile = make_profile([{"type": "http_error", "status": 429, "retry_after_s": 1}])
+    proxy = await proxy_factory(mock.url, profile)
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as session:
+        url = f"{proxy.url}/v1/chat/completions"
+        async with session.post(url, json=body, headers={"Origin": "http://127.0.0.1:1"}) as r:
+            assert r.status == 429
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            assert r.headers["Access-Control-Expose-Headers"] == "*"
+            assert r.headers["Retry-After"] == "1"
+        async with session.post(url, json=body) as r:
+            assert r.status == 429 and "Access-Control-Allow-Origin" not in r.headers
