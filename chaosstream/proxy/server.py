@@ -385,12 +385,12 @@ class ChaosProxy:
                 ex.retry_after_ms = refusal.headers.get("retry-after-ms")
                 ex.should_retry = refusal.headers.get("x-should-retry")
                 a.ctx.fired("refuse", detail=f"status {refusal.status}")
-                headers = {**refusal.headers, "Content-Type": refusal.content_type}
+                answer = {**refusal.headers, "Content-Type": refusal.content_type}
                 if "origin" in info.headers:
                     # The providers answer browsers with CORS on errors too, so a page can
                     # read the status and Retry-After instead of a bare "Failed to fetch".
-                    headers.update(CORS_ERROR_HEADERS)
-                resp = web.Response(status=refusal.status, body=refusal.body, headers=headers)
+                    answer.update(CORS_ERROR_HEADERS)
+                resp = web.Response(status=refusal.status, body=refusal.body, headers=answer)
                 ex.bytes_out = len(refusal.body)
                 ex.first_byte = self.clock.now()
                 return resp
