@@ -282,6 +282,12 @@ def _replay(opts: CassetteOptions, host: str, port: int, strict: bool) -> None:
 
 @cli.command(cls=ProxyCommand)
 @click.option(
+    "--strict",
+    is_flag=True,
+    help="With --upstream cassette:DIR: exit 1 at the end when a request matched no "
+    "recorded one (each is named with the nearest recording).",
+)
+@click.option(
     "--upstream",
     metavar="URL",
     callback=real_or(upstream_or_cassette),
@@ -436,6 +442,7 @@ def _replay(opts: CassetteOptions, host: str, port: int, strict: bool) -> None:
 @_replay_options
 @intercept_options
 def proxy(
+    strict: bool,
     upstream: str | None,
     profile_name: str,
     listen: tuple[str, int],
@@ -527,6 +534,7 @@ def proxy(
             ),
             worker=None if worker_link is None else WorkerLink.parse(worker_link),
             intercept=intercept,
+            strict=strict,
         )
     )
 

@@ -90,6 +90,7 @@ async def serve_proxy(
     cassette: CassetteOptions | None = None,
     worker: WorkerLink | None = None,
     intercept: InterceptOptions | None = None,
+    strict: bool = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM; with no upstream, start the embedded mock first.
 
@@ -104,7 +105,8 @@ async def serve_proxy(
     ``telemetry`` (``--otel``: chaosstream.cli.telemetry) traces every exchange, scoped
     ones too; what it still holds is exported at exit.
     ``cassette`` records to (and per its mode replays from) a cassette; an
-    ``upstream`` of ``cassette:DIR`` replays DIR (chaosstream.cli.cassette).
+    ``upstream`` of ``cassette:DIR`` replays DIR (chaosstream.cli.cassette); with
+    ``strict``, a request that matched no recording makes the exit code 1 at the end.
     ``worker`` serves as one of ``--workers N`` (chaosstream.cli.workers): on a private
     loopback port, handed its connections by the front, quiet, and only worker 0
     applies a ``toxiproxy:`` section (one Toxiproxy is shared by all).
@@ -145,6 +147,7 @@ async def serve_proxy(
     # ``--mode intercept --upstream real``: each request goes to the host it names.
     real = intercept is not None and upstream == REAL
     front: InterceptProxy | None = None
+    unmatched: list[str] = []
     upstream, tap, replay = await open_cassette(cassette, None if real else upstream)
     if upstream is None and not real:
         mock = await start_mock()
@@ -259,6 +262,12 @@ async def serve_proxy(
         if mock is not None:
             await mock.close()
         if replay is not None:
+            unmatched = list(replay.player.unmatched)
             await replay.close()
         if sink is not None:
             sink.close()
+    if strict and unmatched:
+        for reason in unmatched[:20]:
+            click.echo(reason, err=True)
+        click.echo(f"--strict: {len(unmatched)} request(s) matched no recording", err=True)
+        raise SystemExit(1)

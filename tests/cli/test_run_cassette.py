@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -273,3 +276,29 @@ def test_strict_makes_a_request_without_a_recording_fail_the_run(
     assert f"UNMATCHED clean (4x): chaosstream cassette: {why}" in flat
     assert "--strict: 4 request(s) matched no recording" in strict.stdout
     assert "--strict" in scenario["repro_run"].split()
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_proxy_strict_replay_fails_on_a_request_without_a_recording(
+    tape: tuple[Path, str], tmp_path: Path, strict: bool
+) -> None:
+    """`proxy --upstream cassette:DIR --strict` exits 1 naming the unmatched request, else 0."""
+    folder, _ = tape
+    args = ["proxy", "--listen", "127.0.0.1:0", "--upstream", f"cassette:{folder}"]
+    with served([*args, *(["--strict"] if strict else [])], tmp_path / "proxy.log") as proxy:
+        url = proxy.wait_url()
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "never"}]}
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        refused.value.close()
+        assert refused.value.code == 404  # the cassette's miss, in the provider's shape
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(timeout=20) == (1 if strict else 0)
+    log = proxy.stderr()
+    assert ("--strict: 1 request(s) matched no recording" in log) is strict
+    assert "Traceback" not in log
