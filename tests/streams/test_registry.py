@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chaosstream.faults import Corrupt, Latency, Noop, Throttle
-from chaosstream.streams.format import ERROR_KINDS
+from chaosstream.streams.format import ERROR_KINDS, Framer
 from chaosstream.streams.registry import (
     FORMATS,
     FRAMERS,
@@ -41,15 +41,24 @@ def test_every_format_has_a_unique_name_a_framer_and_plain_sse_last() -> None:
     assert set(PATHS) <= set(FRAMERS)
 
 
+def _frames(framer: Framer, data: bytes) -> list[bytes]:
+    """The frames of ``data`` as a stream that ends there (a WebSocket message has no
+    separator: it is whole, and the splitter hands it over at the end)."""
+    splitter = framer.splitter()
+    frames = splitter.feed(data)
+    rest = splitter.flush()
+    return [*frames, rest] if rest else frames
+
+
 def test_every_format_recognises_its_own_frames() -> None:
     """Each format's terminal frame is terminal; each error frame is an error, no text, no end."""
     for fmt in FORMATS:
         framer = framer_for(fmt)
-        (raw,) = framer.splitter().feed(fmt.terminal_frame())
+        (raw,) = _frames(framer, fmt.terminal_frame())
         assert fmt.is_terminal(framer.parse(raw, True)), fmt.name
         for kind in ERROR_KINDS:
             # The error comes first; a format may end the stream right after it.
-            raw = framer.splitter().feed(fmt.error_frame(kind))[0]
+            raw = _frames(framer, fmt.error_frame(kind))[0]
             frame = framer.parse(raw, False)
             assert fmt.is_error(frame) and fmt.text(frame) is None, (fmt.name, kind)
             assert not fmt.is_terminal(frame), (fmt.name, kind)
