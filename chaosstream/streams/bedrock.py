@@ -30,7 +30,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from chaosstream.streams.eventstream import encode_message
-from chaosstream.streams.format import ErrorKind, RequestView, WireFormat, dumps, json_or_none
+from chaosstream.streams.format import (
+    REFUSAL,
+    ErrorKind,
+    RequestView,
+    StopKind,
+    WireFormat,
+    dumps,
+    json_or_none,
+)
 from chaosstream.streams.sse import Event
 
 __all__ = [
@@ -151,6 +159,23 @@ class Bedrock(WireFormat):
 
     def terminal_frame(self) -> bytes:
         return event_message("messageStop", {"stopReason": "end_turn"})
+
+    def stop_frame(
+        self, kind: StopKind, last: Event | None = None, *, text: str = "", tokens: int = 0
+    ) -> bytes | None:
+        # ConverseStream's StopReason (bedrock-runtime API, MessageStopEvent): max_tokens,
+        # content_filtered, end_turn...; a model refuses in plain text. The open text
+        # block is closed first, as the service does before messageStop.
+        reason = {"stop": "end_turn", "length": "max_tokens", "content_filter": "content_filtered"}
+        if kind not in (*reason, "refusal"):
+            return None
+        out = b""
+        if kind == "refusal":
+            out += event_message(
+                "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": REFUSAL}}
+            )
+        out += event_message("contentBlockStop", {"contentBlockIndex": 0})
+        return out + event_message("messageStop", {"stopReason": reason.get(kind, "end_turn")})
 
     def error_body(self, status: int, message: str | None = None) -> bytes:
         return dumps(bedrock_error(status, message)[1]).encode("utf-8")

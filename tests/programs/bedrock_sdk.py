@@ -3,7 +3,8 @@
 
 ``naive``: prints each contentBlockDelta's text, exit 0 when the iteration ends.
 ``careful``: also needs the ``messageStop`` event; on any failure asks again
-with ``converse`` (a fallback), exit 1 if that fails too.
+with ``converse`` (a fallback), exit 1 if that fails too; an answer stopped by
+``max_tokens`` or a filter is printed with a note that it is incomplete.
 """
 
 import sys
@@ -44,11 +45,13 @@ if MODE == "naive":
 
 pieces: list[str] = []
 stopped = False
+reason = "end_turn"
 try:
     for event in client.converse_stream(modelId=MODEL, messages=MESSAGES)["stream"]:
         if "contentBlockDelta" in event:
             pieces.append(event["contentBlockDelta"]["delta"].get("text", ""))
-        stopped = stopped or "messageStop" in event
+        if "messageStop" in event:
+            stopped, reason = True, event["messageStop"].get("stopReason", "end_turn")
     if not stopped:
         raise ValueError("the stream ended without messageStop")
     text = "".join(pieces)
@@ -65,3 +68,6 @@ except (EventStreamError, ValueError, *FAILURES) as e:
         print(f"error: {type(e2).__name__}: {e2}", file=sys.stderr)
         sys.exit(1)
 print(text)
+if reason not in ("end_turn", "stop_sequence"):
+    # A careful client tells its user the answer was cut short (max_tokens, a filter).
+    print(f"[note: the answer is incomplete: stopped by {reason}]", file=sys.stderr)
