@@ -47,8 +47,16 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
         for a in ("malformed_json", "drop_event", "duplicate_event", "reorder", "split")
     ]
     + [{"action": "invalid_utf8", "rate": 0.5}, {"action": "drop_terminal", "after_events": 0}],
+    "content": [
+        {"kind": k, "after_tokens": 2}
+        for k in ("length", "content_filter", "refusal", "empty", "tool_args_cut")
+    ],
     "buffer": [{}],
+    "gzip": [{}],
     "concurrency_limit": [{"max_streams": 1}],
+    # MCP's session faults: on a chat stream they find no session and leave it alone.
+    "polite_close": [{"after_events": 2, "retry_ms": 5}, {"before_terminal": True}],
+    "session_expiry": [{}],
     "noop": [{}],
 }
 OUTCOMES = {"complete", "fault", "client_gone", "upstream_error", "refused"}
@@ -219,8 +227,9 @@ async def test_soak_every_fault_family_leaves_nothing_behind() -> None:
     assert sum(outcomes.values()) == STREAMS, (outcomes, seen)
     assert set(outcomes) <= OUTCOMES, outcomes
     assert {"complete", "fault", "refused"} <= set(outcomes), outcomes
-    # Every family fired on some exchange (noop never logs: it does nothing).
-    assert set(REGISTRY) - {"noop"} <= set(fired), fired
+    # Every family fired on some exchange (noop never logs: it does nothing; session_expiry
+    # acts only on an MCP session, and a chat stream has none).
+    assert set(REGISTRY) - {"noop", "session_expiry"} <= set(fired), fired
     assert calls == [], calls
     # The mock logs its own "cannot write" when the proxy hangs up on it (a cut, a
     # client gone); only the proxy is under test here.
