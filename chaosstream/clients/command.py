@@ -284,7 +284,9 @@ async def run_client(command: Sequence[str], env: dict[str, str], timeout_s: flo
         transport.close()
     return ClientRun(
         command=list(command),
-        exit_code=proc.returncode,
+        # Killed at the limit, the client has no exit code of its own (ClientRun's contract);
+        # the signal's -9 could even read 255 if another waiter reaped a reused pid first.
+        exit_code=None if timed_out else proc.returncode,
         timed_out=timed_out,
         stdout=out.text(),
         stderr=err.text(),

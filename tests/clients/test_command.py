@@ -238,7 +238,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     run = await run_client([PY, "-c", code], dict(os.environ), timeout_s=1.5)
     elapsed = time.monotonic() - started
     assert run.timed_out is True
-    assert run.exit_code is not None and run.exit_code < 0  # killed by a signal
+    assert run.exit_code is None  # killed: no exit code of its own
     assert run.stdout == "partial answer\n"
     assert 1.4 <= elapsed < 5.0, elapsed
     for pid in map(int, pids.read_text().split()):

@@ -142,6 +142,7 @@ def _converse(url: str, stream: bool) -> tuple[str, str | None, BaseException | 
     client = _client(url)
     parts: list[str] = []
     stop: str | None = None
+    response: dict[str, Any] | None = None
     try:
         if not stream:
             out = client.converse(modelId=MODEL, messages=MESSAGES)
@@ -155,6 +156,12 @@ def _converse(url: str, stream: bool) -> tuple[str, str | None, BaseException | 
                 stop = event["messageStop"]["stopReason"]
     except Exception as exc:  # what the SDK raises is the result under test
         return "".join(parts), stop, exc
+    finally:
+        # A cut stream leaves urllib3's socket open until garbage collection (and then a
+        # ResourceWarning in whichever test runs): close the stream and the client's pool.
+        if response is not None:
+            response["stream"].close()
+        client.close()
     return "".join(parts), stop, None
 
 
@@ -198,12 +205,16 @@ async def test_the_mock_stream_error_header_is_a_model_stream_exception(
 
     def run() -> tuple[list[str], BaseException | None]:
         parts: list[str] = []
+        stream = client.converse_stream(modelId=MODEL, messages=MESSAGES)["stream"]
         try:
-            for event in client.converse_stream(modelId=MODEL, messages=MESSAGES)["stream"]:
+            for event in stream:
                 if "contentBlockDelta" in event:
                     parts.append(event["contentBlockDelta"]["delta"]["text"])
         except EventStreamError as exc:
             return parts, exc
+        finally:
+            stream.close()  # the broken stream's socket, now rather than at collection
+            client.close()
         return parts, None
 
     parts, error = await asyncio.to_thread(run)
