@@ -62,7 +62,12 @@ def test_scopes_capped_and_recorded(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"{control}/chaos/scopes", timeout=10) as resp:
             listed = json.loads(resp.read())
         assert [s["scope"] for s in listed["scopes"]] == ["second"] and listed["evicted"] == 1
-        lines = [json.loads(line) for line in record.read_text().splitlines()]
+        # --record writes from a thread, soon after each exchange: wait for both lines.
+        for _ in range(200):
+            lines = [json.loads(line) for line in record.read_text().splitlines()]
+            if len(lines) >= 2:
+                break
+            time.sleep(0.05)
         assert [line["path"] for line in lines] == ["/v1/models", "/v1/models"]
     finally:
         proc.terminate()

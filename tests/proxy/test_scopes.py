@@ -243,7 +243,9 @@ async def test_scopes_are_capped_least_recently_used_idle_first(
             assert "all 2 scopes have exchanges open" in (await r.json())["error"]["message"]
         for task in streams:
             task.cancel()
-        await asyncio.gather(*streams, return_exceptions=True)
+        for done in await asyncio.gather(*streams, return_exceptions=True):
+            if isinstance(done, aiohttp.ClientResponse):
+                done.close()  # a stalled stream's response is ours to release
 
 
 async def test_websocket_through_a_scope(mock: MockServer, proxy_factory: ProxyFactory) -> None:
