@@ -39,7 +39,19 @@ INTERRUPTIONS = frozenset({"reset", "close", "stall", "stream_error", "timeout",
 """Outcomes of a stream that started and did not finish."""
 
 PERCENTILES = (0.5, 0.9, 0.99)
+# The fields of ProfileStats that merge, travel and come back as they are.
 _HISTOGRAMS = ("ttft", "itl", "tpot", "ttlt")
+_COUNTS = (
+    "streams",
+    "started",
+    "completed",
+    "interrupted",
+    "answers",
+    "answers_completed",
+    "answers_good",
+    "tokens",
+    "nbytes",
+)
 
 
 def _bucket(ms: float) -> float:
@@ -233,19 +245,9 @@ class ProfileStats:
         return row
 
     def merge(self, other: ProfileStats) -> None:
-        for name in ("ttft", "itl", "tpot", "ttlt"):
+        for name in _HISTOGRAMS:
             getattr(self, name).merge(getattr(other, name))
-        for name in (
-            "streams",
-            "started",
-            "completed",
-            "interrupted",
-            "answers",
-            "answers_completed",
-            "answers_good",
-            "tokens",
-            "nbytes",
-        ):
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.update(other.errors)
         for second, row in other.timeline.items():
@@ -254,20 +256,8 @@ class ProfileStats:
                 mine[i] += value
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            n: getattr(self, n).to_wire() for n in ("ttft", "itl", "tpot", "ttlt")
-        }
-        for name in (
-            "streams",
-            "started",
-            "completed",
-            "interrupted",
-            "answers",
-            "answers_completed",
-            "answers_good",
-            "tokens",
-            "nbytes",
-        ):
+        out: dict[str, Any] = {n: getattr(self, n).to_wire() for n in _HISTOGRAMS}
+        for name in _COUNTS:
             out[name] = getattr(self, name)
         out["errors"] = dict(self.errors)
         out["timeline"] = [[s, *row] for s, row in self.timeline.items()]
@@ -278,17 +268,7 @@ class ProfileStats:
         stats = cls()
         for name in _HISTOGRAMS:
             setattr(stats, name, Histogram.from_wire(data[name]))
-        for name in (
-            "streams",
-            "started",
-            "completed",
-            "interrupted",
-            "answers",
-            "answers_completed",
-            "answers_good",
-            "tokens",
-            "nbytes",
-        ):
+        for name in _COUNTS:
             setattr(stats, name, int(data[name]))
         stats.errors = Counter({str(k): int(v) for k, v in data["errors"].items()})
         stats.timeline = {int(row[0]): [int(x) for x in row[1:]] for row in data["timeline"]}
