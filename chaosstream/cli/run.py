@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,7 +32,16 @@ if TYPE_CHECKING:
     from chaosstream.verify.results import RunReport, ScenarioResult
     from chaosstream.verify.scenario import AppServer, Scenario
 
-__all__ = ["EXIT_CODES", "Interrupts", "check", "collect", "execute", "run", "run_options"]
+__all__ = [
+    "EXIT_CODES",
+    "Interrupts",
+    "RunSettings",
+    "check",
+    "collect",
+    "execute",
+    "run",
+    "run_options",
+]
 
 EXIT_CODES = [
     ("0", "every expectation held"),
@@ -205,32 +216,17 @@ def say_interrupted(interrupts: Interrupts, finished: int, total: int) -> None:
 def execute(
     scenarios: Sequence[tuple[Scenario, Profile]],
     command: Sequence[str],
+    settings: RunSettings,
     *,
-    upstream: str | None,
-    seed: int | None,
-    json_path: str | None,
-    junit_path: str | None,
-    record: str | None,
     resilient: bool,
     title: str,
-    replay_speed: float = 1.0,
-    match_on: tuple[str, ...] | None = None,
-    mock_settings: MockSettings | None = None,
-    html_path: str | None = None,
-    otel: bool | None = None,
     app: AppServer | None = None,
-    model_listen: int | None = None,
-    intercept: bool = False,
-    ca_dir: str | None = None,
-    strict: bool = False,
     origin: Sequence[str] = (),
 ) -> int:
     """Run, print progress and the table, write the reports; the exit code:
     0, 1, or 130/143 when SIGINT/SIGTERM stopped the run (see :class:`Interrupts`).
-    ``otel`` is ``--otel``/``--no-otel`` (see :func:`chaosstream.cli.telemetry.open_telemetry`).
-    ``strict``: a request the cassette had no recording for fails the run. ``origin``: the
-    command-line words that set the run up (:attr:`RunReport.origin`), for each scenario's
-    ``repro_run``."""
+    ``origin``: the command-line words that set the run up (:attr:`RunReport.origin`), for
+    each scenario's ``repro_run``."""
     from rich.console import Console
 
     from chaosstream.cli.logs import quiet
@@ -238,9 +234,11 @@ def execute(
     from chaosstream.clients.command import check_command
     from chaosstream.verify.report import TerminalProgress, print_report, write_json, write_junit
 
+    upstream, intercept, ca_dir = settings.upstream, settings.intercept, settings.ca_dir
     if any(s.client is None for s, _ in scenarios):
         check_command(command)
-    if (replay_speed != 1.0 or match_on is not None or strict) and not is_cassette(upstream):
+    replays = settings.replay_speed != 1.0 or settings.match_on is not None or settings.strict
+    if replays and not is_cassette(upstream):
         raise click.BadParameter(
             "--replay-speed, --match-on and --strict replay a cassette: give --upstream "
             "cassette:DIR",
@@ -254,21 +252,21 @@ def execute(
         open_ca(ca_dir).close()  # made now, or its problem is exit 2 before any scenario
     quiet()
     progress = TerminalProgress(Console(stderr=True))
+    json_path, junit_path, html_path = settings.json_path, settings.junit_path, settings.html_path
     options = run_options(
         upstream=upstream,
-        seed=seed,
-        record=record,
+        seed=settings.seed,
+        record=settings.record,
         resilient=resilient,
-        mock_settings=mock_settings,
-        replay_speed=replay_speed,
-        match_on=match_on,
+        replay_speed=settings.replay_speed,
+        match_on=settings.match_on,
         report_path=json_path or junit_path or html_path,
         intercept=intercept,
         ca_dir=ca_dir,
     )
     options.app = app
-    options.model_listen = model_listen
-    telemetry = open_telemetry(otel)
+    options.model_listen = settings.model_listen
+    telemetry = open_telemetry(settings.otel)
     if telemetry is not None:
         options.on_proxy = telemetry.attach
     with Interrupts() as interrupts:
@@ -282,7 +280,8 @@ def execute(
         finally:
             if telemetry is not None:
                 telemetry.shutdown()  # exports what is still batched
-        report.command, report.origin, report.strict = list(command), list(origin), strict
+        report.command, report.origin = list(command), list(origin)
+        report.strict = settings.strict
         # Off a terminal (CI logs) rich would wrap the table at 80 columns.
         print_report(report, Console(width=None if sys.stdout.isatty() else 140), title=title)
         if json_path is not None:
@@ -411,10 +410,40 @@ def _chromium(value: str | None) -> None:
         os.environ["CHAOSSTREAM_CHROMIUM"] = value
 
 
-def _report_options(f: click.decorators.FC) -> click.decorators.FC:
+@dataclass(frozen=True)
+class RunSettings:
+    """The options `run` and `check` share (:data:`_REPORT_OPTIONS`): the model side,
+    a cassette's replay, where reports go."""
+
+    upstream: str | None = None
+    seed: int | None = None
+    json_path: str | None = None
+    junit_path: str | None = None
+    html_path: str | None = None
+    record: str | None = None
+    replay_speed: float = 1.0
+    match_on: tuple[str, ...] | None = None
+    strict: bool = False
+    otel: bool | None = None
+    model_listen: int | None = None
+    intercept: bool = False
+    ca_dir: str | None = None
+
+
+_SETTINGS = tuple(f.name for f in fields(RunSettings))
+
+
+def _report_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The shared options, handed to the command as one ``settings: RunSettings``."""
+
+    @functools.wraps(f)
+    def command(**kwargs: Any) -> None:
+        settings = RunSettings(**{name: kwargs.pop(name) for name in _SETTINGS})
+        f(settings=settings, **kwargs)
+
     for option in reversed(_REPORT_OPTIONS):
-        f = option(f)
-    return f
+        command = option(command)
+    return command
 
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -452,14 +481,7 @@ def _number(value: float) -> str:
 
 def _origin(
     head: Sequence[str],
-    *,
-    upstream: str | None,
-    intercept: bool,
-    ca_dir: str | None,
-    replay_speed: float,
-    match_on: tuple[str, ...] | None,
-    strict: bool,
-    model_listen: int | None,
+    settings: RunSettings,
     timeout_s: float | None,
     extra: Sequence[str] = (),
 ) -> list[str]:
@@ -467,20 +489,20 @@ def _origin(
     what decides which faults meet which client and upstream, never where reports go.
     ``--only``, ``--seed`` and the client command are each scenario's ``repro_run``'s."""
     words = list(head)
-    if upstream is not None:
-        words += ["--upstream", upstream]
-    if intercept:
+    if settings.upstream is not None:
+        words += ["--upstream", settings.upstream]
+    if settings.intercept:
         words.append("--intercept")
-        if ca_dir is not None:
-            words += ["--ca-dir", ca_dir]
-    if replay_speed != 1.0:
-        words += ["--replay-speed", _number(replay_speed)]
-    if match_on is not None:
-        words += ["--match-on", ",".join(match_on)]
-    if strict:
+        if settings.ca_dir is not None:
+            words += ["--ca-dir", settings.ca_dir]
+    if settings.replay_speed != 1.0:
+        words += ["--replay-speed", _number(settings.replay_speed)]
+    if settings.match_on is not None:
+        words += ["--match-on", ",".join(settings.match_on)]
+    if settings.strict:
         words.append("--strict")
-    if model_listen is not None:
-        words += ["--model-listen", str(model_listen)]
+    if settings.model_listen is not None:
+        words += ["--model-listen", str(settings.model_listen)]
     if timeout_s is not None:
         words += ["--timeout-s", _number(timeout_s)]
     return [*words, *extra]
@@ -551,20 +573,8 @@ def _describe(profile: Profile) -> str:
 @_ONLY
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS...]]")
 def run(
+    settings: RunSettings,
     scenario_file: str,
-    replay_speed: float,
-    strict: bool,
-    match_on: tuple[str, ...] | None,
-    json_path: str | None,
-    junit_path: str | None,
-    html_path: str | None,
-    record: str | None,
-    upstream: str | None,
-    seed: int | None,
-    otel: bool | None,
-    model_listen: int | None,
-    intercept: bool,
-    ca_dir: str | None,
     timeout_s: float | None,
     only: tuple[str, ...],
     command: tuple[str, ...],
@@ -590,37 +600,16 @@ def run(
             )
             for s, p in pairs
         ]
+    origin = _origin(["run", scenario_file], settings, timeout_s)
     raise SystemExit(
         execute(
             pairs,
             argv,
-            upstream=upstream,
-            seed=seed,
-            json_path=json_path,
-            junit_path=junit_path,
-            html_path=html_path,
-            record=record,
+            settings,
             resilient=False,
             title=f"chaosstream run {scenario_file}",
-            replay_speed=replay_speed,
-            match_on=match_on,
             app=suite.server,
-            otel=otel,
-            model_listen=model_listen,
-            intercept=intercept,
-            ca_dir=ca_dir,
-            strict=strict,
-            origin=_origin(
-                ["run", scenario_file],
-                upstream=upstream,
-                intercept=intercept,
-                ca_dir=ca_dir,
-                replay_speed=replay_speed,
-                match_on=match_on,
-                strict=strict,
-                model_listen=model_listen,
-                timeout_s=timeout_s,
-            ),
+            origin=origin,
         )
     )
 
@@ -702,19 +691,7 @@ def _selectors(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS...]")
 def check(
-    replay_speed: float,
-    strict: bool,
-    match_on: tuple[str, ...] | None,
-    json_path: str | None,
-    junit_path: str | None,
-    html_path: str | None,
-    record: str | None,
-    upstream: str | None,
-    seed: int | None,
-    otel: bool | None,
-    model_listen: int | None,
-    intercept: bool,
-    ca_dir: str | None,
+    settings: RunSettings,
     timeout_s: float,
     only: tuple[str, ...],
     list_only: bool,
@@ -753,38 +730,16 @@ def check(
     page_words = [] if page_url is None else ["--browser", page_url]
     page_words += [w for part, css in selectors.items() for w in ("--selector", f"{part}={css}")]
     page_words += [] if app is None else ["--app", app]
-    origin = _origin(
-        ["check"],
-        upstream=upstream,
-        intercept=intercept,
-        ca_dir=ca_dir,
-        replay_speed=replay_speed,
-        match_on=match_on,
-        strict=strict,
-        model_listen=model_listen,
-        timeout_s=None if timeout_s == DEFAULT_TIMEOUT_S else timeout_s,
-        extra=page_words,
-    )
+    timeout = None if timeout_s == DEFAULT_TIMEOUT_S else timeout_s
+    origin = _origin(["check"], settings, timeout, extra=page_words)
     raise SystemExit(
         execute(
             scenarios,
             list(command),
-            upstream=upstream,
-            seed=seed,
-            json_path=json_path,
-            junit_path=junit_path,
-            html_path=html_path,
-            record=record,
+            settings,
             resilient=True,
             title="chaosstream check",
-            replay_speed=replay_speed,
-            match_on=match_on,
             app=app_server,
-            otel=otel,
-            model_listen=model_listen,
-            intercept=intercept,
-            ca_dir=ca_dir,
-            strict=strict,
             origin=origin,
         )
     )
