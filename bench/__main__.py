@@ -10,6 +10,7 @@ table ``bench/results/latest.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +29,8 @@ import psutil
 
 from bench._loop import have_uvloop
 from bench.report import markdown
+from bench.shares import Shares
+from bench.shares import enabled as shares_enabled
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -207,9 +210,12 @@ def measure(mode: str, load: Load, profile: str = "{}", timeout: float = 300.0) 
         pid = proxy.pid
         rss0 = psutil.Process(pid).memory_info().rss
         cpu0 = cpu_s(pid)
-        with Sampler(pid) as sampler:
+        with Sampler(pid) as sampler, contextlib.ExitStack() as spy:
+            shares = spy.enter_context(Shares(pid)) if shares_enabled() else None
             result["client"] = client(url, load, timeout)
         cpu = cpu_s(pid) - cpu0
+        if shares is not None:
+            result["shares"] = shares.result
         events = result["client"]["events"]
         result["proxy"] = {
             "cpu_s": round(cpu, 3),
@@ -340,7 +346,15 @@ def main() -> None:
     parser.add_argument("--modes", nargs="*", help="Only these proxies (direct is the baseline).")
     parser.add_argument("--streams", type=int, help="Override the paced/fault stream count.")
     parser.add_argument("--paced-s", type=float, help="Length of the paced run in seconds.")
+    parser.add_argument(
+        "--shares",
+        action="store_true",
+        help="py-spy each proxy run: the share of its CPU in chaosstream, aiohttp, the loop "
+        "(bench/shares.py; the same as BENCH_SHARES=1).",
+    )
     args = parser.parse_args()
+    if args.shares:
+        os.environ["BENCH_SHARES"] = "1"  # read by measure(), also in bench.scaling's runs
     parts = args.only or list(PARTS)
     many = args.streams or (200 if args.quick else 1000)
     paced_s = args.paced_s or (4.0 if args.quick else 10.0)

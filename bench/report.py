@@ -150,5 +150,28 @@ def markdown(results: dict[str, Any]) -> str:
             *family_table(results["runs"]["families"]),
             "",
         ]
+    shares = shares_table(results["runs"])
+    if shares:
+        lines += ["**Where each proxy's CPU goes** (py-spy self time, `--shares`)", "", *shares, ""]
     lines += [f"Note: {n}" for n in results.get("notes", [])]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def shares_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per proxy run that was sampled (bench/shares.py); empty when none was."""
+    names = ("chaosstream", "aiohttp", "loop", "structlog", "other")
+    rows = []
+    for part, by_mode in runs.items():
+        for mode, run in by_mode.items():
+            got = run.get("shares") if isinstance(run, dict) else None
+            if not got:
+                continue
+            if "error" in got:
+                rows.append(f"| {part} | {mode} | {got['error']} |" + " |" * len(names))
+                continue
+            cells = " | ".join("-" if got[n] is None else f"{got[n]:.0%}" for n in names)
+            rows.append(f"| {part} | {mode} | {cells} | {got['samples']} |")
+    if not rows:
+        return []
+    head = "| part | proxy | " + " | ".join(names) + " | samples |"
+    return [head, "|" + "---|" * (len(names) + 3), *rows]
