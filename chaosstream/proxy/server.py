@@ -648,7 +648,7 @@ class ChaosProxy:
         clock = self.clock
         kept = ex.upstream_chunks
         # The recorder in use makes the body: a scope's caps and stamps, not the proxy's.
-        sent = ex.client_chunks = recorder.body()
+        sent = ex.client_chunks = recorder.body(like=kept)
 
         # When no fault in the chain waits, everything it yields between two
         # upstream reads is held and written at once, just before the next read

@@ -367,3 +367,84 @@ async def test_proxy_record_file_keeps_every_line_through_sigterm(tmp_path: Path
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 40 and all(r["outcome"] == "complete" for r in rows)
     assert len({r["fingerprint"] for r in rows}) == 40
+
+
+def _events(n: int, start: int = 0) -> bytes:
+    event = b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":" w%d"}}]}'
+    return b"".join(event % i + b"\n\n" for i in range(start, start + n))
+
+
+def test_a_long_body_is_packed_in_blocks_and_reads_back_whole() -> None:
+    """A body packs its bytes in zlib blocks as it grows: it holds a fraction of a long
+    stream (at most one block raw), reads back byte for byte, and keeps growing after pack()."""
+    from chaosstream.proxy.record import PACK_BLOCK
+
+    body = Recorder().body()
+    sent = _events(2000)
+    for i in range(0, len(sent), 700):
+        body.append(sent[i : i + 700])
+    assert bytes(body) == sent and not body.truncated
+    assert body.held < PACK_BLOCK + len(sent) // 10
+    body.pack()
+    assert body.held < len(sent) // 10
+    more = _events(10, 2000)
+    body.append(more)
+    assert bytes(body) == sent + more
+
+
+def test_the_clients_body_holds_nothing_while_it_repeats_upstreams() -> None:
+    """The client's body made like upstream's holds no bytes while they are the same (even
+    across upstream's packed blocks); at the first byte that differs it keeps its own copy,
+    the shared prefix included, and upstream packs freely again."""
+    recorder = Recorder(stamps=True)
+    upstream = recorder.body()
+    client = recorder.body(like=upstream)
+    sent = _events(3000)
+    step = 900
+    for i in range(0, len(sent), step):
+        upstream.append(sent[i : i + step])
+        if i >= step:  # the client one read behind, as a fault holding one chunk would be
+            client.append(sent[i - step : i])
+    assert client.held == 8 * len(client.stamps or [])  # its stamps only
+    assert bytes(client) == sent[: len(sent) // step * step]
+    assert upstream.held < len(sent) // 5
+    client.append(b"data: [CHANGED]\n\n")
+    assert bytes(client) == sent[: len(sent) // step * step] + b"data: [CHANGED]\n\n"
+    assert bytes(upstream) == sent and client.held > 0
+    assert client.times()[-1][1] == len(bytes(client))
+
+
+def test_the_clients_body_keeps_its_own_cap() -> None:
+    """A client body like upstream's stops at its own cap: truncated, the first bytes kept."""
+    recorder = Recorder(body_limit=100)
+    upstream = recorder.body()
+    client = recorder.body(like=upstream)
+    for _ in range(3):
+        upstream.append(b"x" * 60)
+        client.append(b"x" * 60)
+    assert upstream.truncated and client.truncated and bytes(client) == b"x" * 100
+
+
+async def test_a_timing_fault_records_no_second_copy(mock: MockServer) -> None:
+    """Through the proxy, a latency fault leaves the bytes alone: the client's record holds no
+    copy yet reads as sent; a fault that rewrites events gets its own copy."""
+    recorder = Recorder()
+    timed = {"version": 1, "name": "t", "faults": [{"type": "latency", "per_event_ms": 1}]}
+    proxy = await _proxy(mock, timed, recorder)
+    try:
+        _, body = await _post(proxy.url, {**CHAT, "stream": True})
+    finally:
+        await proxy.close()
+    (ex,) = recorder.exchanges
+    assert ex.client_chunks is not None and ex.client_chunks.held == 0
+    assert bytes(ex.client_chunks) == body == bytes(ex.upstream_chunks)
+    assert ex.client_text == ex.response_text == answer_text(CHAT, FAST.tokens)
+    recorder = Recorder()
+    proxy = await _proxy(mock, "midstream-close", recorder)
+    try:
+        _, body = await _post(proxy.url, {**CHAT, "stream": True})
+    finally:
+        await proxy.close()
+    (ex,) = recorder.exchanges
+    assert ex.client_chunks is not None and bytes(ex.client_chunks) == body
+    assert len(body) < len(bytes(ex.upstream_chunks))
