@@ -2,9 +2,10 @@
 
 Per exchange: read the request, ask the injector which faults fire, let a
 refusing fault answer, else call upstream and stream its body to the client.
-When no fault acts on the stream the body is copied chunk by chunk with no
-parsing at all (the hot path); otherwise it flows through the faults' chain,
-framed into SSE events first if one of them needs events.
+When no fault acts on the stream the body is relayed from the socket callback
+with no task step per read (proxy/relay.py, the hot path); otherwise it flows
+through the faults' chain, framed into SSE events first if one of them needs
+events.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from chaosstream.proxy.encoding import Decoder, decoder_for, is_encoded
 from chaosstream.proxy.exchange import abort, drained, request_info
 from chaosstream.proxy.headers import end_to_end
 from chaosstream.proxy.record import Exchange, Recorder
+from chaosstream.proxy.relay import relay
 from chaosstream.proxy.scopes import (
     MAX_SCOPES,
     SCOPE_HEADER,
@@ -561,7 +563,7 @@ class ChaosProxy:
             if chain:
                 await self._pump_faults(upstream, resp, ex, chain, keep, recorder, head, decoder)
             else:
-                await self._pump(upstream, resp, ex, keep)
+                await relay(upstream, request, resp, ex, keep, self.clock.now)
             if head is not None:
                 await head
             await resp.write_eof()
@@ -611,28 +613,6 @@ class ChaosProxy:
     ) -> None:
         await self.clock.sleep(delay_s)
         await resp.prepare(request)
-
-    async def _pump(
-        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, ex: Exchange, keep: bool
-    ) -> None:
-        """The hot path: copy bytes as they come, no parsing, no per-chunk objects."""
-        read = upstream.content.readany
-        write = resp.write
-        kept = ex.upstream_chunks
-        data = await read()
-        if data:
-            ex.first_byte = self.clock.now()
-        total = 0
-        try:
-            while data:
-                if keep:
-                    kept.append(data)
-                await write(data)
-                total += len(data)
-                data = await read()
-        finally:
-            # Also when the client leaves mid-stream: what was written counts.
-            ex.bytes_out = total
 
     async def _pump_faults(
         self,

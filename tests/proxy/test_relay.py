@@ -1,0 +1,379 @@
+"""The clean body's relay (proxy/relay.py) on real sockets: byte-exact, pooled, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import gzip
+import hashlib
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+
+from chaosstream.faults.profile import load_profile
+from chaosstream.proxy.record import Exchange
+from chaosstream.proxy.relay import Tap
+from chaosstream.proxy.server import ChaosProxy
+from tests.conftest import ProxyFactory
+
+SSE = b"Content-Type: text/event-stream\r\n"
+BODY = b"".join(b'data: {"i": %d, "text": "%s"}\n\n' % (i, b"x" * (i % 17)) for i in range(120))
+# Read sizes on the proxy's side: single bytes (mid chunk-size line, mid CRLF), odd
+# cuts, and one read that holds dozens of events and chunks.
+CUTS = (1, 1, 1, 2, 5, 1, 3, 1700, 7, 1, 64, 1, 1, 13, 300)
+
+
+def chunked(body: bytes, sizes: tuple[int, ...] = (1, 7, 13, 250, 3, 96)) -> bytes:
+    """``body`` in HTTP/1.1 chunked framing, chunk sizes cycling through ``sizes``."""
+    out, i, k = [], 0, 0
+    while i < len(body):
+        n = sizes[k % len(sizes)]
+        out.append(b"%x\r\n%b\r\n" % (len(body[i : i + n]), body[i : i + n]))
+        i, k = i + n, k + 1
+    return b"".join(out) + b"0\r\n\r\n"
+
+
+def cut(wire: bytes, sizes: tuple[int, ...] = CUTS) -> list[bytes]:
+    pieces, i, k = [], 0, 0
+    while i < len(wire):
+        n = sizes[k % len(sizes)]
+        pieces.append(wire[i : i + n])
+        i, k = i + n, k + 1
+    return pieces
+
+
+def dechunk(raw: bytes) -> tuple[bytes, bool]:
+    """Strictly decode a chunked body: (data, ended with the last chunk)."""
+    out, i = [], 0
+    while True:
+        end = raw.find(b"\r\n", i)
+        if end < 0:
+            return b"".join(out), False
+        size = int(raw[i:end], 16)
+        if size == 0:
+            assert raw[end:] == b"\r\n\r\n", raw[end:]
+            return b"".join(out), True
+        data = raw[end + 2 : end + 2 + size]
+        out.append(data)
+        if len(data) < size:
+            return b"".join(out), False
+        assert raw[end + 2 + size : end + 4 + size] == b"\r\n"
+        i = end + 4 + size
+
+
+Script = Callable[[asyncio.StreamWriter], Awaitable[bool]]
+
+
+class RawUpstream:
+    """An HTTP/1.1 upstream on a raw socket: every request gets ``script``'s bytes;
+    it keeps the connection for the next request while the script returns True."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests = 0
+        self.closed_by_peer = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    self.closed_by_peer.set()
+                    return
+                self.requests += 1
+                if not await self.script(writer):
+                    break
+                await writer.drain()
+        except ConnectionError:
+            self.closed_by_peer.set()
+        finally:
+            writer.close()
+
+
+def paced(head: bytes, pieces: list[bytes], keep: bool = True, gap_s: float = 0.002) -> Script:
+    """A script sending the head, then each piece on its own after a short pause."""
+
+    async def script(writer: asyncio.StreamWriter) -> bool:
+        writer.write(head)
+        for piece in pieces:
+            await writer.drain()
+            await asyncio.sleep(gap_s)
+            writer.write(piece)
+        await writer.drain()
+        return keep
+
+    return script
+
+
+async def raw_get(url: str, path: str = "/", version: str = "1.1") -> tuple[bytes, bytes]:
+    """One request on a fresh socket, read to the end: (head, raw body)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    extra = "Connection: close\r\n" if version == "1.1" else ""
+    writer.write(f"GET {path} HTTP/{version}\r\nHost: x\r\n{extra}\r\n".encode())
+    raw = b""
+    try:
+        while data := await asyncio.wait_for(reader.read(65536), 5):
+            raw += data
+    except ConnectionResetError:
+        pass
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+async def last_exchange(proxy: ChaosProxy) -> Exchange:
+    for _ in range(200):
+        if proxy.recorder.exchanges and not proxy.recorder.open:
+            return proxy.recorder.exchanges[-1]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the exchange never ended")
+
+
+async def test_chunked_body_is_relayed_byte_exact_whatever_the_reads(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """A chunked body read one byte, a few bytes or dozens of events at a time reaches
+    the client chunked, byte-exact; bytes_out, first_byte and the recorder's copy agree."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    async with RawUpstream(paced(head, cut(chunked(BODY)), gap_s=0.001)) as url:
+        proxy = await proxy_factory(url)
+        resp_head, raw = await raw_get(proxy.url)
+    assert b"transfer-encoding: chunked" in resp_head.lower()
+    assert dechunk(raw) == (BODY, True)
+    ex = await last_exchange(proxy)
+    assert (ex.outcome, ex.bytes_out, bytes(ex.upstream_chunks)) == ("complete", len(BODY), BODY)
+    assert ex.first_byte is not None
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+async def test_close_delimited_body_is_relayed_byte_exact(
+    version: str, proxy_factory: ProxyFactory
+) -> None:
+    """A body upstream ends by closing reaches an HTTP/1.1 client chunked and an HTTP/1.0
+    client close-delimited, byte-exact either way."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Connection: close\r\n\r\n"
+    async with RawUpstream(paced(head, cut(BODY), keep=False, gap_s=0.001)) as url:
+        proxy = await proxy_factory(url)
+        resp_head, raw = await raw_get(proxy.url, version=version)
+    if version == "1.1":
+        assert dechunk(raw) == (BODY, True)
+    else:
+        assert b"transfer-encoding" not in resp_head.lower()
+        assert raw == BODY
+    ex = await last_exchange(proxy)
+    assert (ex.outcome, ex.bytes_out) == ("complete", len(BODY))
+
+
+async def test_content_length_body_passes_untouched_encoding_included(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """A gzip body with Content-Length arrives with the same length, coding and bytes."""
+    body = gzip.compress(hashlib.sha256(b"seed").digest() * 20000 + BODY)
+
+    async def gz(request: web.Request) -> web.Response:
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/gz", gz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        proxy = await proxy_factory(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.get(proxy.url + "/gz") as resp,
+        ):
+            got = await resp.read()
+            assert resp.headers["Content-Encoding"] == "gzip"
+            assert resp.headers["Content-Length"] == str(len(body))
+        assert got == body
+        ex = await last_exchange(proxy)
+        assert (ex.outcome, ex.bytes_out) == ("complete", len(body))
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+async def test_upstream_connection_is_reused_after_a_relayed_body(
+    framing: str, proxy_factory: ProxyFactory
+) -> None:
+    """After a relayed body the upstream connection goes back to the pool: three streams
+    one after another use one connection, each body byte-exact."""
+    if framing == "chunked":
+        head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+        wire = chunked(BODY)
+    else:
+        head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Content-Length: %d\r\n\r\n" % len(BODY)
+        wire = BODY
+    upstream = RawUpstream(paced(head, cut(wire, (40, 1, 900, 3))))
+    async with upstream as url:
+        proxy = await proxy_factory(url)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):
+                async with session.get(proxy.url + "/") as resp:
+                    assert await resp.read() == BODY
+        assert (upstream.connections, upstream.requests) == (1, 3)
+
+
+async def test_a_client_reading_nothing_holds_upstream_back(proxy_factory: ProxyFactory) -> None:
+    """A client that reads nothing stops the relay: upstream can push only what the socket
+    buffers and the client's high-water mark hold, then the body still arrives whole."""
+    block = hashlib.sha256(b"block").digest() * 2048  # 64 KiB
+    blocks = 1024  # 64 MiB
+    sent = 0
+
+    async def flood(writer: asyncio.StreamWriter) -> bool:
+        nonlocal sent
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(block) * blocks))
+        for _ in range(blocks):
+            writer.write(block)
+            await writer.drain()
+            sent += len(block)
+        return False
+
+    async with RawUpstream(flood) as url:
+        proxy = await proxy_factory(url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.setblocking(False)
+        port = int(proxy.url.rsplit(":", 1)[1])
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await asyncio.sleep(1.0)
+        held = sent
+        digest, total = hashlib.sha256(), 0
+        await reader.readuntil(b"\r\n\r\n")
+        while data := await asyncio.wait_for(reader.read(1 << 20), 10):
+            digest.update(data)
+            total += len(data)
+        writer.close()
+    # Socket buffers on loopback autotune to a few MiB each; unbounded would be 64 MiB.
+    assert held < 24 * 1024 * 1024, held
+    assert total == len(block) * blocks
+    assert digest.digest() == hashlib.sha256(block * blocks).digest()
+    ex = await last_exchange(proxy)
+    assert (ex.outcome, ex.bytes_out) == ("complete", total)
+
+
+async def test_client_leaving_mid_stream_closes_the_relayed_upstream(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """The client hanging up mid-body closes upstream's connection at once: client_gone."""
+
+    async def endless(writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n")
+        for i in range(2000):
+            writer.write(chunked(b"data: %d\n\n" % i)[:-5])
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        return False
+
+    upstream = RawUpstream(endless)
+    async with upstream as url:
+        proxy = await proxy_factory(url)
+        host, port = proxy.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"data: 3\n\n")
+        # The body is on the tap, not on a task reading aiohttp's StreamReader.
+        assert sum(type(o) is Tap for o in gc.get_objects()) == 1
+        writer.close()
+        await asyncio.wait_for(upstream.closed_by_peer.wait(), 5)
+        ex = await last_exchange(proxy)
+    assert ex.outcome == "client_gone"
+    assert ex.bytes_out > 0
+    assert ex.upstream_closed_early
+
+
+async def test_upstream_cut_mid_chunk_breaks_the_client_body_the_same_way(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """Upstream closing inside a chunk: the client gets every byte before the cut and no
+    last chunk; the exchange is an upstream_error."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    pieces = [b"7\r\ndata: 1\r\n", b"10\r\n", b"data: ", b"2\n"]
+    async with RawUpstream(paced(head, pieces, keep=False)) as url:
+        proxy = await proxy_factory(url)
+        _, raw = await raw_get(proxy.url)
+    assert dechunk(raw) == (b"data: 1data: 2\n", False)
+    ex = await last_exchange(proxy)
+    assert ex.outcome == "upstream_error"
+    assert ex.error is not None and "ended the body early" in ex.error
+
+
+async def test_https_upstream_is_relayed_and_pooled(
+    proxy_factory: ProxyFactory, tmp_path: Path
+) -> None:
+    """Over TLS the relay is byte-exact too, and the pooled connection serves the next
+    stream."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    peers: set[object] = set()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in cut(BODY, (1, 90, 7, 600)):
+            await resp.write(piece)
+            await asyncio.sleep(0.001)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/events", events)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    try:
+        upstream = f"https://127.0.0.1:{runner.addresses[0][1]}"
+        proxy = await proxy_factory(upstream, ca_file=str(ca_file))
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                async with session.get(proxy.url + "/events") as resp:
+                    assert await resp.read() == BODY
+        assert len(peers) == 1
+    finally:
+        await runner.cleanup()
+
+
+async def _relay_scenario() -> tuple[bytes, tuple[int, int], bool]:
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    upstream = RawUpstream(paced(head, cut(chunked(BODY), (1, 3, 700)), gap_s=0.001))
+    async with upstream as url, ChaosProxy(url, load_profile("clean")) as proxy:
+        _, raw = await raw_get(proxy.url)
+        _, again = await raw_get(proxy.url)
+        return dechunk(raw)[0], (upstream.connections, upstream.requests), raw == again
+
+
+def test_relay_on_uvloop() -> None:
+    """On uvloop's transports the relay is byte-exact and the connection pooled as well."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        body, counts, same = runner.run(_relay_scenario())
+    assert (body, counts, same) == (BODY, (1, 2), True)
