@@ -194,7 +194,8 @@ class Tap(asyncio.Protocol):
             if self._client.is_closing():
                 raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
             # read_nowait raises the body's error (ClientPayloadError on a cut body)
-            # only once the bytes before it are gone: they reach the client first.
+            # first, as readany() does; the bytes before the cut are not lost: the
+            # data_received that brought them drained them already.
             data = content.read_nowait()
             if data:
                 ex = self._ex
