@@ -323,15 +323,11 @@ async def test_upstream_cut_mid_chunk_breaks_the_client_body_the_same_way(
     assert ex.error is not None and "ended the body early" in ex.error
 
 
-async def test_https_upstream_is_relayed_and_pooled(
-    proxy_factory: ProxyFactory, tmp_path: Path
-) -> None:
-    """Over TLS the relay is byte-exact too, and the pooled connection serves the next
-    stream."""
+async def _tls_scenario(ca_file: Path) -> tuple[list[bytes], int]:
+    """Two streams through a proxy to a TLS upstream: their bodies, the upstream's peers."""
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     peers: set[object] = set()
 
@@ -350,16 +346,25 @@ async def test_https_upstream_is_relayed_and_pooled(
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    upstream = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    bodies = []
     try:
-        upstream = f"https://127.0.0.1:{runner.addresses[0][1]}"
-        proxy = await proxy_factory(upstream, ca_file=str(ca_file))
-        async with aiohttp.ClientSession() as session:
+        async with (
+            ChaosProxy(upstream, load_profile("clean"), ca_file=str(ca_file)) as proxy,
+            aiohttp.ClientSession() as session,
+        ):
             for _ in range(2):
                 async with session.get(proxy.url + "/events") as resp:
-                    assert await resp.read() == BODY
-        assert len(peers) == 1
+                    bodies.append(await resp.read())
     finally:
         await runner.cleanup()
+    return bodies, len(peers)
+
+
+async def test_https_upstream_is_relayed_and_pooled(tmp_path: Path) -> None:
+    """Over TLS the relay is byte-exact too, and the pooled connection serves the next
+    stream."""
+    assert await _tls_scenario(tmp_path / "ca.pem") == ([BODY, BODY], 1)
 
 
 async def _relay_scenario() -> tuple[bytes, tuple[int, int], bool]:
@@ -371,9 +376,12 @@ async def _relay_scenario() -> tuple[bytes, tuple[int, int], bool]:
         return dechunk(raw)[0], (upstream.connections, upstream.requests), raw == again
 
 
-def test_relay_on_uvloop() -> None:
-    """On uvloop's transports the relay is byte-exact and the connection pooled as well."""
+def test_relay_on_uvloop(tmp_path: Path) -> None:
+    """On uvloop's transports, TCP and TLS, the relay is byte-exact and the connection
+    pooled as well."""
     uvloop = pytest.importorskip("uvloop")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         body, counts, same = runner.run(_relay_scenario())
+        tls = runner.run(_tls_scenario(tmp_path / "ca.pem"))
     assert (body, counts, same) == (BODY, (1, 2), True)
+    assert tls == ([BODY, BODY], 1)
