@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field
 
-from chaosstream.faults._feed import closing, prefetched
+from chaosstream.faults._feed import aclose, closing, prefetched
 from chaosstream.faults._shape import DISTRIBUTION_HELP, Distribution, Shape, jitter
 from chaosstream.faults.base import Chunk, Fault, FaultContext
 
@@ -64,7 +64,19 @@ class Latency(Fault):
         # Only a per-event delay needs event boundaries; a first-byte delay works on bytes.
         return self.per_event_ms > 0 or self.shape is not None
 
-    async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
+    @property
+    def prompt(self) -> bool:
+        # Only the first chunk waits (first_byte_ms, on bytes): the proxy writes what the
+        # chain yields at its next read, which this fault asks for as soon as the held
+        # chunk is out, so the rest of the stream is batched like a clean one's.
+        return not (self.per_event_ms or self.jitter_ms or self.shape is not None)
+
+    def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
+        if self.prompt:
+            return _FirstByte(chunks, ctx, self.first_byte_ms)
+        return self._each(chunks, ctx)
+
+    async def _each(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         clock, rng, sigma, shape = ctx.clock, ctx.rng, self.jitter_ms, self.shape
         first = True
         not_before = 0.0
@@ -96,3 +108,46 @@ class Latency(Fault):
                 first = False
                 sent += len(chunk.data)
                 yield chunk
+
+
+class _FirstByte:
+    """``chunks`` with the first one held until ``ms`` after it arrived; then inert.
+
+    After the first chunk, :meth:`__anext__` hands out the input's own reads: no frame
+    of this fault is left in the path, so a first-byte delay costs the rest of the
+    stream what a clean stream costs.
+    """
+
+    __slots__ = ("_chunks", "_ctx", "_ms", "_next")
+
+    def __init__(self, chunks: AsyncIterator[Chunk], ctx: FaultContext, ms: float) -> None:
+        self._chunks = chunks
+        self._ctx = ctx
+        self._ms = ms
+        self._next: Callable[[], Awaitable[Chunk]] = self._first
+
+    def __aiter__(self) -> _FirstByte:
+        return self
+
+    def __anext__(self) -> Awaitable[Chunk]:
+        return self._next()
+
+    async def _first(self) -> Chunk:
+        chunk = await self._chunks.__anext__()
+        self._next = self._chunks.__anext__
+        if self._ms:
+            ctx = self._ctx
+            # Logged as the hold begins: a client that gives up during it (a read timeout
+            # shorter than first_byte_ms) has met the fault all the same.
+            ctx.fired("delay_first_byte", detail=f"{self._ms:.1f} ms")
+            # From the chunk's arrival stamp, as Toxiproxy's latency toxic does
+            # (toxics/latency.go: ``t.delay() - time.Since(c.Timestamp)``).
+            due = chunk.received + self._ms / 1000.0
+            await ctx.clock.sleep(due - ctx.clock.now())
+            # Re-stamped: a fault after this one measures from when the chunk left here.
+            chunk = replace(chunk, received=due)
+        return chunk
+
+    async def aclose(self) -> None:
+        """Close the input (the chain closes down to the proxy's read)."""
+        await aclose(self._chunks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,6 +21,34 @@ async def test_latency_first_byte() -> None:
     assert [e.action for e in r.log] == ["delay_first_byte"]
     # Logged as the hold begins, so a client that gives up during it has met it.
     assert r.log[0].at_ms == pytest.approx(0.0)
+
+
+async def test_a_first_byte_delay_is_prompt_and_then_inert() -> None:
+    """A first-byte-only delay lets the proxy batch writes (prompt); after the first chunk
+    the fault hands out its input's own reads, and closing it closes its input."""
+    from chaosstream.faults.base import Chunk
+
+    assert Latency(first_byte_ms=300).prompt and Latency(headers_ms=5).prompt
+    assert not Latency(first_byte_ms=300, jitter_ms=5).prompt
+    assert not Latency(per_event_ms=1).prompt
+    closed: list[bool] = []
+
+    async def source() -> AsyncIterator[Chunk]:
+        try:
+            for i in range(3):
+                yield Chunk(b"data: %d\n\n" % i, 0.0)
+        finally:
+            closed.append(True)
+
+    r = await run_fault(Latency(first_byte_ms=50), timed(STREAM, 0.01))
+    assert r.times[0] == pytest.approx(0.05) and r.times[-1] == pytest.approx(0.1)
+    stream = Latency(first_byte_ms=0).apply(source(), None)  # type: ignore[arg-type]
+    assert (await stream.__anext__()).data == b"data: 0\n\n"
+    nxt = stream.__anext__()
+    assert type(nxt).__name__ == "async_generator_asend"  # the input's own read, as is
+    assert (await nxt).data == b"data: 1\n\n"
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert closed == [True]
 
 
 async def test_latency_per_event_does_not_accumulate() -> None:
