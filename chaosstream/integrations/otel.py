@@ -39,12 +39,36 @@ from typing import Any
 from aiohttp import web
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    TracerProvider,
+    set_span_in_context,
+)
+from opentelemetry.trace.span import TraceState
 
 from chaosstream._version import __version__
 from chaosstream.faults.base import FaultEvent
 from chaosstream.integrations.metrics import PathLabels
+from chaosstream.integrations.otlp import (
+    STATUS_ERROR,
+    AttrValue,
+    EventRecord,
+    Histogram,
+    MetricData,
+    OtlpExporter,
+    Parent,
+    SpanRecord,
+    batch_from_env,
+    endpoint_from_env,
+    metric_interval_from_env,
+    parse_traceparent,
+)
 from chaosstream.proxy.record import Exchange
 from chaosstream.proxy.scopes import Scope
 from chaosstream.proxy.server import ChaosProxy
@@ -56,6 +80,7 @@ __all__ = [
     "configure",
     "describe",
     "request_model",
+    "span_record",
     "usage",
 ]
 
@@ -64,8 +89,10 @@ FAULT_EVENT = "chaosstream.fault"
 
 # The W3C trace context only: the proxy relays the headers as they came, so
 # it must read exactly what it relays (OTEL_PROPAGATORS would not change that).
-_PROPAGATOR = TraceContextTextMapPropagator()
-_PARENT: ContextVar[Context | None] = ContextVar("chaosstream_otel_parent", default=None)
+# Kept as raw ids (otlp.Parent): the lean exporter needs no SDK Context.
+_PARENT: ContextVar[Parent | None] = ContextVar("chaosstream_otel_parent", default=None)
+# As opentelemetry-api's TraceContextTextMapPropagator: a longer tracestate is ignored.
+_MAX_TRACESTATE = 512
 
 # Our wire format -> gen_ai.provider.name (the GenAI conventions' well-known values;
 # "ollama" is not one of them, and a custom value is allowed). No provider for the
@@ -170,16 +197,18 @@ def _operation(ex: Exchange) -> str | None:
     return None
 
 
-def _fault_attributes(f: FaultEvent) -> dict[str, Any]:
+def _fault_attributes(f: FaultEvent) -> tuple[dict[str, AttrValue], dict[str, AttrValue]]:
+    """A fault event's attributes: (the ones that repeat, the measured ones)."""
     return {
         "chaosstream.fault.type": f.type,
         "chaosstream.fault.action": f.action,
         "chaosstream.fault.index": f.index,
+        "chaosstream.fault.trigger": f.trigger,
+        "chaosstream.fault.detail": f.detail,
+    }, {
         "chaosstream.fault.events": f.events,
         "chaosstream.fault.bytes": f.bytes,
         "chaosstream.fault.at_ms": round(f.at_ms, 1),
-        "chaosstream.fault.trigger": f.trigger,
-        "chaosstream.fault.detail": f.detail,
     }
 
 
@@ -204,6 +233,25 @@ def _error_type(ex: Exchange) -> str | None:
     return None
 
 
+def _parent(headers: Mapping[str, str]) -> Parent | None:
+    """The client's W3C context from its headers, or None (absent or invalid).
+
+    Validation as the SDK's TraceContextTextMapPropagator (first header of each
+    name); the tracestate is parsed by the API's ``TraceState.from_header`` (an
+    invalid list is dropped whole) and kept as its canonical header value.
+    """
+    value = headers.get("traceparent")
+    parent = parse_traceparent(value) if value else None
+    if parent is None:
+        return None
+    state = headers.get("tracestate")
+    if state is not None and len(state) <= _MAX_TRACESTATE:
+        items = TraceState.from_header([state]).items()
+        if items:
+            return (*parent[:3], ",".join(f"{k}={v}" for k, v in items))
+    return parent
+
+
 @web.middleware
 async def trace_context(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -215,19 +263,192 @@ async def trace_context(
     """
     if "traceparent" not in request.headers:
         return await handler(request)
-    token = _PARENT.set(_PROPAGATOR.extract(request.headers))
+    token = _PARENT.set(_parent(request.headers))
     try:
         return await handler(request)
     finally:
         _PARENT.reset(token)
 
 
-class ProxyTelemetry:
-    """Spans and metrics for the proxies attached to it; either provider may be None.
+def span_record(
+    ex: Exchange,
+    profile: str,
+    seed: int,
+    scope: str | None = None,
+    parent: Parent | None = None,
+    path: PathLabels | None = None,
+) -> SpanRecord:
+    """The span of one finished exchange, in plain values (no OpenTelemetry object).
 
-    ``tracer_provider`` and ``meter_provider`` are SDK providers (or any API
-    ones); :meth:`shutdown` flushes and stops them when ``owned`` (as
-    :func:`configure` makes them).
+    Both sinks take it: the SDK path (a user's ``TracerProvider``) through the API,
+    and the lean OTLP exporter (:mod:`chaosstream.integrations.otlp`).
+    """
+    provider = _PROVIDERS.get(ex.provider)
+    operation = _operation(ex)
+    model = request_model(ex) if operation is not None else None
+    found = usage(bytes(ex.upstream_chunks), ex.provider) if provider is not None else None
+    return _record(ex, profile, seed, scope, parent, path, provider, operation, model, found)
+
+
+def _record(
+    ex: Exchange,
+    profile: str,
+    seed: int,
+    scope: str | None,
+    parent: Parent | None,
+    path: PathLabels | None,
+    provider: str | None,
+    operation: str | None,
+    model: str | None,
+    found: Usage | None,
+) -> SpanRecord:
+    attrs: dict[str, AttrValue] = {"chaosstream.profile": profile}
+    if operation is not None:
+        attrs["gen_ai.operation.name"] = operation
+    if provider is not None:
+        attrs["gen_ai.provider.name"] = provider
+    if model is not None:
+        attrs["gen_ai.request.model"] = model
+    if provider is not None:
+        # The older name, still what many backends read (spans only: metrics stay lean).
+        attrs["gen_ai.system"] = provider
+    attrs["chaosstream.seed"] = seed
+    attrs["chaosstream.outcome"] = ex.outcome
+    attrs["chaosstream.format"] = ex.provider
+    attrs["chaosstream.faults"] = len(ex.faults)
+    if scope is not None:
+        attrs["chaosstream.scope"] = scope
+    attrs["gen_ai.request.stream"] = ex.stream
+    attrs["http.request.method"] = ex.method
+    attrs["url.path"] = ex.path
+    if ex.status is not None:
+        attrs["http.response.status_code"] = ex.status
+    error = _error_type(ex)
+    if error is not None:
+        attrs["error.type"] = error
+    # Per exchange: kept apart so the exporter encodes the repeating set above once.
+    measured: dict[str, AttrValue] = {
+        "chaosstream.exchange": ex.id,
+        "chaosstream.bytes": ex.bytes_out,
+    }
+    if ex.first_byte is not None:
+        measured["gen_ai.response.time_to_first_chunk"] = ex.first_byte - ex.started
+    if found is not None:
+        if found.input_tokens is not None:
+            measured["gen_ai.usage.input_tokens"] = found.input_tokens
+        if found.output_tokens is not None:
+            measured["gen_ai.usage.output_tokens"] = found.output_tokens
+    if operation is not None:
+        # The GenAI conventions' span name: "{gen_ai.operation.name} {gen_ai.request.model}".
+        name = f"{operation} {model}" if model else operation
+    else:
+        name = f"{ex.method} {(path or PathLabels())(ex.path)}"
+    start = int(ex.wall * 1e9)
+    end = start + int(max(0.0, (ex.ended or ex.started) - ex.started) * 1e9)
+    events = [
+        EventRecord(FAULT_EVENT, start + int(f.at_ms * 1e6), *_fault_attributes(f))
+        for f in ex.faults
+    ]
+    record = SpanRecord(name, parent, start, end, attrs, events, measured=measured)
+    if error is not None:
+        record.status_code = STATUS_ERROR
+        if ex.faults and ex.outcome in ("fault", "refused"):
+            record.status_message = describe(ex.faults[-1])
+        else:
+            record.status_message = ex.error or f"{ex.outcome}, status {ex.status}"
+    return record
+
+
+def sdk_span(tracer: Tracer, record: SpanRecord) -> None:
+    """Make ``record`` a span of ``tracer`` (the API: a user's SDK or any provider)."""
+    context = Context()
+    if record.parent is not None:
+        trace_id, span_id, flags, state = record.parent
+        parent = SpanContext(
+            int.from_bytes(trace_id, "big"),
+            int.from_bytes(span_id, "big"),
+            is_remote=True,
+            trace_flags=TraceFlags(flags),
+            trace_state=TraceState.from_header([state]) if state else None,
+        )
+        context = set_span_in_context(NonRecordingSpan(parent), context)
+    span = tracer.start_span(
+        record.name,
+        context=context,
+        kind=SpanKind.SERVER,
+        attributes=record.all_attributes(),
+        start_time=record.start_ns,
+    )
+    for ev in record.events:
+        span.add_event(ev.name, ev.all_attributes(), timestamp=ev.time_ns)
+    if record.status_code == STATUS_ERROR:
+        span.set_status(Status(StatusCode.ERROR, record.status_message))
+    span.end(end_time=record.end_ns)
+
+
+# The instruments: (name, unit, description[, advised buckets]), for both metric paths.
+HISTOGRAMS = (
+    (
+        "gen_ai.server.time_to_first_token",
+        "s",
+        "Time from the request to the first byte of a successful response sent to the client.",
+        TTFT_BUCKETS,
+    ),
+    (
+        "gen_ai.server.time_per_output_token",
+        "s",
+        "Time per output token after the first, on completed answers whose body reports usage.",
+        TPOT_BUCKETS,
+    ),
+    (
+        "gen_ai.server.request.duration",
+        "s",
+        "Time from the request to the last byte sent to the client (the stream's duration).",
+        DURATION_BUCKETS,
+    ),
+)
+COUNTERS = (
+    ("chaosstream.exchanges", "{exchange}", "Exchanges through the proxy by outcome."),
+    (
+        "chaosstream.faults.fired",
+        "{fault}",
+        "Faults that fired, once per fault per exchange, by fault type.",
+    ),
+    ("chaosstream.streams", "{stream}", "Streaming exchanges that finished."),
+    (
+        "chaosstream.stream.interruptions",
+        "{stream}",
+        "Streams that ended early (fault, upstream error, client gone), by fault type.",
+    ),
+)
+OPEN_STREAMS = (
+    "chaosstream.streams.open",
+    "{stream}",
+    "Streaming exchanges in flight through the proxy.",
+)
+AttrKey = tuple[tuple[str, AttrValue], ...]
+
+
+class _SdkHistogram:
+    """An SDK histogram behind the lean one's ``record(value, key)``."""
+
+    def __init__(self, meter: Any, name: str, unit: str, text: str, bounds: tuple[float, ...]):
+        self.h = meter.create_histogram(
+            name, unit, text, explicit_bucket_boundaries_advisory=bounds
+        )
+
+    def record(self, value: float, key: AttrKey) -> None:
+        self.h.record(value, dict(key))
+
+
+class ProxyTelemetry:
+    """Spans and metrics for the proxies attached to it.
+
+    Either SDK providers (or any API ones) -- ``tracer_provider``,
+    ``meter_provider``, each may be None -- or a lean ``exporter``
+    (:class:`~chaosstream.integrations.otlp.OtlpExporter`, as :func:`configure`
+    makes it) for a signal the providers leave out. :meth:`shutdown` flushes and
+    stops what this object made (``owned``).
     """
 
     def __init__(
@@ -236,9 +457,11 @@ class ProxyTelemetry:
         meter_provider: MeterProvider | None = None,
         *,
         owned: bool = False,
+        exporter: OtlpExporter | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
+        self.exporter = exporter
         self.owned = owned
         #: Where spans and metrics go, for the command's banner.
         self.where = "the given providers"
@@ -247,58 +470,33 @@ class ProxyTelemetry:
             if tracer_provider is not None
             else None
         )
+        #: Spans go to the lean exporter (no SDK tracer given, the exporter takes spans).
+        self.lean_spans = (
+            self.tracer is None and exporter is not None and exporter.traces is not None
+        )
         self._proxies: list[ChaosProxy] = []
         self._unhook: list[Callable[[], None]] = []
         self.path = PathLabels()
-        if meter_provider is None:
-            self._metrics = False
-            return
-        self._metrics = True
-        meter = meter_provider.get_meter("chaosstream", __version__)
-        self.ttft = meter.create_histogram(
-            "gen_ai.server.time_to_first_token",
-            "s",
-            "Time from the request to the first byte of a successful response sent to the client.",
-            explicit_bucket_boundaries_advisory=TTFT_BUCKETS,
-        )
-        self.tpot = meter.create_histogram(
-            "gen_ai.server.time_per_output_token",
-            "s",
-            "Time per output token after the first, on completed answers whose body reports usage.",
-            explicit_bucket_boundaries_advisory=TPOT_BUCKETS,
-        )
-        self.duration = meter.create_histogram(
-            "gen_ai.server.request.duration",
-            "s",
-            "Time from the request to the last byte sent to the client (the stream's duration).",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        # The counters are tallied here, a dict increment per exchange, and read by
-        # observable counters at collection time: each synchronous add() costs the
-        # SDK about 10 us of attribute checks and hashing, the tally well under 1 us.
+        # The counters are tallied here, a dict increment per exchange, and read at
+        # collection time: each synchronous SDK add() cost about 10 us of attribute
+        # checks and hashing, the tally well under 1 us.
         #: Cumulative counts per (counter name, attribute items).
-        self.tallies: Tally[tuple[str, tuple[tuple[str, Any], ...]]] = Tally()
-        for name, unit, text in (
-            ("chaosstream.exchanges", "{exchange}", "Exchanges through the proxy by outcome."),
-            (
-                "chaosstream.faults.fired",
-                "{fault}",
-                "Faults that fired, once per fault per exchange, by fault type.",
-            ),
-            ("chaosstream.streams", "{stream}", "Streaming exchanges that finished."),
-            (
-                "chaosstream.stream.interruptions",
-                "{stream}",
-                "Streams that ended early (fault, upstream error, client gone), by fault type.",
-            ),
-        ):
-            meter.create_observable_counter(name, [self._counts(name)], unit, text)
-        meter.create_observable_up_down_counter(
-            "chaosstream.streams.open",
-            [self._open_streams],
-            "{stream}",
-            "Streaming exchanges in flight through the proxy.",
-        )
+        self.tallies: Tally[tuple[str, AttrKey]] = Tally()
+        self.histograms: list[Histogram] | list[_SdkHistogram] = []
+        if meter_provider is not None:
+            meter = meter_provider.get_meter("chaosstream", __version__)
+            self.histograms = [_SdkHistogram(meter, *spec) for spec in HISTOGRAMS]
+            for name, unit, text in COUNTERS:
+                meter.create_observable_counter(name, [self._observe_counts(name)], unit, text)
+            meter.create_observable_up_down_counter(
+                OPEN_STREAMS[0], [self._observe_open], *OPEN_STREAMS[1:]
+            )
+        elif exporter is not None and exporter.metrics is not None:
+            # The lean path: histograms tallied with bisect (the SDK's record() was
+            # about 4 us each, three per exchange), all read on the exporter's thread.
+            self.histograms = [Histogram(*spec) for spec in HISTOGRAMS]
+            exporter.collect = self.collect
+        self._metrics = bool(self.histograms)
 
     # -- wiring ------------------------------------------------------------
 
@@ -326,21 +524,27 @@ class ProxyTelemetry:
 
         self._unhook.append(unhook)
 
-    def shutdown(self) -> None:
-        """Flush and shut the providers down when this object made them; stop listening."""
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Flush and shut down what this object made (within ``timeout_s`` for the lean
+        exporter); stop listening."""
         if self.owned:
             # First: the last collection still reads the attached proxies' open streams.
             for provider in (self.tracer_provider, self.meter_provider):
                 stop = getattr(provider, "shutdown", None)
                 if stop is not None:
                     stop()
+            if self.exporter is not None:
+                self.exporter.shutdown(timeout_s)
         for unhook in self._unhook:
             unhook()
         self._unhook.clear()
 
-    def _open_streams(self, _options: CallbackOptions) -> Iterable[Observation]:
-        # Read at collection time (the exporter's thread): list() of a dict's values
-        # is one step under the GIL, as the Prometheus collector reads it.
+    # -- collection (the exporter's thread) ---------------------------------------------
+
+    def open_streams(self) -> list[tuple[AttrKey, int]]:
+        """Streaming exchanges in flight, per profile, as (attributes, count)."""
+        # list() of a dict's values is one step under the GIL, as the Prometheus
+        # collector reads it.
         now: Tally[str] = Tally()
         for proxy in list(self._proxies):
             now[proxy.profile.name] += sum(
@@ -349,7 +553,32 @@ class ProxyTelemetry:
             for scope in proxy.scopes.all():
                 open_ = list(scope.recorder.open.values())
                 now[scope.profile.name] += sum(1 for ex in open_ if ex.stream)
-        return [Observation(n, {"chaosstream.profile": name}) for name, n in sorted(now.items())]
+        return [((("chaosstream.profile", name),), n) for name, n in sorted(now.items())]
+
+    def counts(self, name: str) -> list[tuple[AttrKey, int]]:
+        """Counter ``name``'s cumulative values per attribute set."""
+        return [(k, n) for (m, k), n in list(self.tallies.items()) if m == name]
+
+    def collect(self) -> list[MetricData]:
+        """Every metric now, for the lean exporter."""
+        out = [
+            MetricData(h.name, h.unit, h.description, "histogram", histogram=h)
+            for h in self.histograms
+            if isinstance(h, Histogram)
+        ]
+        for name, unit, text in COUNTERS:
+            out.append(MetricData(name, unit, text, "counter", self.counts(name)))
+        out.append(MetricData(*OPEN_STREAMS, "updown", self.open_streams()))
+        return out
+
+    def _observe_open(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, dict(k)) for k, n in self.open_streams()]
+
+    def _observe_counts(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def read(_options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(n, dict(k)) for k, n in self.counts(name)]
+
+        return read
 
     # -- per exchange -------------------------------------------------------------
 
@@ -358,109 +587,42 @@ class ProxyTelemetry:
         provider = _PROVIDERS.get(ex.provider)
         operation = _operation(ex)
         model = request_model(ex) if operation is not None else None
-        base: dict[str, Any] = {"chaosstream.profile": profile}
-        if operation is not None:
-            base["gen_ai.operation.name"] = operation
-        if provider is not None:
-            base["gen_ai.provider.name"] = provider
-        if model is not None:
-            base["gen_ai.request.model"] = model
-        error = _error_type(ex)
         found = usage(bytes(ex.upstream_chunks), ex.provider) if provider is not None else None
-        if self.tracer is not None:
-            self._span(ex, base, error, found, seed, scope, operation, model)
+        if self.tracer is not None or self.lean_spans:
+            parent = _PARENT.get()
+            record = _record(
+                ex, profile, seed, scope, parent, self.path, provider, operation, model, found
+            )
+            if self.tracer is not None:
+                sdk_span(self.tracer, record)
+            elif self.exporter is not None:
+                self.exporter.add_span(record)
         if self._metrics:
-            self._measure(ex, base, error, found)
+            key: AttrKey = (("chaosstream.profile", profile),)
+            if operation is not None:
+                key += (("gen_ai.operation.name", operation),)
+            if provider is not None:
+                key += (("gen_ai.provider.name", provider),)
+            if model is not None:
+                key += (("gen_ai.request.model", model),)
+            self._measure(ex, key, found)
 
-    def _span(
-        self,
-        ex: Exchange,
-        base: dict[str, Any],
-        error: str | None,
-        found: Usage | None,
-        seed: int,
-        scope: str | None,
-        operation: str | None,
-        model: str | None,
-    ) -> None:
-        assert self.tracer is not None
-        attrs = dict(base)
-        if "gen_ai.provider.name" in attrs:
-            # The older name, still what many backends read (spans only: metrics stay lean).
-            attrs["gen_ai.system"] = attrs["gen_ai.provider.name"]
-        attrs["chaosstream.seed"] = seed
-        attrs["chaosstream.outcome"] = ex.outcome
-        attrs["chaosstream.exchange"] = ex.id
-        attrs["chaosstream.format"] = ex.provider
-        attrs["chaosstream.bytes"] = ex.bytes_out
-        attrs["chaosstream.faults"] = len(ex.faults)
-        if scope is not None:
-            attrs["chaosstream.scope"] = scope
-        attrs["gen_ai.request.stream"] = ex.stream
-        attrs["http.request.method"] = ex.method
-        attrs["url.path"] = ex.path
-        if ex.status is not None:
-            attrs["http.response.status_code"] = ex.status
-        if ex.first_byte is not None:
-            attrs["gen_ai.response.time_to_first_chunk"] = ex.first_byte - ex.started
-        if found is not None:
-            if found.input_tokens is not None:
-                attrs["gen_ai.usage.input_tokens"] = found.input_tokens
-            if found.output_tokens is not None:
-                attrs["gen_ai.usage.output_tokens"] = found.output_tokens
-        if error is not None:
-            attrs["error.type"] = error
-        if operation is not None:
-            # The GenAI conventions' span name: "{gen_ai.operation.name} {gen_ai.request.model}".
-            name = f"{operation} {model}" if model else operation
-        else:
-            name = f"{ex.method} {self.path(ex.path)}"
-        start = int(ex.wall * 1e9)
-        end = start + int(max(0.0, (ex.ended or ex.started) - ex.started) * 1e9)
-        parent = _PARENT.get()
-        span = self.tracer.start_span(
-            name,
-            context=parent if parent is not None else Context(),
-            kind=SpanKind.SERVER,
-            attributes=attrs,
-            start_time=start,
-        )
-        for f in ex.faults:
-            span.add_event(FAULT_EVENT, _fault_attributes(f), timestamp=start + int(f.at_ms * 1e6))
-        if error is not None:
-            if ex.faults and ex.outcome in ("fault", "refused"):
-                text = describe(ex.faults[-1])
-            else:
-                text = ex.error or f"{ex.outcome}, status {ex.status}"
-            span.set_status(Status(StatusCode.ERROR, text))
-        span.end(end_time=end)
-
-    def _counts(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def read(_options: CallbackOptions) -> Iterable[Observation]:
-            # The exporter's thread: list() of a dict's items is one step under the GIL.
-            return [
-                Observation(n, dict(k)) for (m, k), n in list(self.tallies.items()) if m == name
-            ]
-
-        return read
-
-    def _measure(
-        self, ex: Exchange, base: dict[str, Any], error: str | None, found: Usage | None
-    ) -> None:
+    def _measure(self, ex: Exchange, key: AttrKey, found: Usage | None) -> None:
         tally = self.tallies
-        key = tuple(base.items())
         tally["chaosstream.exchanges", (*key, ("chaosstream.outcome", ex.outcome))] += 1
         for fault_type in sorted({f.type for f in ex.faults}):
             tally["chaosstream.faults.fired", (*key, ("chaosstream.fault.type", fault_type))] += 1
+        ttft, tpot, duration = self.histograms
         ok = ex.status is not None and ex.status < 400
         if ex.ended is not None:
-            with_error = base if error is None else {**base, "error.type": error}
-            self.duration.record(ex.ended - ex.started, with_error)
+            error = _error_type(ex)
+            with_error = key if error is None else (*key, ("error.type", error))
+            duration.record(ex.ended - ex.started, with_error)
         if ok and ex.first_byte is not None:
-            self.ttft.record(ex.first_byte - ex.started, base)
+            ttft.record(ex.first_byte - ex.started, key)
             n = found.output_tokens if found is not None else None
             if ex.outcome == "complete" and ex.ended is not None and n is not None and n >= 2:
-                self.tpot.record((ex.ended - ex.first_byte) / (n - 1), base)
+                tpot.record((ex.ended - ex.first_byte) / (n - 1), key)
         if ex.stream and ok:
             tally["chaosstream.streams", key] += 1
             if ex.outcome in INTERRUPTED:
@@ -479,24 +641,58 @@ def _exporter_choice(env: Mapping[str, str], name: str) -> bool:
     return value == "otlp"
 
 
+# Settings only the SDK's pipeline honours: when one is set, that signal takes the
+# SDK path (same output, the SDK's cost) instead of the lean exporter.
+_SDK_ONLY_TRACES: tuple[str, ...] = (
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
+)
+_SDK_ONLY_METRICS: tuple[str, ...] = (
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_METRICS_CREDENTIAL_PROVIDER",
+)
+
+
+def sdk_only(env: Mapping[str, str], signal: str) -> str | None:
+    """The first setting in ``env`` that only the SDK honours for ``signal`` (traces or
+    metrics), or None: the lean exporter serves it."""
+    if signal == "traces":
+        sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+        if sampler not in ("", "parentbased_always_on"):
+            return "OTEL_TRACES_SAMPLER"
+        names = _SDK_ONLY_TRACES
+    else:
+        temporality = env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "")
+        if temporality.strip().lower() not in ("", "cumulative"):
+            return "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+        aggregation = env.get("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "")
+        if aggregation.strip().lower() not in ("", "explicit_bucket_histogram"):
+            return "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"
+        names = _SDK_ONLY_METRICS
+    return next((name for name in names if env.get(name, "").strip()), None)
+
+
 def configure(env: Mapping[str, str] | None = None) -> ProxyTelemetry:
     """Telemetry exporting over OTLP/HTTP as the standard environment says.
 
-    The exporters read ``OTEL_EXPORTER_OTLP_ENDPOINT`` (default
-    ``http://localhost:4318``), the per-signal endpoints, headers, timeout and
-    compression themselves; the resource reads ``OTEL_SERVICE_NAME`` and
-    ``OTEL_RESOURCE_ATTRIBUTES`` (``service.name`` is ``chaosstream`` when
-    neither names one); ``OTEL_METRIC_EXPORT_INTERVAL`` paces metrics.
-    ``OTEL_TRACES_EXPORTER``/``OTEL_METRICS_EXPORTER`` may be ``none``. Bad
-    settings raise :class:`ValueError` with the variable's name.
+    The lean exporter (:mod:`chaosstream.integrations.otlp`) reads
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (default ``http://localhost:4318``), the
+    per-signal endpoints, headers, timeout, compression and certificates,
+    ``OTEL_BSP_*`` and ``OTEL_METRIC_EXPORT_INTERVAL``/``_TIMEOUT``; the SDK's
+    resource reads ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``
+    (``service.name`` is ``chaosstream`` when neither names one).
+    ``OTEL_TRACES_EXPORTER``/``OTEL_METRICS_EXPORTER`` may be ``none``. A setting
+    only the SDK honours (:func:`sdk_only`: a sampler, span limits, delta
+    temporality...) sends that signal through the SDK instead, with the same
+    endpoint settings. Bad settings raise :class:`ValueError` naming the variable.
     """
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     env = os.environ if env is None else env
     for var in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -507,24 +703,86 @@ def configure(env: Mapping[str, str] | None = None) -> ProxyTelemetry:
                 f"{var}={protocol[:40]!r}: chaosstream exports OTLP over http/protobuf only "
                 "(a Collector takes both on ports 4317 and 4318)"
             )
-    traces = _exporter_choice(env, "TRACES")
-    metrics = _exporter_choice(env, "METRICS")
+    traces = endpoint_from_env(env, "traces") if _exporter_choice(env, "TRACES") else None
+    metrics = endpoint_from_env(env, "metrics") if _exporter_choice(env, "METRICS") else None
+    batch = batch_from_env(env)
+    interval, timeout = metric_interval_from_env(env)
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "chaosstream"}))
-    tracer_provider = None
-    if traces:
-        tracer_provider = SdkTracerProvider(resource=resource)
-        # Batched on the SDK's own thread: a slow collector never stalls the event loop.
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    meter_provider = None
-    if metrics:
-        reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-        meter_provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
-    telemetry = ProxyTelemetry(tracer_provider, meter_provider, owned=True)
+    tracer_provider = meter_provider = None
+    if traces is not None and sdk_only(env, "traces"):
+        tracer_provider = _sdk_tracer_provider(resource, traces, batch)
+        traces = None
+    if metrics is not None and sdk_only(env, "metrics"):
+        meter_provider = _sdk_meter_provider(resource, metrics, interval, timeout)
+        metrics = None
+    exporter = None
+    if traces is not None or metrics is not None:
+        # Resource attributes from the environment are strings; a detector's list is left out.
+        scalar = (str, bool, int, float)
+        attrs = {k: v for k, v in resource.attributes.items() if isinstance(v, scalar)}
+        exporter = OtlpExporter(
+            traces, metrics, attrs, ("chaosstream", __version__), batch, interval, timeout
+        )
+    telemetry = ProxyTelemetry(tracer_provider, meter_provider, owned=True, exporter=exporter)
     base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "http://localhost:4318"
-    signals = " and ".join(name for name, on in (("spans", traces), ("metrics", metrics)) if on)
+    on = (
+        ("spans", traces is not None or tracer_provider is not None),
+        ("metrics", metrics is not None or meter_provider is not None),
+    )
+    signals = " and ".join(name for name, yes in on if yes)
     service = resource.attributes.get(SERVICE_NAME)
     telemetry.where = f"{signals or 'nothing (both exporters none)'} over OTLP/HTTP to {base} "
     telemetry.where += f"as service {service}"
     return telemetry
+
+
+def _sdk_tracer_provider(resource: Any, traces: Any, batch: Any) -> TracerProvider:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = SdkTracerProvider(resource=resource)
+    exporter = OTLPSpanExporter(
+        traces.url,
+        traces.certificate,
+        traces.client_key,
+        traces.client_certificate,
+        traces.headers,
+        traces.timeout_s,
+        Compression(traces.compression),
+    )
+    # Batched on the SDK's own thread: a slow collector never stalls the event loop.
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            exporter,
+            max_queue_size=batch.queue_size,
+            schedule_delay_millis=batch.delay_s * 1000,
+            max_export_batch_size=batch.batch_size,
+            export_timeout_millis=batch.export_timeout_s * 1000,
+        )
+    )
+    return provider
+
+
+def _sdk_meter_provider(
+    resource: Any, metrics: Any, interval: float, timeout: float
+) -> MeterProvider:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    exporter = OTLPMetricExporter(
+        metrics.url,
+        metrics.certificate,
+        metrics.client_key,
+        metrics.client_certificate,
+        metrics.headers,
+        metrics.timeout_s,
+        Compression(metrics.compression),
+    )
+    reader = PeriodicExportingMetricReader(exporter, interval * 1000, timeout * 1000)
+    return SdkMeterProvider(resource=resource, metric_readers=[reader])

@@ -30,16 +30,33 @@ def test_off_unless_asked_or_an_endpoint_is_set() -> None:
     ],
 )
 def test_an_endpoint_in_the_environment_turns_it_on(env: dict[str, str]) -> None:
-    """Any OTLP endpoint variable turns spans and metrics on, with SDK providers it owns."""
+    """Any OTLP endpoint variable turns spans and metrics on, through the lean exporter."""
     telemetry = open_telemetry(None, env)
     assert telemetry is not None
     try:
-        assert telemetry.owned
-        assert isinstance(telemetry.tracer_provider, TracerProvider)
-        assert isinstance(telemetry.meter_provider, MeterProvider)
+        assert telemetry.owned and telemetry.exporter is not None
+        assert telemetry.tracer_provider is None and telemetry.meter_provider is None
+        assert telemetry.lean_spans and telemetry.exporter.collect is not None
         assert telemetry.where.startswith("spans and metrics over OTLP/HTTP to ")
     finally:
-        telemetry.shutdown()
+        telemetry.shutdown(0.5)
+
+
+def test_a_setting_only_the_sdk_honours_sends_that_signal_through_the_sdk() -> None:
+    """A sampler: spans via the SDK; delta temporality: metrics via the SDK; both honoured."""
+    sampled = open_telemetry(True, {"OTEL_TRACES_SAMPLER": "traceidratio"})
+    delta = open_telemetry(True, {"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta"})
+    assert sampled is not None and delta is not None
+    try:
+        assert isinstance(sampled.tracer_provider, TracerProvider)
+        assert sampled.exporter is not None and sampled.exporter.traces is None
+        assert sampled.exporter.metrics is not None
+        assert isinstance(delta.meter_provider, MeterProvider)
+        assert delta.exporter is not None and delta.exporter.metrics is None
+        assert delta.lean_spans
+    finally:
+        sampled.shutdown(0.5)
+        delta.shutdown(0.5)
 
 
 def test_the_flag_alone_uses_the_default_endpoint_and_service_name(
@@ -53,7 +70,7 @@ def test_the_flag_alone_uses_the_default_endpoint_and_service_name(
     try:
         assert "to http://localhost:4318 as service chaosstream" in telemetry.where
     finally:
-        telemetry.shutdown()
+        telemetry.shutdown(0.5)
 
 
 def test_an_exporter_set_to_none_leaves_that_signal_out() -> None:
@@ -62,12 +79,14 @@ def test_an_exporter_set_to_none_leaves_that_signal_out() -> None:
     only_spans = open_telemetry(True, {"OTEL_METRICS_EXPORTER": "none"})
     assert only_metrics is not None and only_spans is not None
     try:
-        assert only_metrics.tracer_provider is None and only_metrics.meter_provider is not None
-        assert only_spans.meter_provider is None and only_spans.tracer_provider is not None
+        assert only_metrics.exporter is not None and only_spans.exporter is not None
+        assert only_metrics.exporter.traces is None and only_metrics.exporter.metrics is not None
+        assert only_spans.exporter.metrics is None and only_spans.exporter.traces is not None
         assert only_spans.where.startswith("spans over")
+        assert only_metrics.where.startswith("metrics over")
     finally:
-        only_metrics.shutdown()
-        only_spans.shutdown()
+        only_metrics.shutdown(0.5)
+        only_spans.shutdown(0.5)
 
 
 @pytest.mark.parametrize(
@@ -76,12 +95,14 @@ def test_an_exporter_set_to_none_leaves_that_signal_out() -> None:
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
         ({"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_METRICS"),
         ({"OTEL_METRICS_EXPORTER": "prometheus"}, "OTEL_METRICS_EXPORTER"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+        ({"OTEL_EXPORTER_OTLP_COMPRESSION": "br"}, "OTEL_EXPORTER_OTLP_COMPRESSION"),
     ],
 )
 def test_settings_it_cannot_honour_are_bad_input_naming_the_variable(
     env: dict[str, str], named: str
 ) -> None:
-    """A protocol or exporter chaosstream does not ship: BadInput (exit 2) naming the variable."""
+    """A protocol, exporter or setting chaosstream cannot use: BadInput (exit 2) naming it."""
     with pytest.raises(BadInput, match=named):
         open_telemetry(True, env)
 
