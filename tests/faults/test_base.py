@@ -259,3 +259,33 @@ async def test_system_clock_sleeps_for_real() -> None:
     await clock.sleep(0)
     await clock.sleep(-5)
     assert time.monotonic() - t1 < 0.5  # generous: a loaded CI machine, not a 5 s sleep
+
+
+async def test_system_clock_aims_at_the_deadline_on_a_busy_loop() -> None:
+    """On a loop where every pass takes 20 ms (10 tasks blocking 2 ms each), plain timers
+    wake about 50 ms late; the clock learns that lateness and sets its timers early, so
+    its sleeps land near their deadline (and never wait less than half their length)."""
+    import asyncio
+
+    stop = False
+
+    async def busy() -> None:
+        while not stop:
+            time.sleep(0.002)  # noqa: ASYNC251 -- blocks the loop on purpose, without CPU
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.ensure_future(busy()) for _ in range(10)]
+    clock = SystemClock()
+    errors = []
+    try:
+        for _ in range(10):
+            t0 = time.monotonic()
+            await clock.sleep(0.15)
+            errors.append(time.monotonic() - t0 - 0.15)
+    finally:
+        stop = True
+        await asyncio.gather(*tasks)
+    assert min(errors) >= -0.075
+    assert errors[0] > 0.02  # the first sleep is as late as the loop makes it
+    late = sorted(errors[6:])
+    assert abs(late[1] + late[2]) / 2 < 0.015  # the median of the last four
