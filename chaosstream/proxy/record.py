@@ -259,6 +259,36 @@ class Body:
         s = self.stamps
         return [] if s is None else [(s[i], int(s[i + 1])) for i in range(0, len(s) - 1, 2)]
 
+    def tail(self, n: int) -> bytes:
+        """The last ``n`` bytes kept (all, when fewer), unpacking only the blocks they span."""
+        if n <= 0:
+            return b""
+        if self._like is not None:
+            return bytes(self)[-n:]
+        parts: list[bytes | bytearray] = [self._buf]
+        got = len(self._buf)
+        for block in reversed(self._blocks):
+            if got >= n:
+                break
+            parts.append(zlib.decompress(block))
+            got += len(parts[-1])
+        return b"".join(reversed(parts))[-n:]
+
+    def head(self, n: int) -> bytes:
+        """The first ``n`` bytes kept (all, when fewer), unpacking only the blocks they span."""
+        if self._like is not None:
+            return bytes(self)[: max(0, n)]
+        parts: list[bytes | bytearray] = []
+        got = 0
+        for block in self._blocks:
+            if got >= n:
+                break
+            parts.append(zlib.decompress(block))
+            got += len(parts[-1])
+        if got < n:
+            parts.append(self._buf)
+        return b"".join(parts)[: max(0, n)]
+
     def __len__(self) -> int:
         return self.held
 

@@ -392,6 +392,19 @@ def test_a_long_body_is_packed_in_blocks_and_reads_back_whole() -> None:
     assert bytes(body) == sent + more
 
 
+def test_a_bodys_tail_and_head_read_as_slices_of_its_bytes() -> None:
+    """tail(n)/head(n) equal bytes(body)[-n:]/[:n] across packed blocks, packed or not."""
+    body = Recorder().body()
+    sent = _events(2000)
+    for i in range(0, len(sent), 700):
+        body.append(sent[i : i + 700])
+    for _ in range(2):
+        for n in (1, 10, 5000, 16 * 1024, 40_000, len(sent), len(sent) + 5):
+            assert body.tail(n) == sent[-n:] and body.head(n) == sent[:n]
+        assert body.tail(0) == body.head(0) == b""
+        body.pack()
+
+
 def test_the_clients_body_holds_nothing_while_it_repeats_upstreams() -> None:
     """The client's body made like upstream's holds no bytes while they are the same (even
     across upstream's packed blocks); at the first byte that differs it keeps its own copy,
