@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import signal
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -322,7 +323,8 @@ async def test_pacing_is_roughly_honoured(mock: MockServer, http: aiohttp.Client
     span = times[10] - times[0]
     assert 0.18 <= span < 1.5
     gaps = [b - a for a, b in itertools.pairwise(times[:10])]
-    assert min(gaps) > 0.005
+    # The median, not the smallest: a starved test process reads two tokens in one go.
+    assert statistics.median(gaps) > 0.005
 
 
 # --- bytes, echo, health, static, history -------------------------------------------------
