@@ -40,6 +40,7 @@ import http.client
 import math
 import os
 import random
+import re
 import ssl
 import struct
 import threading
@@ -47,8 +48,9 @@ import time
 import zlib
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
@@ -155,12 +157,23 @@ class _Fields:
     __slots__ = ("blocks", "limit")
 
     def __init__(self, limit: int = 4096) -> None:
-        self.blocks: dict[tuple[bytes, AttrKey], bytes] = {}
+        self.blocks: dict[tuple[bytes, Hashable], bytes] = {}
         self.limit = limit
 
-    def block(self, tag: bytes, attrs: Mapping[str, AttrValue]) -> bytes:
-        """``attrs`` as KeyValue fields ``tag``, from the cache when seen before."""
-        return self.items(tag, tuple(attrs.items()))
+    def block(
+        self, tag: bytes, attrs: Mapping[str, AttrValue], key: Hashable | None = None
+    ) -> bytes:
+        """``attrs`` as KeyValue fields ``tag``, from the cache when seen before (under
+        ``key`` when it names them, else under their items)."""
+        if key is None:
+            return self.items(tag, tuple(attrs.items()))
+        k = (tag, key)
+        hit = self.blocks.get(k)
+        if hit is None:
+            if len(self.blocks) >= self.limit:
+                self.blocks.clear()
+            hit = self.blocks[k] = b"".join([_kv(tag, n, v) for n, v in attrs.items()])
+        return hit
 
     def items(self, tag: bytes, items: AttrKey) -> bytes:
         """:meth:`block` for an attribute set already a tuple of items."""
@@ -214,7 +227,7 @@ class EventRecord:
     the per-event numbers. The event's attributes are both, in that order.
     """
 
-    __slots__ = ("attributes", "measured", "name", "time_ns")
+    __slots__ = ("attributes", "key", "measured", "name", "time_ns")
 
     def __init__(
         self,
@@ -222,11 +235,13 @@ class EventRecord:
         time_ns: int,
         attributes: dict[str, AttrValue],
         measured: dict[str, AttrValue] | None = None,
+        key: Hashable | None = None,
     ) -> None:
         self.name = name
         self.time_ns = time_ns
         self.attributes = attributes
         self.measured = measured or {}
+        self.key = key
 
     def all_attributes(self) -> dict[str, AttrValue]:
         """Every attribute of the event."""
@@ -240,12 +255,15 @@ class SpanRecord:
     ``status_code`` is trace.proto's (0 unset, 2 error). ``attributes`` are the
     low-cardinality ones (the exporter encodes each distinct set once),
     ``measured`` the per-span numbers; the span's attributes are both, in order.
+    ``key``, when given, is a hashable value that names ``attributes`` (the same key,
+    the same attributes): the exporter's cache uses it instead of their items.
     """
 
     __slots__ = (
         "attributes",
         "end_ns",
         "events",
+        "key",
         "kind",
         "measured",
         "name",
@@ -267,6 +285,7 @@ class SpanRecord:
         status_message: str = "",
         kind: int = KIND_SERVER,
         measured: dict[str, AttrValue] | None = None,
+        key: Hashable | None = None,
     ) -> None:
         self.name = name
         self.parent = parent
@@ -278,6 +297,7 @@ class SpanRecord:
         self.status_message = status_message
         self.kind = kind
         self.measured = measured or {}
+        self.key = key
 
     def all_attributes(self) -> dict[str, AttrValue]:
         """Every attribute of the span."""
@@ -293,21 +313,22 @@ def parse_traceparent(value: str) -> Parent | None:
     and all-zero ids are invalid, version 00 takes nothing after the flags, a
     later version may append fields. Header values over 512 characters are refused.
     """
-    v = value.strip(" \t")
-    if len(value) > 512 or len(v) < 55 or v[2] != "-" or v[35] != "-" or v[52] != "-":
+    if len(value) > 512:
         return None
-    version, trace, span, flags = v[:2], v[3:35], v[36:52], v[53:55]
-    rest = v[55:]
-    if rest and (version == "00" or rest[0] != "-"):
+    m = _TRACEPARENT.match(value)
+    if m is None:
         return None
-    if version == "ff" or not all(c in _HEX for c in version + trace + span + flags):
-        return None
-    if trace == "0" * 32 or span == "0" * 16:
+    version, trace, span, flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest) or trace == _ZERO_TRACE or span == _ZERO_SPAN:
         return None
     return bytes.fromhex(trace), bytes.fromhex(span), int(flags, 16), None
 
 
-_HEX = frozenset("0123456789abcdef")
+# The SDK propagator's own pattern (TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT).
+_TRACEPARENT = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$"
+)
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 class _SpanEncoder:
@@ -354,13 +375,13 @@ class _SpanEncoder:
             _FIXED64(rec.start_ns),
             b"\x41",
             _FIXED64(rec.end_ns),
-            self.fields.block(b"\x4a", rec.attributes),  # attributes 9
+            self.fields.block(b"\x4a", rec.attributes, rec.key),  # attributes 9
         )
         if rec.measured:
             parts.append(_measured(b"\x4a", rec.measured))
         for ev in rec.events:  # events 11: Event{time_unix_nano 1, name 2, attributes 3}
             body = b"\x09" + _FIXED64(ev.time_ns) + _ld(b"\x12", ev.name.encode())
-            body += self.fields.block(b"\x1a", ev.attributes)
+            body += self.fields.block(b"\x1a", ev.attributes, ev.key)
             if ev.measured:
                 body += _measured(b"\x1a", ev.measured)
             parts.append(_ld(b"\x5a", body))
@@ -411,15 +432,23 @@ class Histogram:
 
     def record(self, value: float, key: AttrKey) -> None:
         """Add one value to the point of attribute set ``key``."""
+        self.point(key)(value)
+
+    def point(self, key: AttrKey) -> Callable[[float], None]:
+        """The adder of attribute set ``key``'s point: keep it to skip the lookup."""
         state = self.points.get(key)
         if state is None:
-            state = self.points[key] = [0.0, value, value] + [0] * (len(self.bounds) + 1)
-        state[0] += value
-        if value < state[1]:
-            state[1] = value
-        if value > state[2]:
-            state[2] = value
-        state[3 + bisect_left(self.bounds, value)] += 1
+            state = self.points[key] = [0.0, math.inf, -math.inf] + [0] * (len(self.bounds) + 1)
+        return partial(_add, self.bounds, state)
+
+
+def _add(bounds: tuple[float, ...], state: list[float], value: float) -> None:
+    state[0] += value
+    if value < state[1]:
+        state[1] = value
+    if value > state[2]:
+        state[2] = value
+    state[3 + bisect_left(bounds, value)] += 1
 
 
 @dataclass
@@ -442,6 +471,8 @@ def _histogram_points(h: Histogram, start: bytes, now: bytes, fields: _Fields) -
     for key, live in list(h.points.items()):
         state = live[:]
         counts = state[3:]
+        if not any(counts):  # a point made ahead of its first value: the SDK has none yet
+            continue
         parts = [b"\x11", start, b"\x19", now]  # start_time_unix_nano 2, time_unix_nano 3
         parts += (b"\x21", _FIXED64(int(sum(counts))), b"\x29", _DOUBLE(state[0]))  # 4, 5
         parts.append(_ld(b"\x32", b"".join(_FIXED64(int(c)) for c in counts)))  # 6

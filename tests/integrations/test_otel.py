@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from chaosstream.faults.profile import load_profile
 from chaosstream.integrations.otel import FAULT_EVENT, ProxyTelemetry, request_model, usage
 from chaosstream.mock import MockServer
-from chaosstream.proxy.record import Exchange
+from chaosstream.proxy.record import Exchange, Recorder
 from chaosstream.proxy.server import ChaosProxy
 from chaosstream.streams.format import json_or_none
 from tests.conftest import make_profile
@@ -292,6 +292,21 @@ def test_usage_reads_each_formats_last_counts() -> None:
     assert found is not None and (found.input_tokens, found.output_tokens) == (3, 7)
     assert usage(b'data: {"choices":[]}\n\n', "openai") is None
     assert usage(b"data: x\n\n", "sse") is None
+
+
+def test_usage_of_a_long_recorded_body_reads_its_two_ends() -> None:
+    """A packed 300 KB Anthropic body: input from its first event, output from its last."""
+    body = Recorder().body()
+    body.append(
+        b'event: message_start\ndata: {"type":"message_start","message":'
+        b'{"usage":{"input_tokens":25,"output_tokens":1}}}\n\n'
+    )
+    delta = b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{}}\n\n'
+    for _ in range(4000):
+        body.append(delta)
+    body.append(b'event: message_delta\ndata: {"usage":{"output_tokens":4001}}\n\n')
+    found = usage(body, "anthropic")
+    assert found is not None and (found.input_tokens, found.output_tokens) == (25, 4001)
 
 
 def test_request_model_from_body_or_path() -> None:
