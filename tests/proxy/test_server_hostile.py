@@ -286,7 +286,9 @@ async def test_recorder_memory_stays_flat_over_many_big_exchanges(
     oldest, newest = recorder.exchanges[0], recorder.exchanges[-1]
     assert oldest.bytes_out == newest.bytes_out == len(body)
     assert oldest.events == newest.events == len(body) // len(line)
-    assert oldest.compacted and not oldest.truncated
+    # Bodies pack as they are recorded (about 1000x here), so this load stays far under the
+    # budget without compaction; the compaction path: test_compacted_exchange_keeps_what...
+    assert not oldest.truncated and recorder.retained_bytes < 8 * 1024 * 1024
     assert oldest.response_text == newest.response_text
 
 
