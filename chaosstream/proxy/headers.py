@@ -35,5 +35,14 @@ def end_to_end(
     headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: Iterable[str] = ()
 ) -> CIMultiDict[str]:
     """The headers to forward: hop-by-hop fields and ``drop`` removed, order and repeats kept."""
-    skip = HOP_BY_HOP | _listed_in_connection(headers) | {d.lower() for d in drop}
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in skip)
+    # A copy made in C, then a handful of case-insensitive deletes (each drops every
+    # repeat of its name): a quarter of the cost of filtering header by header in Python,
+    # twice per exchange (issue 17).
+    out = CIMultiDict(headers)
+    names: Iterable[str] = (*HOP_BY_HOP, *drop)
+    if "Connection" in headers:
+        names = (*names, *_listed_in_connection(headers))
+    for name in names:
+        if name in out:
+            del out[name]
+    return out
