@@ -12,8 +12,8 @@ import fnmatch
 import itertools
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from chaosstream.faults._feed import Feed, closing
 from chaosstream.faults._regex import MAX_HEADER_VALUE_CHARS, header_matches
@@ -117,28 +117,50 @@ def window_edge(window: Window, t: float) -> float | None:
     return None
 
 
+_ABILITIES: dict[type[Fault], tuple[bool, bool]] = {}
+
+
+def _abilities(fault: Fault) -> tuple[bool, bool]:
+    """Is ``fault`` a :class:`Refuses`, an :class:`Uploads`? Asked once per fault class:
+    isinstance on a runtime-checkable Protocol looks up each of its members every time
+    (about 10 us), and a fault's methods are its class's."""
+    kind = type(fault)
+    known = _ABILITIES.get(kind)
+    if known is None:
+        known = _ABILITIES[kind] = (isinstance(fault, Refuses), isinstance(fault, Uploads))
+    return known
+
+
 @dataclass(slots=True)
 class Armed:
     """A fault that fires on one exchange, with its context."""
 
     fault: Fault
     ctx: FaultContext
+    refuses: bool = field(init=False)
+    """The fault may answer the request itself (:class:`Refuses`)."""
+    uploads: bool = field(init=False)
+    """The fault shapes the request body too (:class:`Uploads`)."""
+
+    def __post_init__(self) -> None:
+        self.refuses, self.uploads = _abilities(self.fault)
 
     async def refuse(self) -> Refusal | None:
         """The fault's own response, if it refuses this request while its window is open."""
-        if not isinstance(self.fault, Refuses):
+        if not self.refuses:
             return None
+        fault = cast(Refuses, self.fault)  # refuses says so; isinstance would cost 10 us
         window = self.fault.window
         if window is not None and not window_open(
             window, self.ctx.clock.now() - self.ctx.proxy_started
         ):
             return None
-        return await self.fault.refuse(self.ctx)
+        return await fault.refuse(self.ctx)
 
     def release(self) -> None:
         """Tell a refusing fault that an exchange it let through has ended."""
-        if isinstance(self.fault, Refuses):
-            self.fault.release(self.ctx)
+        if self.refuses:
+            cast(Refuses, self.fault).release(self.ctx)
 
     def apply(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """The response stream with this fault applied (inside its window, if it has one)."""
@@ -186,6 +208,51 @@ async def _gated(
                     yield chunk
     finally:
         await feed.aclose()
+
+
+class _SeededOnUse(random.Random):
+    """``random.Random(key)``, seeded at its first draw.
+
+    Seeding hashes the key (SHA-512) and fills the Mersenne Twister's 2.5 KB state,
+    about 5 us, and most armed faults never draw (a disconnect, an error on request
+    N). At the first use the instance becomes a plain ``random.Random`` seeded with
+    ``key``: every number it gives is the one ``random.Random(key)`` gives, and later
+    draws cost nothing extra. Everything ``random.Random`` draws goes through
+    ``random()`` or ``getrandbits()``; the state methods count as a use too.
+    """
+
+    def __init__(self, key: str) -> None:  # random.Random.__init__ would seed now
+        self._key = key
+        self.gauss_next = None
+
+    def random(self) -> float:
+        _seed_now(self)
+        return random.Random.random(self)
+
+    def getrandbits(self, k: int, /) -> int:
+        _seed_now(self)
+        return random.Random.getrandbits(self, k)
+
+    def getstate(self) -> tuple[Any, ...]:
+        _seed_now(self)
+        return random.Random.getstate(self)
+
+    def setstate(self, state: tuple[Any, ...]) -> None:
+        _seed_now(self)
+        random.Random.setstate(self, state)
+
+    def seed(self, a: Any = None, version: int = 2) -> None:
+        _seed_now(self)
+        random.Random.seed(self, a, version)
+
+
+def _seed_now(rng: random.Random) -> None:
+    # A function, not a method: a caller may hold a bound method of the old class
+    # (``gauss`` keeps ``self.random``) and call it after the class changed.
+    key = rng.__dict__.pop("_key", None)
+    if key is not None:
+        rng.__class__ = random.Random
+        random.Random.seed(rng, key)
 
 
 def describe_trigger(fault: Fault, nth: int) -> str:
@@ -326,7 +393,7 @@ class Injector:
             return None
         if fault.window is not None and window_over(fault.window, started - self.started):
             return None
-        rng = random.Random(f"{self.seed}:{exchange}:{index}")
+        rng = _SeededOnUse(f"{self.seed}:{exchange}:{index}")
         if fault.probability < 1.0 and rng.random() >= fault.probability:
             return None
         ctx = FaultContext(
@@ -371,7 +438,7 @@ def waits_on_head(fault: Fault, request: RequestInfo) -> bool:
         and m.stream is not None
         and not request.stream
         and not request.websocket
-        and not isinstance(fault, Refuses | Uploads)
+        and not any(_abilities(fault))
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
 
 from chaosstream.faults import Buffer, Disconnect, Match, Noop, Window
@@ -151,3 +154,22 @@ def test_armed_faults_log_into_their_exchanges_own_list() -> None:
     armed.ctx.fired("close", events=2)
     assert [e.events for e in first] == [2] and [e.events for e in second] == [1]  # type: ignore[attr-defined]
     assert log == [*second, *first]
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda r: [r.random() for _ in range(3)],
+        lambda r: [r.gauss(0, 1) for _ in range(3)],
+        lambda r: [r.randrange(1000), r.choice("abcdef"), r.getrandbits(64), r.randbytes(4)],
+        lambda r: [r.uniform(1, 2), r.lognormvariate(0, 1), r.sample(range(50), 3)],
+        lambda r: r.getstate(),
+    ],
+)
+def test_an_armed_faults_generator_draws_what_its_seed_gives(draw: Any) -> None:
+    """ctx.rng, seeded only when it first draws, gives what random.Random('seed:exchange:index')
+    gives, whichever method draws first; then it is a plain random.Random."""
+    injector = Injector([Noop(), Noop()], seed=42, clock=FakeClock())
+    (_, second) = injector.arm(3, make_request(), 0.0)
+    assert draw(second.ctx.rng) == draw(random.Random("42:3:1"))
+    assert type(second.ctx.rng) is random.Random
