@@ -194,6 +194,11 @@ class FaultContext:
     """Why the fault fires on this exchange; copied into every fault-log entry."""
     framed: bool = False
     """True when every chunk is one whole SSE event or WebSocket message: keep chunks whole."""
+    passed_events: int = 0
+    passed_bytes: int = 0
+    """Data events and bytes the proxy passed on before ``apply`` started, while the
+    fault's :meth:`Fault.horizon` said it would pass them untouched; ``apply`` counts on
+    from these. Both 0 when ``apply`` reads the stream from its first byte."""
     state: dict[str, Any] = field(default_factory=dict)
     """Per-fault state shared by the exchanges of one proxy run (``concurrency_limit``'s
     open-stream count); it starts over when the proxy is reset."""
@@ -213,6 +218,20 @@ class FaultContext:
                 trigger=self.trigger,
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """How much of a stream's start a fault passes on untouched (see :meth:`Fault.horizon`).
+
+    The fault yields every frame as it reads it, at once, unchanged and unlogged, as
+    long as, counting that frame, fewer than ``events`` data events (frames that
+    dispatch: keep-alives do not count) and fewer than ``nbytes`` bytes have come by.
+    None puts no bound on that count.
+    """
+
+    events: int | None = None
+    nbytes: int | None = None
 
 
 class Match(BaseModel):
@@ -363,6 +382,20 @@ class Fault(BaseModel):
         ``apply``; ``headers`` are the end-to-end headers the client will get. The
         base leaves them alone.
         """
+
+    def horizon(self, ctx: FaultContext) -> Horizon | None:
+        """How far into the stream ``apply`` is sure to pass everything untouched.
+
+        When every fault of a prompt chain gives one, the proxy passes whole upstream
+        reads to the client itself (counting events, making no chunks) until the
+        stream comes near the nearest horizon, and only then starts the chain, with
+        ``ctx.passed_events`` / ``ctx.passed_bytes`` telling each ``apply`` what went
+        by: an armed fault far from its trigger costs about what a clean stream does.
+        A fault that promises this must give the same output, the same fault log and
+        the same end as when it reads the stream from the start. None (the base):
+        no promise, ``apply`` reads every chunk.
+        """
+        return None
 
     @property
     def acts_on_stream(self) -> bool:

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from chaosstream.faults._events import is_event, tokens
 from chaosstream.faults._feed import Feed, closing
-from chaosstream.faults.base import Chunk, EndMode, Fault, FaultContext, StreamEnd
+from chaosstream.faults.base import Chunk, EndMode, Fault, FaultContext, Horizon, StreamEnd
 from chaosstream.streams.registry import get
 
 KeepaliveKind = Literal["comment", "ping", "auto"]
@@ -128,12 +128,28 @@ class Disconnect(Fault):
     def needs_events(self) -> bool:
         return self.after_events is not None or self.after_tokens is not None
 
+    def horizon(self, ctx: FaultContext) -> Horizon | None:
+        # Every chunk before the cut point passes as it is; the cut comes at the data
+        # event after the last one delivered, or at the chunk that reaches after_bytes.
+        # Tokens need each event parsed, and a timer runs beside the stream: no promise.
+        if self.after_events is not None:
+            return Horizon(events=self.after_events + 1)
+        if self.after_bytes is not None:
+            return Horizon(nbytes=self.after_bytes)
+        return None
+
     async def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         limit = self.after_events if self.after_events is not None else self.after_tokens
-        counted = sent = 0  # events (or tokens) and bytes delivered so far
+        # Events (or tokens) and bytes delivered so far, the ones the proxy passed
+        # before starting this chain included (see horizon); only after_events counts
+        # events (an after_bytes cut logs 0 of them).
+        counted = ctx.passed_events if self.after_events is not None else 0
+        sent = ctx.passed_bytes
         deadline = None if self.after_ms is None else ctx.started + self.after_ms / 1000.0
+        # Without a deadline the input is read as it is: one async generator less per event.
+        feed_in = chunks if deadline is None else _until(chunks, deadline, ctx)
         # Closed on the way out, the cut included: it closes the faults before this one.
-        async with closing(_until(chunks, deadline, ctx)) as feed:
+        async with closing(feed_in) as feed:
             async for chunk in feed:
                 data = chunk.data
                 if self.after_bytes is not None and sent + len(data) >= self.after_bytes:
@@ -190,14 +206,9 @@ def _beat(beat: bytes) -> str:
 
 
 async def _until(
-    chunks: AsyncIterator[Chunk], deadline: float | None, ctx: FaultContext
+    chunks: AsyncIterator[Chunk], deadline: float, ctx: FaultContext
 ) -> AsyncIterator[Chunk]:
     """The chunks that arrive before ``deadline``; a silent upstream does not hold the cut back."""
-    if deadline is None:
-        async with closing(chunks):
-            async for chunk in chunks:
-                yield chunk
-        return
     feed = Feed(chunks, ctx.clock)
     try:
         async for chunk in feed.until(deadline):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -28,7 +29,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from chaosstream.proxy.record import Exchange
 
-__all__ = ["Tap", "relay"]
+__all__ = ["Gate", "Tap", "relay"]
 
 
 async def relay(
@@ -115,6 +116,18 @@ def _framed(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+class Gate(Protocol):
+    """What of each read a :class:`Tap` sends: the proxy's faults far from their trigger
+    (``ChaosProxy._pass_ahead``) count frames and hold the one they may act on."""
+
+    stopped: bool
+    """Set once the rest of the body is the caller's: the tap lets go of it there."""
+
+    def __call__(self, data: bytes) -> bytes:
+        """The bytes of ``data`` to send now (``b""`` in: the body ended)."""
+        ...
+
+
 class Tap(asyncio.Protocol):
     """Sits between an upstream transport and aiohttp's protocol for one body.
 
@@ -128,6 +141,7 @@ class Tap(asyncio.Protocol):
         "_client",
         "_content",
         "_ex",
+        "_gate",
         "_inner",
         "_keep",
         "_paused",
@@ -146,6 +160,7 @@ class Tap(asyncio.Protocol):
         resp: web.StreamResponse,
         ex: Exchange,
         keep: bool,
+        gate: Gate | None = None,
     ) -> None:
         self._transport = transport
         self._inner: ResponseHandler | None = inner
@@ -155,6 +170,7 @@ class Tap(asyncio.Protocol):
         self._chunked = _chunked(resp)
         self._ex = ex
         self._keep = keep
+        self._gate = gate
         self._paused = False
         self._waiter: asyncio.Future[bool] | None = None
         #: Why the relay stopped early, raised by :meth:`run`.
@@ -197,13 +213,19 @@ class Tap(asyncio.Protocol):
             # first, as readany() does; the bytes before the cut are not lost: the
             # data_received that brought them drained them already.
             data = content.read_nowait()
+            ex = self._ex
+            if data and self._keep:
+                ex.upstream_chunks.append(data)
+            gate = self._gate
+            if gate is not None:
+                out = gate(data) if data else b""
+                if content.at_eof() and not gate.stopped:
+                    out += gate(b"")
+                data = out
             if data:
-                ex = self._ex
-                if self._keep:
-                    ex.upstream_chunks.append(data)
                 self._client.write(_framed(data) if self._chunked else data)
                 ex.bytes_out += len(data)
-            if content.at_eof():
+            if content.at_eof() or (gate is not None and gate.stopped):
                 self.detach()
                 self._settle(False)
             elif self._server.writing_paused:

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from chaosstream.faults import Chunk, Clock, FaultEvent, RequestInfo, StreamEnd, SystemClock
+from chaosstream.faults.base import Horizon
 from chaosstream.faults.network import LinkDelay
 from chaosstream.faults.profile import Profile
 from chaosstream.faults.trigger import Armed
@@ -33,8 +35,8 @@ from chaosstream.proxy.cassette import CassetteTap
 from chaosstream.proxy.encoding import Decoder, decoder_for, is_encoded
 from chaosstream.proxy.exchange import abort, drained, request_info
 from chaosstream.proxy.headers import end_to_end
-from chaosstream.proxy.record import Exchange, Recorder
-from chaosstream.proxy.relay import relay
+from chaosstream.proxy.record import Body, Exchange, Recorder
+from chaosstream.proxy.relay import Tap, relay
 from chaosstream.proxy.scopes import (
     MAX_SCOPES,
     SCOPE_HEADER,
@@ -45,7 +47,7 @@ from chaosstream.proxy.scopes import (
     Scopes,
     split_scope,
 )
-from chaosstream.streams.format import Framer
+from chaosstream.streams.format import Framer, Splitter
 from chaosstream.streams.providers import error_body
 from chaosstream.streams.registry import format_for_response, framer_for, get, is_stream_body
 from chaosstream.streams.sse import SSE_FRAMER
@@ -339,7 +341,8 @@ class ChaosProxy:
             # Each step on its own: one that raises (a fault's release, the cassette) must
             # not keep the others from running, the record above all (else it stays open).
             for a in armed:
-                _guarded("fault_release_failed", ex, a.release)
+                if a.refuses:
+                    _guarded("fault_release_failed", ex, a.release)
             if tap is not None:
                 _guarded("cassette_failed", ex, tap.finish, ex)
             recorder.finish(ex)
@@ -379,7 +382,8 @@ class ChaosProxy:
     ) -> web.StreamResponse:
         """``recorder`` is the one the exchange is recorded by (its scope's, if any)."""
         for a in armed:
-            refusal = await a.refuse()
+            # Asked only of a fault that can refuse: a coroutine per fault is not free.
+            refusal = await a.refuse() if a.refuses else None
             if refusal is not None:
                 ex.outcome = "refused"
                 ex.status = refusal.status
@@ -402,7 +406,7 @@ class ChaosProxy:
         if identity:
             # RFC 9110 12.5.3: identity alone; a server may still compress (decoded below).
             headers["Accept-Encoding"] = "identity"
-        uploads = [a for a in armed if hasattr(a.fault, "apply_upload")]
+        uploads = [a for a in armed if a.uploads]
         # aiohttp warns that a large bytes body may block the loop; a BytesIO streams it.
         data: Any = info.body if len(info.body) <= 1 << 20 else io.BytesIO(info.body)
         if uploads and info.body:
@@ -561,7 +565,9 @@ class ChaosProxy:
                 await self.clock.sleep(head_s)
                 await resp.prepare(request)
             if chain:
-                await self._pump_faults(upstream, resp, ex, chain, keep, recorder, head, decoder)
+                await self._pump_faults(
+                    upstream, resp, ex, chain, keep, recorder, head, decoder, request
+                )
             else:
                 await relay(upstream, request, resp, ex, keep, self.clock.now)
             if head is not None:
@@ -624,16 +630,23 @@ class ChaosProxy:
         recorder: Recorder,
         head: asyncio.Future[None] | None = None,
         decoder: Decoder | None = None,
+        request: web.Request | None = None,
     ) -> None:
         clock = self.clock
         kept = ex.upstream_chunks
-        # The recorder in use makes the body: a scope's caps and stamps, not the proxy's.
-        sent = ex.client_chunks = recorder.body(like=kept)
 
         # When no fault in the chain waits, everything it yields between two
         # upstream reads is held and written at once, just before the next read
         # blocks: one send per read instead of one per event (a quarter of the CPU).
         batch = all(a.fault.prompt and a.fault.window is None for a in chain)
+        horizon = _nearest(chain) if batch else None
+        # The recorder in use makes the body: a scope's caps and stamps, not the proxy's.
+        # While the proxy passes reads ahead of the chain the client gets upstream's bytes,
+        # so its body is made only once a fault may act -- unless the recorder stamps each
+        # write as it leaves (then every write is recorded at once).
+        sent: Body | None = None
+        if horizon is None or recorder.stamps:
+            sent = ex.client_chunks = recorder.body(like=kept)
         held: list[bytes] = []
         write: Callable[[bytes], Awaitable[None]] = resp.write
         if head is not None:
@@ -655,8 +668,39 @@ class ChaosProxy:
                 ex.bytes_out += len(data)
 
         read = _decoded(upstream.content.readany, decoder)
+        framer = framer_for(ex.provider) if any(a.fault.needs_events for a in chain) else None
+        framing = Framing(None if framer is None else framer.splitter())
+        first: list[Chunk] = []
+        if horizon is not None:
+            ahead = Ahead(horizon, framer, framing, self.max_event_bytes, clock.now)
+            # The relay's tap (no task step per read) needs the head gone and the body as
+            # read: no head delay, no decoder, no stamped writes to record.
+            tap = request if head is None and decoder is None and sent is None else None
+            await self._pass_ahead(upstream, resp, read, write, ex, keep, ahead, tap)
+            if not ahead.stopped or framing.overflow is not None:
+                # The stream ended short of the nearest horizon, or an event overran the cap.
+                if framing.overflow is not None:
+                    if head is not None:
+                        await head
+                    await self._pass_unframed(read, resp, ex, framing.overflow, keep)
+                return
+            first, passed_events, passed_bytes = ahead.first, ahead.events, ahead.nbytes
+            for a in chain:
+                a.ctx.passed_events, a.ctx.passed_bytes = passed_events, passed_bytes
+            if sent is None:
+                sent = ex.client_chunks = recorder.body(like=kept)
+                if keep and passed_bytes:
+                    prefix = _prefix(kept, passed_bytes)
+                    sent.append(prefix)
+                    # Past the cap the rest was left out, as appending as it went would have.
+                    sent.truncated |= len(prefix) < passed_bytes
+        assert sent is not None  # made above on every path
+        client = sent
 
         async def source() -> AsyncIterator[Chunk]:
+            if framer is None:
+                for chunk in first:
+                    yield chunk
             while True:
                 # The chain is prompt, so nothing it made from the last read is
                 # still inside it: send it all before waiting for more.
@@ -670,9 +714,8 @@ class ChaosProxy:
 
         raw = source()
         stream: AsyncIterator[Chunk] = raw
-        framing = Framing()
-        if any(a.fault.needs_events for a in chain):
-            stream = frame_events(stream, self.max_event_bytes, framing, framer_for(ex.provider))
+        if framer is not None:
+            stream = frame_events(stream, self.max_event_bytes, framing, framer, first)
         for a in chain:
             stream = a.apply(stream)
         try:
@@ -683,7 +726,7 @@ class ChaosProxy:
                 if ex.first_byte is None:
                     ex.first_byte = clock.now()
                 if keep:
-                    sent.append(data)
+                    client.append(data)
                 if batch:
                     held.append(data)
                 else:
@@ -701,6 +744,57 @@ class ChaosProxy:
             if head is not None:
                 await head
             await self._pass_unframed(read, resp, ex, framing.overflow, keep)
+
+    async def _pass_ahead(
+        self,
+        upstream: aiohttp.ClientResponse,
+        resp: web.StreamResponse,
+        read: Callable[[], Awaitable[bytes]],
+        write: Callable[[bytes], Awaitable[None]],
+        ex: Exchange,
+        keep: bool,
+        ahead: Ahead,
+        tap: web.Request | None,
+    ) -> None:
+        """Pass upstream's reads on while every fault of the chain promises to pass them
+        untouched (:meth:`Fault.horizon`): no chunk objects, no generator chain, one write
+        per read, only the frames counted. Ends when ``ahead`` stops (a fault may act
+        now: ``ahead.first``) or the body does.
+
+        With ``tap`` (the client's request), once the head has left with the first bytes
+        the rest goes through the clean path's relay (:class:`Tap`), ``ahead`` deciding
+        what of each read leaves: an armed fault far from its trigger then costs what a
+        clean stream does, plus the counting.
+        """
+        kept, sent = ex.upstream_chunks, ex.client_chunks
+        while not ahead.stopped:
+            data = await read()
+            if data and keep:
+                kept.append(data)
+            out = ahead(data)
+            if out:
+                if ex.first_byte is None:
+                    ex.first_byte = self.clock.now()
+                if keep and sent is not None:
+                    sent.append(out)
+                await write(out)
+                ex.bytes_out += len(out)
+            if not data:
+                return
+            if tap is not None and ex.bytes_out and not ahead.stopped:
+                content = upstream.content
+                connection = upstream.connection
+                protocol = None if connection is None else connection.protocol
+                transport = None if protocol is None else protocol.transport
+                if content.is_eof() or protocol is None or transport is None:
+                    continue  # what is left is buffered already: read on here
+                relay = Tap(transport, protocol, content, tap, resp, ex, keep, gate=ahead)
+                try:
+                    while await relay.run():
+                        await tap.writer.drain()  # the client's buffer is full
+                finally:
+                    relay.detach()
+                return
 
     async def _pass_unframed(
         self,
@@ -746,13 +840,16 @@ class ChaosProxy:
 
 
 class Framing:
-    """What :func:`frame_events` tells its caller once it gave up framing."""
+    """The framing of one body: its splitter, and what :func:`frame_events` tells its
+    caller once it gave up framing."""
 
-    __slots__ = ("overflow",)
+    __slots__ = ("overflow", "splitter")
 
-    def __init__(self) -> None:
+    def __init__(self, splitter: Splitter | None = None) -> None:
         #: The held bytes of an event that overran the cap; None while framing.
         self.overflow: bytes | None = None
+        #: The splitter the body is framed with; None: frame_events makes one.
+        self.splitter = splitter
 
 
 def frame_events(
@@ -760,6 +857,7 @@ def frame_events(
     max_event_bytes: int | None = None,
     state: Framing | None = None,
     framer: Framer = SSE_FRAMER,
+    first: list[Chunk] | None = None,
 ) -> AsyncIterator[Chunk]:
     """Re-cut a byte stream so each chunk holds exactly one raw frame of ``framer``
     (an SSE event by default; an NDJSON line for Ollama).
@@ -775,14 +873,31 @@ def frame_events(
     ways: the client gets upstream's bytes intact (no failure the profile did
     not ask for), and a fault that could no longer act is not reported as fired.
     Memory never grows past the cap plus one read.
+
+    A body framed in part already (the proxy passed its start on itself, see
+    ``ChaosProxy._pass_ahead``) goes on with ``state.splitter``, which holds the
+    unfinished event, and ``first``: frames already cut from the last read.
     """
 
     async def framed() -> AsyncIterator[Chunk]:
-        splitter = framer.splitter()
+        splitter = state.splitter if state is not None else None
+        if splitter is None:
+            splitter = framer.splitter()
+        received = 0.0
         try:
+            if first:
+                for chunk in first:
+                    yield chunk
+                received = first[-1].received
+                if max_event_bytes is not None and splitter.pending > max_event_bytes:
+                    if state is None:
+                        raise ValueError(f"an SSE event passed {max_event_bytes} bytes")
+                    state.overflow = splitter.flush()
+                    return
             async for chunk in chunks:
+                received = chunk.received
                 for block in splitter.feed(chunk.data):
-                    yield Chunk(block, chunk.received)
+                    yield Chunk(block, received)
                 if max_event_bytes is not None and splitter.pending > max_event_bytes:
                     if state is None:
                         raise ValueError(f"an SSE event passed {max_event_bytes} bytes")
@@ -790,12 +905,117 @@ def frame_events(
                     return
             rest = splitter.flush()
             if rest:
-                yield Chunk(rest, chunk.received)
+                yield Chunk(rest, received)
         finally:
             # Like every stage of the chain: closing this one closes the one it reads.
             await _aclose(chunks)
 
     return framed()
+
+
+class Ahead:
+    """What of each read leaves ahead of the fault chain (``ChaosProxy._pass_ahead``).
+
+    Called with each read (b"" at the body's end), it returns the whole frames that
+    keep every fault short of the nearest horizon; the frame a fault may act on and
+    the rest of its read go to :attr:`first`, and :attr:`stopped` is set: the chain
+    takes over from there, told :attr:`events` and :attr:`nbytes`. An event that
+    overruns ``max_event_bytes`` stops it too, with ``framing.overflow`` set as
+    :func:`frame_events` sets it. Without a framer every read is one frame.
+    """
+
+    __slots__ = (
+        "_cap",
+        "_dispatches",
+        "_framing",
+        "_max_bytes",
+        "_max_events",
+        "_now",
+        "_whole",
+        "events",
+        "first",
+        "nbytes",
+        "stopped",
+    )
+
+    def __init__(
+        self,
+        horizon: Horizon,
+        framer: Framer | None,
+        framing: Framing,
+        max_event_bytes: int,
+        now: Callable[[], float],
+    ) -> None:
+        self._max_events = sys.maxsize if horizon.events is None else horizon.events
+        self._max_bytes = sys.maxsize if horizon.nbytes is None else horizon.nbytes
+        self._dispatches = None if framer is None else framer.dispatches
+        # A framer may tell at a glance that a read is whole frames (SseFramer.whole).
+        self._whole: Callable[[bytes], int | None] | None = getattr(framer, "whole", None)
+        self._framing = framing
+        self._cap = max_event_bytes
+        self._now = now
+        #: Data events and bytes passed on so far.
+        self.events = self.nbytes = 0
+        #: The frames the chain starts with, once stopped.
+        self.first: list[Chunk] = []
+        self.stopped = False
+
+    def __call__(self, data: bytes) -> bytes:
+        splitter = self._framing.splitter
+        whole = self._whole
+        if data and whole is not None and splitter is not None and not splitter.pending:
+            # The common read, one whole event, passes without being split.
+            k = whole(data)
+            if k is not None:
+                events, nbytes = self.events + k, self.nbytes + len(data)
+                if events < self._max_events and nbytes < self._max_bytes:
+                    self.events, self.nbytes = events, nbytes
+                    return data
+        if data:
+            blocks = [data] if splitter is None else splitter.feed(data)
+        else:
+            rest = b"" if splitter is None else splitter.flush()
+            blocks = [rest] if rest else []
+        dispatches, events, nbytes = self._dispatches, self.events, self.nbytes
+        taken = 0
+        for block in blocks:
+            n = events + 1 if dispatches is not None and dispatches(block) else events
+            b = nbytes + len(block)
+            if n >= self._max_events or b >= self._max_bytes:
+                received = self._now()
+                self.first = [Chunk(block, received) for block in blocks[taken:]]
+                self.stopped = True
+                break
+            events, nbytes = n, b
+            taken += 1
+        self.events, self.nbytes = events, nbytes
+        if not self.stopped and splitter is not None and splitter.pending > self._cap:
+            self._framing.overflow = splitter.flush()
+            self.stopped = True
+        if taken == 1:
+            return blocks[0]
+        return b"".join(blocks[:taken]) if taken else b""
+
+
+def _prefix(body: Body, n: int) -> bytes:
+    """The first ``n`` bytes ``body`` was given (it may have kept fewer: its cap)."""
+    whole = bytes(body)
+    return whole if len(whole) <= n else whole[:n]
+
+
+def _nearest(chain: list[Armed]) -> Horizon | None:
+    """The nearest of the chain's horizons; None unless every fault in it gives one."""
+    events: int | None = None
+    nbytes: int | None = None
+    for a in chain:
+        h = a.fault.horizon(a.ctx)
+        if h is None:
+            return None
+        if h.events is not None:
+            events = h.events if events is None else min(events, h.events)
+        if h.nbytes is not None:
+            nbytes = h.nbytes if nbytes is None else min(nbytes, h.nbytes)
+    return Horizon(events, nbytes)
 
 
 def _decoded(

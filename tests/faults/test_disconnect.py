@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import AsyncIterator
 
 import pytest
 
+from chaosstream.faults.base import Chunk, FaultContext, FaultEvent, StreamEnd, SystemClock
 from chaosstream.faults.disconnect import Disconnect
 from chaosstream.testing import make_request, run_fault
 from tests.faults._streams import STREAM, WHOLE
@@ -160,3 +163,58 @@ async def test_keepalive_stall_with_the_anthropic_sdk_pings() -> None:
             await asyncio.wait_for(ask(url), 1.5)  # 3 x the read timeout
     assert len(got) == 2
     assert "event: ping" in proxy.fault_log[0].detail
+
+
+@pytest.mark.parametrize(
+    ("fault", "events", "nbytes"),
+    [
+        (Disconnect(after_events=3), 4, None),
+        (Disconnect(after_bytes=100), None, 100),
+        (Disconnect(after_tokens=3), None, None),
+        (Disconnect(after_ms=50), None, None),
+    ],
+)
+def test_horizon_is_the_cut_point(
+    fault: Disconnect, events: int | None, nbytes: int | None
+) -> None:
+    """The horizon is the event or byte the cut comes at; tokens and time give none."""
+    horizon = fault.horizon(_ctx([]))
+    if events is None and nbytes is None:
+        assert horizon is None
+    else:
+        assert horizon is not None and (horizon.events, horizon.nbytes) == (events, nbytes)
+
+
+@pytest.mark.parametrize("passed", [0, 1, 3])
+async def test_apply_counts_on_from_what_the_proxy_passed(passed: int) -> None:
+    """Started mid-stream, apply counts the events and bytes the proxy passed before it."""
+    fault = Disconnect(after_events=3, mode="close")
+    log: list[FaultEvent] = []
+    ctx = _ctx(log)
+    ctx.framed = True
+    ctx.passed_events, ctx.passed_bytes = passed, 1000
+
+    async def rest() -> AsyncIterator[Chunk]:
+        for data in STREAM[passed:]:
+            yield Chunk(data, 0.0)
+
+    out: list[bytes] = []
+    with pytest.raises(StreamEnd):
+        async for chunk in fault.apply(rest(), ctx):
+            out.append(chunk.data)
+    assert out == STREAM[passed:3]
+    event = log[-1]
+    assert (event.action, event.events, event.bytes) == ("close", 3, 1000 + len(b"".join(out)))
+
+
+def _ctx(log: list[FaultEvent]) -> FaultContext:
+    return FaultContext(
+        exchange=1,
+        request=make_request(),
+        rng=random.Random(0),
+        clock=SystemClock(),
+        started=0.0,
+        index=0,
+        type="disconnect",
+        log=log.append,
+    )

@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chaosstream.streams.sse import Event, EventDecoder, EventSplitter, format_event, parse_event
+from chaosstream.streams.sse import (
+    SSE_FRAMER,
+    Event,
+    EventDecoder,
+    EventSplitter,
+    format_event,
+    parse_event,
+)
 
 
 def reference_split(data: bytes) -> tuple[list[bytes], bytes]:
@@ -378,3 +385,28 @@ def test_huge_event_in_small_reads_takes_linear_time(eol: bytes) -> None:
     assert out == [payload]
     # Linear work is ~0.1 s; a quadratic rescan or recopy would take many seconds.
     assert elapsed < 3.0, elapsed
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.one_of(st.binary(max_size=120), st.lists(line_end_bytes, max_size=40).map(b"".join)),
+    prefix=st.sampled_from([b"", b"data: ", b"data:"]),
+    end=st.sampled_from([b"", b"\n", b"\n\n", b"\n\n\n", b"\r\n\r\n"]),
+)
+def test_whole_agrees_with_the_splitter(data: bytes, prefix: bytes, end: bytes) -> None:
+    """SseFramer.whole answers only for what a fresh splitter returns whole, and counts right."""
+    raw = prefix + data + end
+    got = SSE_FRAMER.whole(raw)
+    if got is None:
+        return
+    splitter = EventSplitter()
+    blocks = splitter.feed(raw)
+    assert b"".join(blocks) == raw and splitter.pending == 0
+    assert got == sum(SSE_FRAMER.dispatches(b) for b in blocks)
+
+
+def test_whole_takes_the_usual_event_and_leaves_the_rest() -> None:
+    """One data event is whole; two events, a comment, CRLF or a cut event need the splitter."""
+    assert SSE_FRAMER.whole(b'data: {"x": 1}\n\n') == 1
+    for raw in (b"data: a\n\ndata: b\n\n", b": ping\n\n", b"data: a\r\n\r\n", b"data: a\n"):
+        assert SSE_FRAMER.whole(raw) is None, raw

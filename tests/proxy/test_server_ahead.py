@@ -1,0 +1,107 @@
+"""An armed fault far from its trigger: the proxy passes reads on itself, then starts the chain.
+
+The proxy's output must be the chain's from the first byte (``chaosstream.testing`` runs
+the faults that way, in memory): the same bytes, the same fault log, the same end, for
+any way upstream's reads fall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from chaosstream.faults.disconnect import Disconnect
+from chaosstream.proxy.server import ChaosProxy
+from chaosstream.testing import run_fault
+from tests.conftest import ProxyFactory, make_profile
+
+# Frames with every trait the counting has to get right: keep-alive comments and blank
+# lines (not events), CRLF endings, multi-line data, an id-only block, UTF-8.
+PIECES = [
+    b'data: {"choices":[{"delta":{"content":"caf\xc3\xa9"}}]}\n\n',
+    b": keep-alive\n\n",
+    b"\n",
+    b"data: one\r\ndata: two\r\n\r\n",
+    b"id: 7\n\n",
+    b"event: message\ndata: \xe2\x9c\x93 done\n\n",
+    b"data:\n\n",
+]
+
+
+def case(rng: random.Random) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """A body cut at random points, and one or two disconnect faults."""
+    body = b"".join(rng.choice(PIECES) for _ in range(rng.randint(1, 14)))
+    if rng.random() < 0.3:
+        body += b"data: a tail with no blank line"
+    cuts = sorted(rng.sample(range(1, len(body)), max(0, min(len(body) - 1, rng.randint(0, 12)))))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if b > a]
+    faults: list[dict[str, Any]] = []
+    for _ in range(rng.choice([1, 1, 2])):
+        fault: dict[str, Any] = {"type": "disconnect", "mode": "close"}
+        if rng.random() < 0.6:
+            fault["after_events"] = rng.randint(0, 10)
+            fault["split_event"] = rng.random() < 0.5
+        else:
+            fault["after_bytes"] = rng.randint(0, len(body) + 2)
+        faults.append(fault)
+    return chunks, faults
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[str, dict[str, list[bytes]]]]:
+    """Serves the chunks registered under a path, one write each, a loop turn apart."""
+    bodies: dict[str, list[bytes]] = {}
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the proxy left at the cut
+            for i, chunk in enumerate(bodies[request.query["case"]]):
+                await resp.write(chunk)
+                # Some writes leave alone, some together: both read patterns get tested.
+                await asyncio.sleep(0.002 if i % 3 == 0 else 0)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}", bodies
+    await runner.cleanup()
+
+
+async def test_passing_ahead_gives_what_the_chain_gives(
+    upstream: tuple[str, dict[str, list[bytes]]], proxy_factory: ProxyFactory
+) -> None:
+    """Random bodies, reads and cut points: bytes, fault log and end match the in-memory chain."""
+    base, bodies = upstream
+    proxy: ChaosProxy = await proxy_factory(base)
+    rng = random.Random(17)
+    async with aiohttp.ClientSession() as session:
+        for n in range(60):
+            chunks, faults = case(rng)
+            bodies[str(n)] = chunks
+            proxy.set_profile(make_profile(faults))
+            proxy.fault_log.clear()
+            url = f"{proxy.url}/v1/chat/completions?case={n}"
+            async with session.post(url, json={"stream": True}) as r:
+                got = await r.read()
+            want = await run_fault([Disconnect.model_validate(f) for f in faults], chunks)
+            where = f"case {n}: {faults} over {chunks!r}"
+            assert got == want.data, where
+            assert [e.position() for e in proxy.fault_log] == [e.position() for e in want.log], (
+                where
+            )
+            ex = proxy.recorder.exchanges[-1]
+            assert ex.outcome == ("fault" if want.ended else "complete"), where
+            assert ex.bytes_out == len(want.data), where
