@@ -83,7 +83,8 @@ class SystemClock:
         if seconds <= 0:
             return
         due = time.monotonic() + seconds
-        lead = min(self._lead, seconds / 2)
+        # uvloop's millisecond timers may fire a little early: never aim late for it.
+        lead = max(0.0, min(self._lead, seconds / 2))
         await asyncio.sleep(seconds - lead)
         woke = time.monotonic()
         self._lead += (woke - (due - lead) - self._lead) * self.LEAD_WEIGHT
