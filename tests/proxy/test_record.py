@@ -15,6 +15,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chaosstream.faults.profile import load_profile, profile_from_data
 from chaosstream.mock import MockServer, MockSettings, answer_text, start_mock
@@ -461,3 +463,43 @@ async def test_a_timing_fault_records_no_second_copy(mock: MockServer) -> None:
     (ex,) = recorder.exchanges
     assert ex.client_chunks is not None and bytes(ex.client_chunks) == body
     assert len(body) < len(bytes(ex.upstream_chunks))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    reads=st.lists(st.integers(1, 9000), min_size=1, max_size=12),
+    lag=st.integers(0, 3),
+    change_at=st.one_of(st.none(), st.integers(0, 11)),
+    pack_at=st.one_of(st.none(), st.integers(0, 11)),
+    limit=st.sampled_from([100, 20_000, 1 << 20]),
+)
+def test_bodies_read_back_what_was_appended(
+    reads: list[int], lag: int, change_at: int | None, pack_at: int | None, limit: int
+) -> None:
+    """Whatever the read sizes, the client's lag and divergence, a pack() on the way and the
+    cap: each body, and its copy, reads back exactly the capped bytes appended to it."""
+    stream = _events(1000)
+    recorder = Recorder(body_limit=limit, stamps=True)
+    upstream = recorder.body()
+    client = recorder.body(like=upstream)
+    sent_up, sent_client, pending = b"", b"", []
+    pos = 0
+    for i, size in enumerate(reads):
+        data = stream[pos : pos + size] or b"x"
+        pos += size
+        upstream.append(data)
+        sent_up += data
+        pending.append(b"data: [CHANGED]\n\n" if i == change_at else data)
+        while len(pending) > lag:
+            out = pending.pop(0)
+            client.append(out)
+            sent_client += out
+        if i == pack_at:
+            upstream.pack()
+    assert bytes(upstream) == sent_up[:limit] and upstream.truncated == (len(sent_up) > limit)
+    assert bytes(client) == sent_client[:limit]
+    assert client.truncated == (len(sent_client) > limit)
+    times = client.times()
+    assert times[-1][1] == len(bytes(client)) if times else not sent_client
+    copied = upstream.copy()  # what Exchange.snapshot hands the --record writer thread
+    assert bytes(client.copy(like=copied)) == bytes(client.copy()) == sent_client[:limit]
