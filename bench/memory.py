@@ -74,7 +74,7 @@ async def measure(
         tracemalloc.start()
         idle = tracemalloc.take_snapshot()
         load = await _client(url, streams, events, rate)
-        await asyncio.sleep(1 + 0.9 * events / rate)
+        await asyncio.sleep(1 + 0.9 * max(0, events - 1) / rate)  # streams end (events-1)/rate in
         busy = tracemalloc.take_snapshot()
         tracemalloc.stop()
         await load.wait()
