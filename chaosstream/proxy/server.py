@@ -421,21 +421,28 @@ class ChaosProxy:
         if self.cassette is not None:  # new_episodes: what the cassette answers is replayed
             base = self.cassette.route(ex, info, headers) or base
         url = URL(str(base) + request.raw_path, encoded=True)
+        # Only the defaults the client did not send need skipping: with none to skip
+        # aiohttp takes its fast path (no skip set and header copy per request).
+        skip = [name for name in SKIP_AUTO if name not in headers] or None
         try:
-            # session.request returns once the response head is in: the timeout
-            # bounds the wait for it, never the body (a stream may be long).
-            upstream = await asyncio.wait_for(
-                self._session.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=data if info.body else None,
-                    allow_redirects=False,
-                    skip_auto_headers=SKIP_AUTO,
-                    compress=None,
-                ),
-                self.upstream_head_timeout_s,
+            head = self._session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=data if info.body else None,
+                allow_redirects=False,
+                skip_auto_headers=skip,
+                compress=None,
             )
+            # session.request returns once the response head is in: the timeout
+            # bounds the wait for it, never the body (a stream may be long). A timeout
+            # context where there is one: wait_for runs the request in a task of its
+            # own on Python 3.11, one more task per exchange.
+            if sys.version_info >= (3, 11):
+                async with asyncio.timeout(self.upstream_head_timeout_s):
+                    upstream = await head
+            else:
+                upstream = await asyncio.wait_for(head, self.upstream_head_timeout_s)
         except aiohttp.ClientError as e:
             # First: aiohttp's connect timeout is a ClientError (and a TimeoutError).
             return self._bad_gateway(ex, f"cannot reach upstream {base}: {_describe(e)}")

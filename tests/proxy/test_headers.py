@@ -3,6 +3,7 @@ both ways on real sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -159,3 +160,24 @@ async def test_repeated_response_headers_arrive_all_and_in_order(
     assert (status, body) == (200, b"ok")
     assert headers.getall("Set-Cookie") == ["first=1", "second=2", "third=3"]
     assert headers.getall("Vary") == direct[2].getall("Vary") == ["Accept", "Origin"]
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [(), ("Accept: */*", "User-Agent: raw/1"), ("Accept: */*", "Accept-Encoding: br")],
+)
+async def test_the_proxy_adds_no_request_header_of_its_own(
+    raw_upstream: str, proxy_factory: ProxyFactory, sent: tuple[str, ...]
+) -> None:
+    """Accept, Accept-Encoding, User-Agent and Content-Type reach upstream only when sent."""
+    proxy = await proxy_factory(raw_upstream)
+    host, port = proxy.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = "\r\n".join(["GET /headers HTTP/1.1", f"Host: {host}", "Connection: close", *sent])
+    writer.write(head.encode() + b"\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    seen = {k.lower(): v for k, v in json.loads(answer.split(b"\r\n\r\n", 1)[1])["headers"]}
+    defaults = {"accept", "accept-encoding", "user-agent", "content-type"}
+    assert defaults & set(seen) == {line.split(":")[0].lower() for line in sent}
