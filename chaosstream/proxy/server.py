@@ -935,9 +935,11 @@ class Ahead:
         "_cap",
         "_dispatches",
         "_framing",
+        "_held",
         "_max_bytes",
         "_max_events",
         "_now",
+        "_splitter",
         "_whole",
         "events",
         "first",
@@ -956,9 +958,13 @@ class Ahead:
         self._max_events = sys.maxsize if horizon.events is None else horizon.events
         self._max_bytes = sys.maxsize if horizon.nbytes is None else horizon.nbytes
         self._dispatches = None if framer is None else framer.dispatches
-        # A framer may tell at a glance that a read is whole frames (SseFramer.whole).
-        self._whole: Callable[[bytes], int | None] | None = getattr(framer, "whole", None)
         self._framing = framing
+        self._splitter = framing.splitter
+        # A framer may tell at a glance that a read is whole frames (SseFramer.whole);
+        # that takes a splitter holding nothing (_held: it may hold bytes).
+        whole = getattr(framer, "whole", None) if framing.splitter is not None else None
+        self._whole: Callable[[bytes], int | None] | None = whole
+        self._held = False
         self._cap = max_event_bytes
         self._now = now
         #: Data events and bytes passed on so far.
@@ -968,16 +974,21 @@ class Ahead:
         self.stopped = False
 
     def __call__(self, data: bytes) -> bytes:
-        splitter = self._framing.splitter
         whole = self._whole
-        if data and whole is not None and splitter is not None and not splitter.pending:
+        if whole is not None and data and not self._held:
             # The common read, one whole event, passes without being split.
             k = whole(data)
             if k is not None:
-                events, nbytes = self.events + k, self.nbytes + len(data)
+                events = self.events + k
+                nbytes = self.nbytes + len(data)
                 if events < self._max_events and nbytes < self._max_bytes:
-                    self.events, self.nbytes = events, nbytes
+                    self.events = events
+                    self.nbytes = nbytes
                     return data
+        return self._split(data)
+
+    def _split(self, data: bytes) -> bytes:
+        splitter = self._splitter
         if data:
             blocks = [data] if splitter is None else splitter.feed(data)
         else:
@@ -996,9 +1007,12 @@ class Ahead:
             events, nbytes = n, b
             taken += 1
         self.events, self.nbytes = events, nbytes
-        if not self.stopped and splitter is not None and splitter.pending > self._cap:
-            self._framing.overflow = splitter.flush()
-            self.stopped = True
+        if splitter is not None:
+            held = splitter.pending
+            self._held = held > 0
+            if not self.stopped and held > self._cap:
+                self._framing.overflow = splitter.flush()
+                self.stopped = True
         if taken == 1:
             return blocks[0]
         return b"".join(blocks[:taken]) if taken else b""
