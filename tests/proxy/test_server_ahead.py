@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from chaosstream.faults.disconnect import Disconnect
+from chaosstream.proxy.record import Recorder
 from chaosstream.proxy.server import ChaosProxy
 from chaosstream.testing import run_fault
 from tests.conftest import ProxyFactory, make_profile
@@ -80,12 +81,14 @@ async def upstream() -> AsyncIterator[tuple[str, dict[str, list[bytes]]]]:
     await runner.cleanup()
 
 
+@pytest.mark.parametrize("stamps", [False, True])
 async def test_passing_ahead_gives_what_the_chain_gives(
-    upstream: tuple[str, dict[str, list[bytes]]], proxy_factory: ProxyFactory
+    upstream: tuple[str, dict[str, list[bytes]]], proxy_factory: ProxyFactory, stamps: bool
 ) -> None:
-    """Random bodies, reads and cut points: bytes, fault log and end match the in-memory chain."""
+    """Random bodies, reads and cut points: bytes, fault log, end and the recorded client body
+    match the in-memory chain, whether the recorder stamps each write or not."""
     base, bodies = upstream
-    proxy: ChaosProxy = await proxy_factory(base)
+    proxy: ChaosProxy = await proxy_factory(base, recorder=Recorder(stamps=stamps))
     rng = random.Random(17)
     async with aiohttp.ClientSession() as session:
         for n in range(60):
@@ -102,6 +105,13 @@ async def test_passing_ahead_gives_what_the_chain_gives(
             assert [e.position() for e in proxy.fault_log] == [e.position() for e in want.log], (
                 where
             )
+            for _ in range(1000):  # the handler records the exchange as the body ends
+                if len(proxy.recorder.exchanges) > n:
+                    break
+                await asyncio.sleep(0.002)
             ex = proxy.recorder.exchanges[-1]
+            assert ex.id == 1 and len(proxy.recorder.exchanges) == n + 1, where
             assert ex.outcome == ("fault" if want.ended else "complete"), where
             assert ex.bytes_out == len(want.data), where
+            client = ex.client_chunks if ex.client_chunks is not None else ex.upstream_chunks
+            assert bytes(client) == want.data, where
