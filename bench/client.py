@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import re
+import secrets
 import time
 from array import array
 from collections import Counter
@@ -27,6 +28,8 @@ STAMP = re.compile(rb'"t":(\d+)\}')
 BODY = json.dumps(
     {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 ).encode()
+#: --traceparent: each stream sends a W3C traceparent of its own trace (bench.otel).
+TRACEPARENT = False
 
 
 class Stats:
@@ -57,9 +60,12 @@ async def one_stream(
     count = 0
     prev = first = 0
     tail = b""
+    headers = {"Content-Type": "application/json"}
+    if TRACEPARENT:
+        headers["traceparent"] = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
     sent = now_ns()
     try:
-        async with session.post(url, data=BODY, headers={"Content-Type": "application/json"}) as r:
+        async with session.post(url, data=BODY, headers=headers) as r:
             read = r.content.readany
             while data := await read():
                 got = now_ns()
@@ -164,7 +170,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--scopes", type=int, default=0, help="Spread streams over N scopes.")
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--traceparent", action="store_true", help="A traceparent per stream.")
     args = parser.parse_args()
+    global TRACEPARENT
+    TRACEPARENT = args.traceparent
     result = run(load(args), use_uvloop=have_uvloop() and not args.no_uvloop)
     print(json.dumps(result))
 
