@@ -240,15 +240,14 @@ def _error_type(ex: Exchange) -> str | None:
     return None
 
 
-def _parent(headers: Mapping[str, str]) -> Parent | None:
-    """The client's W3C context from its headers, or None (absent or invalid).
+def _parent(value: str, headers: Mapping[str, str]) -> Parent | None:
+    """The client's W3C context from its ``traceparent`` and headers, or None (invalid).
 
     Validation as the SDK's TraceContextTextMapPropagator (first header of each
     name); the tracestate is parsed by the API's ``TraceState.from_header`` (an
     invalid list is dropped whole) and kept as its canonical header value.
     """
-    value = headers.get("traceparent")
-    parent = parse_traceparent(value) if value else None
+    parent = parse_traceparent(value)
     if parent is None:
         return None
     state = headers.get("tracestate")
@@ -268,9 +267,10 @@ async def trace_context(
     The proxy's handler records the exchange's end (and so calls the listeners)
     inside this await, in the same task: the context variable is visible there.
     """
-    if "traceparent" not in request.headers:
+    value = request.headers.get("traceparent")
+    if value is None:
         return await handler(request)
-    token = _PARENT.set(_parent(request.headers))
+    token = _PARENT.set(_parent(value, request.headers))
     try:
         return await handler(request)
     finally:

@@ -313,6 +313,17 @@ def parse_traceparent(value: str) -> Parent | None:
     and all-zero ids are invalid, version 00 takes nothing after the flags, a
     later version may append fields. Header values over 512 characters are refused.
     """
+    if len(value) == 55 and value[2] == value[35] == value[52] == "-" and value == value.lower():
+        # The common exact form, without the regex (py-spy on a busy proxy: the match
+        # was most of the middleware's time). fromhex rejects any other character and
+        # skips blanks, so a length other than 26 bytes is invalid too.
+        try:
+            raw = bytes.fromhex(value.replace("-", ""))
+        except ValueError:
+            return None
+        if len(raw) != 26 or raw[0] == 0xFF or raw[1:17] == _ZERO16 or raw[17:25] == _ZERO8:
+            return None
+        return raw[1:17], raw[17:25], raw[25], None
     if len(value) > 512:
         return None
     m = _TRACEPARENT.match(value)
@@ -329,6 +340,7 @@ _TRACEPARENT = re.compile(
     r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$"
 )
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_ZERO16, _ZERO8 = bytes(16), bytes(8)
 
 
 class _SpanEncoder:
