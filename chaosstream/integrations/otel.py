@@ -554,6 +554,14 @@ class ProxyTelemetry:
             self.histograms = [Histogram(*spec) for spec in HISTOGRAMS]
             exporter.collect = self.collect
         self._metrics = bool(self.histograms)
+        # Only the lean exporter: every exchange's work runs on its work thread (one
+        # writer of the metric cells). With an SDK provider, all of it on the loop.
+        self._work = (
+            exporter if exporter is not None and self.tracer is None and meter_provider is None
+            else None
+        )  # fmt: skip
+        if self._work is not None:
+            self._work.process = self._deferred
 
     # -- wiring ------------------------------------------------------------
 
@@ -640,13 +648,30 @@ class ProxyTelemetry:
     # -- per exchange -------------------------------------------------------------
 
     def observe(self, ex: Exchange, profile: str, seed: int, scope: str | None = None) -> None:
-        """One finished exchange: its span (with an event per fault) and its metric points."""
+        """One finished exchange: its span (with an event per fault) and its metric points.
+
+        With only the lean exporter (no SDK provider), the loop just queues the
+        exchange with its profile, seed, scope and W3C parent (what may change or is
+        only known here); the exporter's work thread makes the rest.
+        """
+        if self._work is not None:
+            self._work.defer((ex, profile, seed, scope, _PARENT.get()))
+            return
+        self._observe(ex, profile, seed, scope, _PARENT.get())
+
+    def _deferred(self, item: tuple[Exchange, str, int, str | None, Parent | None]) -> None:
+        self._observe(*item)
+
+    def _observe(
+        self, ex: Exchange, profile: str, seed: int, scope: str | None, parent: Parent | None
+    ) -> None:
+        # A finished exchange's fields no longer change; a compaction may pack its
+        # bodies meanwhile, which Body.tail reads all the same.
         provider = _PROVIDERS.get(ex.provider)
         operation = _operation(ex)
         model = request_model(ex) if operation is not None else None
         found = usage(ex.upstream_chunks, ex.provider) if provider is not None else None
         if self.tracer is not None or self.lean_spans:
-            parent = _PARENT.get()
             record = _record(
                 ex, profile, seed, scope, parent, self.path, provider, operation, model, found
             )

@@ -49,6 +49,7 @@ from chaosstream.integrations.otlp import (
     parse_traceparent,
 )
 from chaosstream.mock import MockServer
+from chaosstream.proxy.record import Exchange
 from chaosstream.proxy.server import ChaosProxy
 
 CHAT = {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
@@ -382,6 +383,38 @@ def test_retryable_statuses_are_retried_and_a_500_is_not(receiver: Receiver) -> 
     assert exp.shutdown(3.0)
     assert [s.name for s in receiver.spans()] == ["chat m-1"]
     assert (exp.exported, exp.failed) == (1, 1)
+
+
+def finished(i: int) -> Exchange:
+    """A finished streaming exchange, as the recorder hands it to its listeners."""
+    ex = Exchange(i, "POST", "/v1/chat/completions", "openai", True, time.monotonic())
+    ex.request_body = b'{"model":"m-1","stream":true}'
+    ex.upstream_chunks.append(b'data: {"choices":[]}\n\ndata: [DONE]\n\n')
+    ex.status, ex.outcome = 200, "complete"
+    ex.first_byte, ex.ended = ex.started + 0.01, ex.started + 0.02
+    return ex
+
+
+def test_a_slow_collector_drops_spans_but_every_exchange_is_counted(receiver: Receiver) -> None:
+    """The work thread does no I/O: spans past the queue are dropped, metric points never."""
+    receiver.delay = 0.5
+    exp = OtlpExporter(
+        Endpoint(f"{receiver.url}/v1/traces"),
+        Endpoint(f"{receiver.url}/v1/metrics"),
+        {},
+        SCOPE,
+        BatchSettings(delay_s=60.0, batch_size=5, queue_size=10),
+    )
+    telemetry = ProxyTelemetry(exporter=exp, owned=True)
+    for i in range(300):
+        telemetry.observe(finished(i), "p", 1)
+    telemetry.shutdown(1.0)
+    assert exp.dropped > 0 and exp.dropped_work == 0
+    counted = dict(telemetry.counts("chaosstream.exchanges"))
+    assert sum(counted.values()) == 300
+    (ttft,) = [h for h in telemetry.collect() if h.name == "gen_ai.server.time_to_first_token"]
+    assert ttft.histogram is not None
+    assert sum(sum(state[3:]) for state in ttft.histogram.points.values()) == 300
 
 
 def test_headers_and_gzip_reach_the_receiver(receiver: Receiver) -> None:
