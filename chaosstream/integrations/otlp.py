@@ -684,7 +684,9 @@ class OtlpExporter:
         self.exported = 0
         self.failed = 0
         self.metric_exports = 0
-        self._queue: deque[SpanRecord] = deque()
+        # Encoded spans: bytes are not tracked by the garbage collector, records are
+        # (five objects a span, promoted to the old generations while they wait).
+        self._queue: deque[bytes] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._encoder = _SpanEncoder(resource, scope)
@@ -745,7 +747,11 @@ class OtlpExporter:
                 log.warning("otel: an exchange could not be traced", error=f"{e!r}"[:200])
 
     def add_span(self, record: SpanRecord) -> None:
-        """Queue a finished span (on the event loop: never blocks, drops when full)."""
+        """Encode and queue a finished span (never blocks; drops when the queue is full).
+
+        Called from one thread at a time: the work thread, or the loop when an SDK
+        provider keeps the work there.
+        """
         queue = self._queue
         n = len(queue)
         if n >= self.batch.queue_size or self._stop.is_set():
@@ -756,7 +762,10 @@ class OtlpExporter:
                     queue_size=self.batch.queue_size,
                 )
             return
-        queue.append(record)
+        data = self._encoder.span(record)
+        if data is None:  # not sampled
+            return
+        queue.append(data)
         if n + 1 == self.batch.batch_size:
             self._wake.set()
 
@@ -820,10 +829,9 @@ class OtlpExporter:
         all of them within ``deadline`` at shutdown (what is left then counts as failed)."""
         queue, size = self._queue, self.batch.batch_size
         while queue:
-            batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+            spans = [queue.popleft() for _ in range(min(size, len(queue)))]
             if self._spans is None:
                 continue
-            spans = [s for s in map(self._encoder.span, batch) if s is not None]
             if spans:
                 until = time.monotonic() + self.batch.export_timeout_s
                 why = self._spans.post(self._encoder.request(spans), min(until, deadline or until))
