@@ -152,7 +152,7 @@ async def test_idle_and_slowloris_connections_are_closed(
 
     async def closed_by_server(reader: asyncio.StreamReader) -> bool:
         try:
-            return await asyncio.wait_for(reader.read(), 5.0) == b""
+            return await asyncio.wait_for(reader.read(), 10.0) == b""
         except (asyncio.TimeoutError, ConnectionError):
             return False
 
@@ -165,7 +165,8 @@ async def test_idle_and_slowloris_connections_are_closed(
         for _, writer in conns:
             writer.close()
     assert all(results), f"{results.count(False)} of 200 left open"
-    assert time.monotonic() - started < 4.0
+    # 0.5 s asked; the slack is a loaded 2-core machine's (the old default was an hour).
+    assert time.monotonic() - started < 8.0
 
 
 async def test_idle_timeout_spares_a_stalled_response(
