@@ -168,7 +168,7 @@ def usage(body: bytes | Body, provider: str) -> Usage | None:
     """The usage the body of wire format ``provider`` reported (its last, cumulative counts).
 
     Reads the body's last 16 KB and, for Anthropic's input count in
-    ``message_start``, its first: two ``rfind`` per key, no parse. A recorded
+    ``message_start``, its first 16 KB: ``rfind`` per key, no parse. A recorded
     :class:`~chaosstream.proxy.record.Body` unpacks only those blocks. None for
     a format with no usage.
     """
@@ -184,7 +184,10 @@ def usage(body: bytes | Body, provider: str) -> Usage | None:
     found: list[int | None] = [None, None]
     if tail.rfind(keys[0][-7:]) >= 0:
         found = [_last_number(tail, key) for key in keys]
-    if found[0] is None and len(tail) == _TAIL_BYTES:  # maybe longer: its head too
+    if found[0] is None and provider == "anthropic" and len(tail) == _TAIL_BYTES:
+        # Only Anthropic reports the input count in its first event alone (message_start);
+        # the others report both counts together at the end. (py-spy: scanning every
+        # long body's head too was most of the work thread's time on 200-event streams.)
         head = body.head(_TAIL_BYTES) if isinstance(body, Body) else body[:_TAIL_BYTES]
         found[0] = _last_number(head, keys[0])
     if found[0] is None and found[1] is None:
