@@ -47,6 +47,7 @@ from chaosstream.proxy.scopes import (
     Scopes,
     split_scope,
 )
+from chaosstream.proxy.stamp import Stamp, StampingConnector, reset_wanted, wanted
 from chaosstream.streams.format import Framer, Splitter
 from chaosstream.streams.providers import error_body
 from chaosstream.streams.registry import format_for_response, framer_for, get, is_stream_body
@@ -183,7 +184,8 @@ class ChaosProxy:
         # one after another reuse it. For a literal IP aiohttp resolves nothing and
         # aiohappyeyeballs connects the one address at once; its share in py-spy is the
         # connect() itself (the handshake a stream that overlaps the others needs anyway).
-        connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0, enable_cleanup_closed=True)
+        # Stamping: a connection for a timing fault notes when its bytes arrive (stamp.py).
+        connector = StampingConnector(ssl=self._ssl, limit=0, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -424,6 +426,13 @@ class ChaosProxy:
         # Only the defaults the client did not send need skipping: with none to skip
         # aiohttp takes its fast path (no skip set and header copy per request).
         skip = [name for name in SKIP_AUTO if name not in headers] or None
+        # A fault that counts from when bytes arrived (Chunk.received) gets them stamped at
+        # the socket, head included; a far horizon means the chain starts later, if ever.
+        stamp: Stamp | None = None
+        if any(a.fault.acts_on_stream and a.fault.horizon(a.ctx) is None for a in armed):
+            stamp = Stamp(self.clock.now)
+        token = wanted(stamp)
+        got = False
         try:
             head = self._session.request(
                 request.method,
@@ -443,6 +452,7 @@ class ChaosProxy:
                     upstream = await head
             else:
                 upstream = await asyncio.wait_for(head, self.upstream_head_timeout_s)
+            got = True
         except aiohttp.ClientError as e:
             # First: aiohttp's connect timeout is a ClientError (and a TimeoutError).
             return self._bad_gateway(ex, f"cannot reach upstream {base}: {_describe(e)}")
@@ -450,10 +460,16 @@ class ChaosProxy:
             return self._gateway_timeout(ex, info)
         except OSError as e:
             return self._bad_gateway(ex, f"cannot reach upstream {base}: {_describe(e)}")
+        finally:
+            reset_wanted(token)
+            if stamp is not None and not got:  # the ways out without a response
+                stamp.detach()
 
         try:
-            return await self._respond(request, upstream, ex, armed, on_head, recorder)
+            return await self._respond(request, upstream, ex, armed, on_head, recorder, stamp)
         finally:
+            if stamp is not None:
+                stamp.detach()
             # Closing (not releasing) drops the upstream connection unless the
             # body was read to the end: a client that left closes upstream too.
             ex.upstream_closed_early |= not upstream.content.is_eof()
@@ -507,7 +523,10 @@ class ChaosProxy:
         armed: list[Armed],
         on_head: Callable[[bool], bool] | None,
         recorder: Recorder,
+        stamp: Stamp | None = None,
     ) -> web.StreamResponse:
+        # When upstream's head reached the socket: the head's hold counts from there.
+        head_at = None if stamp is None else stamp.head_in(upstream.content)
         ex.status = upstream.status
         ex.content_type = upstream.headers.get("Content-Type")
         ex.retry_after = upstream.headers.get("Retry-After")
@@ -562,6 +581,9 @@ class ChaosProxy:
             self.cassette.response(ex, upstream.headers)
             keep = True  # a cassette keeps every body, binary ones too
         head_s = self._head_delay_s(armed)
+        if head_s > 0 and head_at is not None:
+            # As a chunk's delay does (Toxiproxy's delay - time.Since(c.Timestamp)).
+            head_s = max(0.0, head_s - (self.clock.now() - head_at))
         head: asyncio.Future[None] | None = None
         try:
             if head_s > 0 and chain:
@@ -573,7 +595,7 @@ class ChaosProxy:
                 await resp.prepare(request)
             if chain:
                 await self._pump_faults(
-                    upstream, resp, ex, chain, keep, recorder, head, decoder, request
+                    upstream, resp, ex, chain, keep, recorder, head, decoder, request, stamp
                 )
             else:
                 await relay(upstream, request, resp, ex, keep, self.clock.now)
@@ -638,6 +660,7 @@ class ChaosProxy:
         head: asyncio.Future[None] | None = None,
         decoder: Decoder | None = None,
         request: web.Request | None = None,
+        stamp: Stamp | None = None,
     ) -> None:
         clock = self.clock
         kept = ex.upstream_chunks
@@ -647,6 +670,13 @@ class ChaosProxy:
         # blocks: one send per read instead of one per event (a quarter of the CPU).
         batch = all(a.fault.prompt and a.fault.window is None for a in chain)
         horizon = _nearest(chain) if batch else None
+        # The bytes' arrival at the socket (stamp.py), else when this task woke to them.
+        arrived: Callable[[], float] = clock.now
+        if stamp is not None:
+            if horizon is None:
+                arrived = stamp.take
+            else:  # passed ahead through relay's tap first: no stamps to take
+                stamp.detach()
         # The recorder in use makes the body: a scope's caps and stamps, not the proxy's.
         # While the proxy passes reads ahead of the chain the client gets upstream's bytes,
         # so its body is made only once a fault may act -- unless the recorder stamps each
@@ -717,7 +747,7 @@ class ChaosProxy:
                     return
                 if keep:
                     kept.append(data)
-                yield Chunk(data, clock.now())
+                yield Chunk(data, arrived())
 
         raw = source()
         stream: AsyncIterator[Chunk] = raw
