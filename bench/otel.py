@@ -23,8 +23,10 @@ What makes the numbers real:
 - the metric export interval is the SDK's default (60 s): collection costs per
   interval, not per event, and a run this short sees only the exit export.
 
-``--compare DIR`` adds a third mode: ``--otel`` with the chaosstream of another
-checkout (``git worktree add DIR <commit>``), for an interleaved before/after.
+``--compare DIR`` (repeatable) adds a mode: ``--otel`` with the chaosstream of
+another checkout (``git worktree add DIR <commit>``), for a before/after in the
+same run. In a checkout others are editing, run it from a worktree of the commit
+(``cd DIR && python -m bench.otel``): off and on use the checkout it runs from.
 Prints one JSON object; exit 1 when a median ratio is over the goal.
 """
 
