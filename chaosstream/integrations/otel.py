@@ -12,10 +12,12 @@ events and bytes. It also feeds OTLP metrics that mirror the Prometheus ones
 
 Where it hooks in, and what that costs:
 
-- an aiohttp middleware reads ``traceparent``/``tracestate`` once per request
-  into a context variable; the proxy forwards both headers upstream unchanged
-  (they are end-to-end headers), so a model server's spans join the same trace
-  as siblings of ours, both children of the client's span;
+- the proxy keeps the request's ``traceparent``/``tracestate`` headers on its
+  :class:`~chaosstream.proxy.record.Exchange` (two header look-ups, whether
+  telemetry is on or not) and forwards both upstream unchanged (they are
+  end-to-end headers), so a model server's spans join the same trace as
+  siblings of ours, both children of the client's span; they are parsed only
+  when the span is made (on the lean exporter's work thread);
 - a recorder listener (and a scope listener) builds the span and the metric
   points once, when the exchange ends, with the times the recorder took: never
   per chunk, and no parse of the body (usage is found with ``rfind`` in the
@@ -39,12 +41,10 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
-from aiohttp import web
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import (
@@ -87,6 +87,7 @@ __all__ = [
     "Usage",
     "configure",
     "describe",
+    "parent_of",
     "request_model",
     "sdk_only",
     "sdk_span",
@@ -99,8 +100,6 @@ FAULT_EVENT = "chaosstream.fault"
 
 # The W3C trace context only: the proxy relays the headers as they came, so
 # it must read exactly what it relays (OTEL_PROPAGATORS would not change that).
-# Kept as raw ids (otlp.Parent): the lean exporter needs no SDK Context.
-_PARENT: ContextVar[Parent | None] = ContextVar("chaosstream_otel_parent", default=None)
 # As opentelemetry-api's TraceContextTextMapPropagator: a longer tracestate is ignored.
 _MAX_TRACESTATE = 512
 
@@ -244,7 +243,7 @@ def _error_type(ex: Exchange) -> str | None:
     return None
 
 
-def _parent(value: str, headers: Mapping[str, str]) -> Parent | None:
+def _parent(value: str, state: str | None) -> Parent | None:
     """The client's W3C context from its ``traceparent`` and headers, or None (invalid).
 
     Validation as the SDK's TraceContextTextMapPropagator (first header of each
@@ -254,7 +253,6 @@ def _parent(value: str, headers: Mapping[str, str]) -> Parent | None:
     parent = parse_traceparent(value)
     if parent is None:
         return None
-    state = headers.get("tracestate")
     if state is not None and len(state) <= _MAX_TRACESTATE:
         items = TraceState.from_header([state]).items()
         if items:
@@ -262,23 +260,9 @@ def _parent(value: str, headers: Mapping[str, str]) -> Parent | None:
     return parent
 
 
-@web.middleware
-async def trace_context(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Keep the request's W3C trace context for the span its exchange gets when it ends.
-
-    The proxy's handler records the exchange's end (and so calls the listeners)
-    inside this await, in the same task: the context variable is visible there.
-    """
-    value = request.headers.get("traceparent")
-    if value is None:
-        return await handler(request)
-    token = _PARENT.set(_parent(value, request.headers))
-    try:
-        return await handler(request)
-    finally:
-        _PARENT.reset(token)
+def parent_of(ex: Exchange) -> Parent | None:
+    """The W3C parent of ``ex``'s span: its client's trace context, or None (none, invalid)."""
+    return None if ex.traceparent is None else _parent(ex.traceparent, ex.tracestate)
 
 
 _ATTRIBUTE_SETS: dict[tuple[Any, ...], dict[str, AttrValue]] = {}
@@ -571,7 +555,6 @@ class ProxyTelemetry:
 
     def attach(self, proxy: ChaosProxy) -> None:
         """Trace ``proxy``'s exchanges (its scopes' too). Call before ``proxy.start()``."""
-        proxy.app.middlewares.append(trace_context)
 
         def plain(ex: Exchange) -> None:
             self.observe(ex, proxy.profile.name, proxy.seed)
@@ -659,12 +642,13 @@ class ProxyTelemetry:
         only known here); the exporter's work thread makes the rest.
         """
         if self._work is not None:
-            self._work.defer((ex, profile, seed, scope, _PARENT.get()))
+            self._work.defer((ex, profile, seed, scope))
             return
-        self._observe(ex, profile, seed, scope, _PARENT.get())
+        self._observe(ex, profile, seed, scope, parent_of(ex))
 
-    def _deferred(self, item: tuple[Exchange, str, int, str | None, Parent | None]) -> None:
-        self._observe(*item)
+    def _deferred(self, item: tuple[Exchange, str, int, str | None]) -> None:
+        ex, profile, seed, scope = item
+        self._observe(ex, profile, seed, scope, parent_of(ex))
 
     def _observe(
         self, ex: Exchange, profile: str, seed: int, scope: str | None, parent: Parent | None

@@ -319,6 +319,11 @@ class Exchange:
     query: str = ""
     request_body: bytes = b""
     last_event_id: str | None = None
+    traceparent: str | None = None
+    """The client's W3C ``traceparent`` header, as sent (forwarded upstream unchanged);
+    OpenTelemetry makes the exchange's span its child."""
+    tracestate: str | None = None
+    """The client's W3C ``tracestate`` header, as sent."""
     scope: str | None = None
     """The scope the request named (``/~/<scope>/`` or X-Chaosstream-Scope); None when unscoped."""
     status: int | None = None

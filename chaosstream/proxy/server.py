@@ -306,6 +306,8 @@ class ChaosProxy:
             started=started,
             request_body=body,
             last_event_id=request.headers.get("Last-Event-ID"),
+            traceparent=request.headers.get("traceparent"),
+            tracestate=request.headers.get("tracestate"),
         )
         recorder.begin(ex)
         tap = self.cassette

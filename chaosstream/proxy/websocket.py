@@ -102,6 +102,8 @@ async def proxy_websocket(
         stream=True,
         started=clock.now(),
         query=request.query_string,
+        traceparent=request.headers.get("traceparent"),
+        tracestate=request.headers.get("tracestate"),
     )
     if info.provider != "sse":
         ex.content_type = MEDIA_TYPE

@@ -8,6 +8,7 @@ loopback receiver that decodes the protobuf payloads with opentelemetry-proto.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -172,6 +173,28 @@ async def test_no_traceparent_makes_a_root_span_and_upstream_gets_none(
     assert span.status.status_code == StatusCode.UNSET
     assert dict(span.attributes or {})["chaosstream.outcome"] == "complete"
     assert "traceparent" not in mock.requests[-1].headers
+
+
+async def test_a_websocket_exchange_is_a_child_of_its_handshakes_traceparent(
+    traced: ChaosProxy, otel: Telemetry
+) -> None:
+    """The trace context a WebSocket handshake carries parents that exchange's span too."""
+    traced.set_profile(load_profile("clean"), 1)
+    header, trace_id, span_id = traceparent()
+    ws_url = traced.url.replace("http://", "ws://") + "/ws"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(ws_url, headers={"traceparent": header}) as ws,
+    ):
+        await ws.send_json({"prompt": "hello ws", "tokens": 3})
+        async for msg in ws:
+            if json.loads(msg.data)["type"] == "done":
+                break
+    await ended(traced, 1)
+    (span,) = otel.finished()
+    assert span.context is not None and span.parent is not None
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert format(span.parent.span_id, "016x") == span_id
 
 
 async def test_usage_and_time_per_output_token_from_an_anthropic_stream(
