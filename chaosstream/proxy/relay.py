@@ -29,7 +29,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from chaosstream.proxy.record import Exchange
 
-__all__ = ["Gate", "Tap", "relay"]
+__all__ = ["Gate", "Interposed", "Tap", "relay"]
 
 
 async def relay(
@@ -128,7 +128,32 @@ class Gate(Protocol):
         ...
 
 
-class Tap(asyncio.Protocol):
+class Interposed(asyncio.Protocol):
+    """A protocol slipped between an upstream transport and aiohttp's ``ResponseHandler``
+    (``transport.set_protocol``): what a subclass does not take over reaches aiohttp's
+    protocol unchanged, so its parser, timers and flow-control flags stay right. None
+    once it let go (the callbacks then do nothing)."""
+
+    __slots__ = ("_inner",)
+
+    _inner: ResponseHandler | None
+
+    def eof_received(self) -> bool | None:
+        inner = self._inner
+        if inner is not None:
+            inner.eof_received()
+        return None  # aiohttp's protocol keeps no half-open connection either
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+class Tap(Interposed):
     """Sits between an upstream transport and aiohttp's protocol for one body.
 
     Every callback goes to the original protocol (``inner``) first, so aiohttp's
@@ -142,7 +167,6 @@ class Tap(asyncio.Protocol):
         "_content",
         "_ex",
         "_gate",
-        "_inner",
         "_keep",
         "_paused",
         "_server",
@@ -257,12 +281,6 @@ class Tap(asyncio.Protocol):
             inner.data_received(data)
             self._pump()
 
-    def eof_received(self) -> bool | None:
-        inner = self._inner
-        if inner is not None:
-            inner.eof_received()
-        return None  # aiohttp's protocol keeps no half-open connection either
-
     def connection_lost(self, exc: Exception | None) -> None:
         inner = self._inner
         if inner is not None:
@@ -272,11 +290,3 @@ class Tap(asyncio.Protocol):
             self._pump()
             self.detach()
             self._settle(False)
-
-    def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()

@@ -28,6 +28,8 @@ from typing import Any
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
+from chaosstream.proxy.relay import Interposed
+
 __all__ = ["Stamp", "StampingConnector", "reset_wanted", "wanted"]
 
 # A one-slot list, emptied by reset_wanted: a context copied meanwhile (aiohttp's timer
@@ -66,10 +68,10 @@ class StampingConnector(aiohttp.TCPConnector):
         return conn
 
 
-class Stamp(asyncio.Protocol):
+class Stamp(Interposed):
     """Notes when the oldest bytes not yet :meth:`take`-n reached the connection."""
 
-    __slots__ = ("_content", "_inner", "_now", "_transport", "at")
+    __slots__ = ("_content", "_now", "_transport", "at")
 
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
@@ -130,22 +132,8 @@ class Stamp(asyncio.Protocol):
             if content is not None and content.is_eof():
                 self.detach()  # the pool may lend the connection as soon as we return
 
-    def eof_received(self) -> bool | None:
-        inner = self._inner
-        if inner is not None:
-            inner.eof_received()
-        return None  # aiohttp's protocol keeps no half-open connection either
-
     def connection_lost(self, exc: Exception | None) -> None:
         inner = self._inner
         if inner is not None:
             inner.connection_lost(exc)
             self.detach()
-
-    def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()
