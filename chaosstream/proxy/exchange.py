@@ -14,10 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
-from chaosstream.faults import RequestInfo
+from chaosstream.faults import FaultContext, Refusal, RequestInfo
+from chaosstream.proxy.record import Exchange
 from chaosstream.streams.registry import format_for
 
-__all__ = ["abort", "drained", "request_info"]
+__all__ = ["abort", "drained", "refused", "request_info"]
 
 
 async def drained(request: web.Request, timeout: float = 2.0) -> None:
@@ -70,3 +71,16 @@ def request_info(request: web.Request, body: bytes) -> RequestInfo:
     # or a default (Ollama streams unless told not to).
     info.stream = fmt.wants_stream(info)
     return info
+
+
+def refused(ex: Exchange, ctx: FaultContext, refusal: Refusal, now: float) -> None:
+    """Record that a fault answered ``ex`` itself (the HTTP answer or the WebSocket
+    handshake's): status, the retry hints it sent, its fault log line, its bytes."""
+    ex.outcome = "refused"
+    ex.status = refusal.status
+    ex.retry_after = refusal.headers.get("Retry-After")
+    ex.retry_after_ms = refusal.headers.get("retry-after-ms")
+    ex.should_retry = refusal.headers.get("x-should-retry")
+    ctx.fired("refuse", detail=f"status {refusal.status}")
+    ex.bytes_out = len(refusal.body)
+    ex.first_byte = now

@@ -33,7 +33,7 @@ from chaosstream.faults.profile import Profile
 from chaosstream.faults.trigger import Armed
 from chaosstream.proxy.cassette import CassetteTap
 from chaosstream.proxy.encoding import Decoder, decoder_for, is_encoded
-from chaosstream.proxy.exchange import abort, drained, request_info
+from chaosstream.proxy.exchange import abort, drained, refused, request_info
 from chaosstream.proxy.headers import end_to_end
 from chaosstream.proxy.record import Body, Exchange, Recorder
 from chaosstream.proxy.relay import Tap, relay
@@ -389,21 +389,13 @@ class ChaosProxy:
             # Asked only of a fault that can refuse: a coroutine per fault is not free.
             refusal = await a.refuse() if a.refuses else None
             if refusal is not None:
-                ex.outcome = "refused"
-                ex.status = refusal.status
-                ex.retry_after = refusal.headers.get("Retry-After")
-                ex.retry_after_ms = refusal.headers.get("retry-after-ms")
-                ex.should_retry = refusal.headers.get("x-should-retry")
-                a.ctx.fired("refuse", detail=f"status {refusal.status}")
+                refused(ex, a.ctx, refusal, self.clock.now())
                 answer = {**refusal.headers, "Content-Type": refusal.content_type}
                 if "origin" in info.headers:
                     # The providers answer browsers with CORS on errors too, so a page can
                     # read the status and Retry-After instead of a bare "Failed to fetch".
                     answer.update(CORS_ERROR_HEADERS)
-                resp = web.Response(status=refusal.status, body=refusal.body, headers=answer)
-                ex.bytes_out = len(refusal.body)
-                ex.first_byte = self.clock.now()
-                return resp
+                return web.Response(status=refusal.status, body=refusal.body, headers=answer)
 
         assert self._session is not None
         headers = end_to_end(request.headers, drop=("Host", "Content-Length"))

@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 from yarl import URL
 
 from chaosstream.faults import Chunk, StreamEnd
-from chaosstream.proxy.exchange import abort, request_info
+from chaosstream.proxy.exchange import abort, refused, request_info
 from chaosstream.proxy.headers import end_to_end
 from chaosstream.proxy.record import Exchange
 from chaosstream.streams.registry import format_for
@@ -118,14 +118,7 @@ async def proxy_websocket(
             # does (the Realtime API's 429): the client's WebSocket library raises.
             refusal = await a.refuse()
             if refusal is not None:
-                ex.outcome = "refused"
-                ex.status = refusal.status
-                ex.retry_after = refusal.headers.get("Retry-After")
-                ex.retry_after_ms = refusal.headers.get("retry-after-ms")
-                ex.should_retry = refusal.headers.get("x-should-retry")
-                a.ctx.fired("refuse", detail=f"status {refusal.status}")
-                ex.bytes_out = len(refusal.body)
-                ex.first_byte = clock.now()
+                refused(ex, a.ctx, refusal, clock.now())
                 return web.Response(
                     status=refusal.status,
                     body=refusal.body,
