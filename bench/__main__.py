@@ -171,6 +171,9 @@ def proxy_cmd(mode: str, upstream: str, port: int, profile: str) -> list[str] | 
         return cmd + (["--uvloop"] if "uvloop" in mode else [])
     if mode == "aiohttp-minimal":
         return [PY, "-m", "bench.minimal_proxy", "--upstream", upstream, "--port", str(port)]
+    if mode == "python-floor":  # the least a Python proxy on asyncio can cost (bench.floor_proxy)
+        cmd = [PY, "-m", "bench.floor_proxy", "--upstream", upstream, "--port", str(port)]
+        return cmd + (["--uvloop"] if have_uvloop() else [])
     if mode == "mitmproxy":
         return [
             mitmdump_path() or "mitmdump", "-q", "--mode", f"reverse:{upstream}",

@@ -99,7 +99,7 @@ def run_one(mode: str, load: Any, profile: str = "{}") -> dict[str, Any]:
 
 def scaling_modes(only: list[str] | None) -> list[str]:
     """Contenders of the scaling table (direct is the latency baseline)."""
-    modes = ["direct", "aiohttp-minimal", "chaosstream"]
+    modes = ["direct", "aiohttp-minimal", "python-floor", "chaosstream"]
     if have_uvloop():
         modes.append("chaosstream+uvloop")
     modes.append("chaosstream armed")
