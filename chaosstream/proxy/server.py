@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import structlog
@@ -36,7 +34,7 @@ from chaosstream.proxy.encoding import Decoder, decoder_for, is_encoded
 from chaosstream.proxy.exchange import abort, drained, refused, request_info
 from chaosstream.proxy.headers import end_to_end
 from chaosstream.proxy.record import Body, Exchange, Recorder
-from chaosstream.proxy.relay import Tap, relay
+from chaosstream.proxy.relay import relay
 from chaosstream.proxy.scopes import (
     MAX_SCOPES,
     SCOPE_HEADER,
@@ -47,7 +45,7 @@ from chaosstream.proxy.scopes import (
     Scopes,
     split_scope,
 )
-from chaosstream.proxy.stamp import Stamp, StampingConnector, reset_wanted, wanted
+from chaosstream.proxy.upstream import BodyError, Pool, Response, UpstreamError
 from chaosstream.streams.format import Framer, Splitter
 from chaosstream.streams.providers import error_body
 from chaosstream.streams.registry import format_for_response, framer_for, get, is_stream_body
@@ -168,6 +166,9 @@ class ChaosProxy:
             self._ssl: ssl.SSLContext | bool = False
         else:
             self._ssl = ssl.create_default_context(cafile=ca_file)
+        #: The data path's upstream connections (proxy/upstream.py); WebSocket
+        #: handshakes go through aiohttp's client (``_session``).
+        self._pool: Pool | None = None
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -179,13 +180,11 @@ class ChaosProxy:
     # -- lifecycle ---------------------------------------------------------
 
     async def _open_session(self, _app: web.Application) -> None:
-        # A warm pool (issue 17): no cap on connections (limit=0, none per host), and a
-        # finished body returns its connection for aiohttp's 15 s keep-alive, so streams
-        # one after another reuse it. For a literal IP aiohttp resolves nothing and
-        # aiohappyeyeballs connects the one address at once; its share in py-spy is the
-        # connect() itself (the handshake a stream that overlaps the others needs anyway).
-        # Stamping: a connection for a timing fault notes when its bytes arrive (stamp.py).
-        connector = StampingConnector(ssl=self._ssl, limit=0, enable_cleanup_closed=True)
+        # A warm pool (issue 17): no cap on connections, and a finished body returns its
+        # connection for 15 s, so streams one after another reuse it. Every read is
+        # stamped with its arrival at the socket (timing faults count from there).
+        self._pool = Pool(ssl=self._ssl, connect_timeout_s=10.0, now=self.clock.now)
+        connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -194,6 +193,8 @@ class ChaosProxy:
         )
 
     async def _close_session(self, _app: web.Application) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -397,14 +398,13 @@ class ChaosProxy:
                     answer.update(CORS_ERROR_HEADERS)
                 return web.Response(status=refusal.status, body=refusal.body, headers=answer)
 
-        assert self._session is not None
+        assert self._pool is not None
         headers = end_to_end(request.headers, drop=("Host", "Content-Length"))
         if identity:
             # RFC 9110 12.5.3: identity alone; a server may still compress (decoded below).
             headers["Accept-Encoding"] = "identity"
         uploads = [a for a in armed if a.uploads]
-        # aiohttp warns that a large bytes body may block the loop; a BytesIO streams it.
-        data: Any = info.body if len(info.body) <= 1 << 20 else io.BytesIO(info.body)
+        data: bytes | AsyncIterator[bytes] | None = info.body or None
         if uploads and info.body:
             data = self._upload(info.body, uploads)
             headers["Content-Length"] = str(len(info.body))
@@ -417,56 +417,27 @@ class ChaosProxy:
         if self.cassette is not None:  # new_episodes: what the cassette answers is replayed
             base = self.cassette.route(ex, info, headers) or base
         url = URL(str(base) + request.raw_path, encoded=True)
-        # Only the defaults the client did not send need skipping: with none to skip
-        # aiohttp takes its fast path (no skip set and header copy per request).
-        skip = [name for name in SKIP_AUTO if name not in headers] or None
-        # A fault that counts from when bytes arrived (Chunk.received) gets them stamped at
-        # the socket, head included; a far horizon means the chain starts later, if ever.
-        stamp: Stamp | None = None
-        if any(a.fault.acts_on_stream and a.fault.horizon(a.ctx) is None for a in armed):
-            stamp = Stamp(self.clock.now)
-        token = wanted(stamp)
-        got = False
         try:
-            head = self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=data if info.body else None,
-                allow_redirects=False,
-                skip_auto_headers=skip,
-                compress=None,
-            )
-            # session.request returns once the response head is in: the timeout
-            # bounds the wait for it, never the body (a stream may be long). A timeout
-            # context where there is one: wait_for runs the request in a task of its
-            # own on Python 3.11, one more task per exchange.
+            head = self._pool.request(request.method, url, headers.items(), data)
+            # The request returns once the response head is in: the timeout bounds the
+            # wait for it, never the body (a stream may be long). A timeout context where
+            # there is one: wait_for runs the request in a task of its own on 3.10.
             if sys.version_info >= (3, 11):
                 async with asyncio.timeout(self.upstream_head_timeout_s):
                     upstream = await head
             else:
                 upstream = await asyncio.wait_for(head, self.upstream_head_timeout_s)
-            got = True
-        except aiohttp.ClientError as e:
-            # First: aiohttp's connect timeout is a ClientError (and a TimeoutError).
-            return self._bad_gateway(ex, f"cannot reach upstream {base}: {_describe(e)}")
-        except asyncio.TimeoutError:  # before OSError: TimeoutError is one
+        except asyncio.TimeoutError:  # before UpstreamError: the head timeout is ours
             return self._gateway_timeout(ex, info)
-        except OSError as e:
+        except UpstreamError as e:
             return self._bad_gateway(ex, f"cannot reach upstream {base}: {_describe(e)}")
-        finally:
-            reset_wanted(token)
-            if stamp is not None and not got:  # the ways out without a response
-                stamp.detach()
 
         try:
-            return await self._respond(request, upstream, ex, armed, on_head, recorder, stamp)
+            return await self._respond(request, upstream, ex, armed, on_head, recorder)
         finally:
-            if stamp is not None:
-                stamp.detach()
-            # Closing (not releasing) drops the upstream connection unless the
-            # body was read to the end: a client that left closes upstream too.
-            ex.upstream_closed_early |= not upstream.content.is_eof()
+            # Closing drops the upstream connection unless the body was read to the end:
+            # a client that left closes upstream too.
+            ex.upstream_closed_early |= not upstream.at_eof()
             upstream.close()
 
     async def _delay_request_head(self, uploads: list[Armed]) -> None:
@@ -512,15 +483,14 @@ class ChaosProxy:
     async def _respond(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         ex: Exchange,
         armed: list[Armed],
         on_head: Callable[[bool], bool] | None,
         recorder: Recorder,
-        stamp: Stamp | None = None,
     ) -> web.StreamResponse:
         # When upstream's head reached the socket: the head's hold counts from there.
-        head_at = None if stamp is None else stamp.head_in(upstream.content)
+        head_at = upstream.head_at
         ex.status = upstream.status
         ex.content_type = upstream.headers.get("Content-Type")
         ex.retry_after = upstream.headers.get("Retry-After")
@@ -575,7 +545,7 @@ class ChaosProxy:
             self.cassette.response(ex, upstream.headers)
             keep = True  # a cassette keeps every body, binary ones too
         head_s = self._head_delay_s(armed)
-        if head_s > 0 and head_at is not None:
+        if head_s > 0:
             # As a chunk's delay does (Toxiproxy's delay - time.Since(c.Timestamp)).
             head_s = max(0.0, head_s - (self.clock.now() - head_at))
         head: asyncio.Future[None] | None = None
@@ -589,7 +559,7 @@ class ChaosProxy:
                 await resp.prepare(request)
             if chain:
                 await self._pump_faults(
-                    upstream, resp, ex, chain, keep, recorder, head, decoder, request, stamp
+                    upstream, resp, ex, chain, keep, recorder, head, decoder, request
                 )
             else:
                 await relay(upstream, request, resp, ex, keep, self.clock.now)
@@ -598,7 +568,7 @@ class ChaosProxy:
             await resp.write_eof()
         except StreamEnd as end:
             ex.outcome = "fault"
-            ex.upstream_closed_early |= not upstream.content.is_eof()
+            ex.upstream_closed_early |= not upstream.at_eof()
             upstream.close()
             # The client may leave while the cut is being staged: nothing to report.
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
@@ -606,7 +576,7 @@ class ChaosProxy:
                     await head
                 await self._end(request, resp, end)
             return resp
-        except aiohttp.ClientPayloadError as e:
+        except BodyError as e:
             # Upstream broke mid-body: break the client's body the same way.
             ex.outcome = "upstream_error"
             ex.error = f"upstream ended the body early: {_describe(e)}"
@@ -645,7 +615,7 @@ class ChaosProxy:
 
     async def _pump_faults(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         resp: web.StreamResponse,
         ex: Exchange,
         chain: list[Armed],
@@ -654,7 +624,6 @@ class ChaosProxy:
         head: asyncio.Future[None] | None = None,
         decoder: Decoder | None = None,
         request: web.Request | None = None,
-        stamp: Stamp | None = None,
     ) -> None:
         clock = self.clock
         kept = ex.upstream_chunks
@@ -664,13 +633,11 @@ class ChaosProxy:
         # blocks: one send per read instead of one per event (a quarter of the CPU).
         batch = all(a.fault.prompt and a.fault.window is None for a in chain)
         horizon = _nearest(chain) if batch else None
-        # The bytes' arrival at the socket (stamp.py), else when this task woke to them.
-        arrived: Callable[[], float] = clock.now
-        if stamp is not None:
-            if horizon is None:
-                arrived = stamp.take
-            else:  # passed ahead through relay's tap first: no stamps to take
-                stamp.detach()
+
+        def arrived() -> float:
+            """When the bytes of the last read reached the socket (upstream.py)."""
+            return upstream.received
+
         # The recorder in use makes the body: a scope's caps and stamps, not the proxy's.
         # While the proxy passes reads ahead of the chain the client gets upstream's bytes,
         # so its body is made only once a fault may act -- unless the recorder stamps each
@@ -698,7 +665,7 @@ class ChaosProxy:
                 await write(data)
                 ex.bytes_out += len(data)
 
-        read = _decoded(upstream.content.readany, decoder)
+        read = _decoded(upstream.read, decoder)
         framer = framer_for(ex.provider) if any(a.fault.needs_events for a in chain) else None
         framing = Framing(None if framer is None else framer.splitter())
         first: list[Chunk] = []
@@ -778,7 +745,7 @@ class ChaosProxy:
 
     async def _pass_ahead(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         resp: web.StreamResponse,
         read: Callable[[], Awaitable[bytes]],
         write: Callable[[bytes], Awaitable[None]],
@@ -793,7 +760,7 @@ class ChaosProxy:
         now: ``ahead.first``) or the body does.
 
         With ``tap`` (the client's request), once the head has left with the first bytes
-        the rest goes through the clean path's relay (:class:`Tap`), ``ahead`` deciding
+        the rest goes through the clean path's relay (proxy/relay.py), ``ahead`` deciding
         what of each read leaves: an armed fault far from its trigger then costs what a
         clean stream does, plus the counting.
         """
@@ -813,18 +780,7 @@ class ChaosProxy:
             if not data:
                 return
             if tap is not None and ex.bytes_out and not ahead.stopped:
-                content = upstream.content
-                connection = upstream.connection
-                protocol = None if connection is None else connection.protocol
-                transport = None if protocol is None else protocol.transport
-                if content.is_eof() or protocol is None or transport is None:
-                    continue  # what is left is buffered already: read on here
-                relay = Tap(transport, protocol, content, tap, resp, ex, keep, gate=ahead)
-                try:
-                    while await relay.run():
-                        await tap.writer.drain()  # the client's buffer is full
-                finally:
-                    relay.detach()
+                await relay(upstream, tap, resp, ex, keep, self.clock.now, gate=ahead)
                 return
 
     async def _pass_unframed(
