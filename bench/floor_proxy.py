@@ -136,7 +136,8 @@ class Upstream(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            # No Upgrade goes upstream, so a 101 is as broken as bad framing.
             self.failed()
             return
         self.relayed = True
