@@ -22,6 +22,7 @@ body's length) and content decoding (the proxy decodes where a fault needs it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as ssl_module
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -217,14 +218,16 @@ class _Connection(asyncio.Protocol):
         resp._head(status, parser.should_keep_alive())
 
     def on_body(self, data: bytes) -> None:
-        if data:
+        resp = self.resp
+        if data and resp is not None and not resp._done:  # not a stray response's body
             self.pieces.append(data)
 
     def on_message_complete(self) -> None:
         resp = self.resp
         if resp is not None and resp._head_done and not resp._done:
             self.flush(resp)  # the body's last bytes before its end
-            resp._complete(resp._keep_alive)
+            if resp._error is None:  # a sink that raised on them ended the body already
+                resp._complete(resp._keep_alive)
 
 
 class Response:
@@ -339,6 +342,8 @@ class Response:
         self._conn = None
         conn.resp = None
         if self._done and self._keep_alive and self._error is None:
+            if self._paused and conn.transport is not None:
+                conn.transport.resume_reading()  # paused by a sink or HIGH_WATER
             self._pool._release(conn)
         elif conn.transport is not None:
             conn.transport.close()
@@ -412,7 +417,10 @@ class Response:
         self._settle(False)
 
     def _fail(self, error: BaseException) -> None:
-        if self._done or self._error is not None:
+        if self._done:  # bytes after a complete response: its connection is not reusable
+            self._keep_alive = False
+            return
+        if self._error is not None:
             return
         self._error = error
         self._keep_alive = False
@@ -609,7 +617,10 @@ class Pool:
                     if reused and resp._head_bytes == 0 and conn.lost:
                         raise _Stale(str(resp._error))
                     raise resp._error
-                await resp._wait()
+                # An error is looked at on the loop's top: a stale pooled connection
+                # is sent again there.
+                with contextlib.suppress(UpstreamError):
+                    await resp._wait()
             return resp
         except BaseException:
             # Cancelled (the head timeout, the client left) or failed: this connection's
