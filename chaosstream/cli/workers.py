@@ -338,7 +338,6 @@ class WorkerLink:
 
         from chaosstream.proxy.exchange import abort
         from chaosstream.proxy.headers import end_to_end
-        from chaosstream.proxy.server import SKIP_AUTO
 
         if request.headers.get("Upgrade", "").lower() == "websocket":
             # RFC 9110 15.5.20: 421, "may retry over a different connection" -- a new
@@ -362,7 +361,8 @@ class WorkerLink:
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,
-                skip_auto_headers=SKIP_AUTO,
+                # Only the client's headers go on: none of aiohttp's defaults.
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
                 compress=None,
             )
         except (aiohttp.ClientError, OSError) as e:

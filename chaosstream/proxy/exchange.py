@@ -6,15 +6,14 @@ The HTTP proxy (:mod:`chaosstream.proxy.server`) and its WebSocket twin
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import struct
 from typing import Any
 
 from aiohttp import web
 
 from chaosstream.faults import FaultContext, Refusal, RequestInfo
+from chaosstream.proxy import downstream
+from chaosstream.proxy.downstream import Incoming
 from chaosstream.proxy.record import Exchange
 from chaosstream.streams.registry import format_for
 
@@ -22,31 +21,16 @@ __all__ = ["abort", "drained", "refused", "request_info"]
 
 
 async def drained(request: web.Request, timeout: float = 2.0) -> None:
-    """Wait until what was written has left the proxy's user-space buffer."""
-    transport = request.transport
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    # Polling: asyncio offers no "buffer empty" notification short of drain(),
-    # which only waits for the low-water mark.
-    while transport is not None and transport.get_write_buffer_size():
-        if loop.time() >= deadline:
-            break
-        await asyncio.sleep(0.005)
+    """Wait until what was written to ``request``'s client left the proxy's buffer."""
+    await downstream.drained(request.transport, timeout)
 
 
 def abort(request: web.Request, rst: bool = False) -> None:
-    """Drop the client connection at once: with RST when ``rst``, else a plain close."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if rst and sock is not None:
-        # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
+    """Drop ``request``'s client connection at once: with RST when ``rst``."""
+    downstream.abort(request.transport, rst)
 
 
-def request_info(request: web.Request, body: bytes) -> RequestInfo:
+def request_info(request: web.Request | Incoming, body: bytes) -> RequestInfo:
     """What the faults' triggers ask of a request: provider, stream flag, parsed JSON body."""
     headers = {k.lower(): v for k, v in request.headers.items()}
     parsed: Any = None

@@ -13,13 +13,12 @@ per read that saves a future, a task wake-up and StreamWriter's chunk framing).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
-from aiohttp import web
 
+from chaosstream.proxy.downstream import Downstream
 from chaosstream.proxy.record import Exchange
 from chaosstream.proxy.upstream import PAUSE, STOP, Response
 
@@ -40,20 +39,19 @@ class Gate(Protocol):
 
 async def relay(
     upstream: Response,
-    request: web.Request,
-    resp: web.StreamResponse,
+    down: Downstream,
     ex: Exchange,
     keep: bool,
     now: Callable[[], float],
     gate: Gate | None = None,
 ) -> None:
-    """Copy upstream's body to the prepared ``resp`` as it comes, byte for byte.
+    """Copy upstream's body to the prepared ``down`` as it comes, byte for byte.
 
     Counts ``ex.bytes_out`` (what was written, also when the client leaves), stamps
     ``ex.first_byte`` and keeps a copy in ``ex.upstream_chunks`` when ``keep``. Raises
     :class:`~chaosstream.proxy.upstream.BodyError` when upstream breaks the body, and
     ``aiohttp.ClientConnectionResetError`` when the client's connection is gone. The
-    caller ends the response (``resp.write_eof()``) and closes ``upstream``.
+    caller ends the response (``down.write_eof()``) and closes ``upstream``.
 
     With ``gate`` (the head left already, with the first bytes), only what it lets
     out of each read is sent; once it stops, the relay returns and the rest of the
@@ -66,30 +64,27 @@ async def relay(
         ex.first_byte = now()
         if keep:
             ex.upstream_chunks.append(data)
-        # Through aiohttp once: the buffered head and the first bytes leave in one send.
-        await resp.write(data)
+        # Through the response once: the held head and the first bytes leave in one send.
+        await down.write(data)
         ex.bytes_out = len(data)
         if upstream.at_eof():
             return
-    sink = _sink(request, resp, ex, keep, gate)
+    sink = _sink(down, ex, keep, gate)
     while await upstream.pipe(sink):
         # The client's buffer is past its high-water mark: upstream reading is paused
         # until the client takes the bytes.
-        await request.writer.drain()
+        await down.drain()
     if gate is not None and not gate.stopped and upstream.at_eof():
         sink(b"")  # the body ended: the gate lets out what it held
 
 
-def _sink(
-    request: web.Request,
-    resp: web.StreamResponse,
-    ex: Exchange,
-    keep: bool,
-    gate: Gate | None,
-) -> Callable[[bytes], int]:
-    client = _client(request)
-    server = request.protocol
-    chunked = _chunked(resp)
+def _sink(down: Downstream, ex: Exchange, keep: bool, gate: Gate | None) -> Callable[[bytes], int]:
+    client = down.transport
+    if client is None or client.is_closing():
+        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+    # RFC 9112 7.1: chunk-size in hex, CRLF, data, CRLF -- one buffer, one send: an SSE
+    # event is small, so the copy costs less than a second write call.
+    chunked = down.chunked
     kept = ex.upstream_chunks
 
     def sink(data: bytes) -> int:
@@ -109,23 +104,6 @@ def _sink(
             ex.bytes_out += len(data)
         if verdict:
             return verdict
-        # aiohttp's drain() waits on this same flag.
-        return PAUSE if server is not None and server.writing_paused else 0
+        return PAUSE if down.writing_paused else 0
 
     return sink
-
-
-def _client(request: web.Request) -> asyncio.Transport:
-    client = request.transport
-    if client is None or client.is_closing():
-        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
-    return client
-
-
-def _chunked(resp: web.StreamResponse) -> bool:
-    # prepare() set this header exactly when its writer chunks the body (an HTTP/1.1
-    # client and no Content-Length); otherwise the body is raw, length- or close-
-    # delimited, and the bytes go as they are. RFC 9112 7.1: chunk-size in hex, CRLF,
-    # data, CRLF -- one buffer, one send: an SSE event is small, so the copy costs less
-    # than a second write call.
-    return resp.headers.get("Transfer-Encoding") == "chunked"

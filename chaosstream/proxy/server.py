@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import ssl
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from chaosstream.faults import Chunk, Clock, FaultEvent, RequestInfo, StreamEnd, SystemClock
@@ -30,8 +31,9 @@ from chaosstream.faults.network import LinkDelay
 from chaosstream.faults.profile import Profile
 from chaosstream.faults.trigger import Armed
 from chaosstream.proxy.cassette import CassetteTap
+from chaosstream.proxy.downstream import AiohttpSide, Downstream, Incoming, abort, drained
 from chaosstream.proxy.encoding import Decoder, decoder_for, is_encoded
-from chaosstream.proxy.exchange import abort, drained, refused, request_info
+from chaosstream.proxy.exchange import refused, request_info
 from chaosstream.proxy.headers import end_to_end
 from chaosstream.proxy.record import Body, Exchange, Recorder
 from chaosstream.proxy.relay import relay
@@ -77,10 +79,10 @@ SHUTDOWN_TIMEOUT_S = 1.0
 #: each overflow is a SYN the client retransmits a second later. Linux caps it at
 #: net.core.somaxconn (4,096 since 5.4).
 LISTEN_BACKLOG = 4096
-# Headers the proxy must not add to the upstream request when the client did not send them.
 CORS_ERROR_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "*"}
 """Added to a refusal the proxy makes itself when the request came from a page (has Origin)."""
-SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+#: The head of the proxy's own JSON answers (errors, bad gateway).
+JSON = {"Content-Type": "application/json"}
 #: Allocations between two young-generation collections in a proxy process (see tune_gc).
 GC_GEN0_THRESHOLD = 5000
 
@@ -266,34 +268,66 @@ class ChaosProxy:
     # -- the exchange ----------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """aiohttp's way in: a WebSocket upgrade is relayed here; every other request
+        goes to :meth:`serve`, as the proxy's own front sends its plain requests."""
+        side = AiohttpSide(request)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request, side)
+        incoming = Incoming(
+            method=request.method,
+            raw_path=request.raw_path,
+            path=request.path,
+            query_string=request.query_string,
+            headers=request.headers,
+            body=await request.read(),
+            version=(request.version.major, request.version.minor),
+            keep_alive=request.keep_alive,
+        )
+        route = request.get(ROUTE)
+        if route is not None:
+            incoming.extra["route"] = route
+        await self.serve(incoming, side)
+        assert side.response is not None  # serve() always answers or prepares
+        return side.response
+
+    async def _websocket(self, request: web.Request, side: AiohttpSide) -> web.StreamResponse:
+        from chaosstream.proxy.websocket import Relay, proxy_websocket
+
+        scope: Scope | None = None
         if not request.raw_path.startswith("/"):
-            # RFC 9112 3.2.2: absolute-form is for forward proxies; this is a
-            # reverse proxy, so the target must be origin-form (/path).
-            return _client_error(
-                "absolute-form request target: chaosstream is a reverse proxy, "
-                f"send origin-form (/path), not {request.raw_path[:80]!r}"
-            )
+            await _client_error(side, _absolute_form(request.raw_path))
+        elif request.raw_path.startswith(SCOPE_PREFIX) or SCOPE_HEADER in request.headers:
+            try:
+                scope, request = self._scoped_websocket(request)
+            except ScopeError as e:
+                await _client_error(side, str(e), e.status)
+        if side.response is not None:
+            return side.response
+        state = self.state if scope is None else scope.state
+        recorder = self.recorder if scope is None else scope.recorder
+        assert self._session is not None
+        route = request.get(ROUTE)
+        base = self.upstream if route is None else route.upstream
+        relay = Relay(base, self.clock, recorder, state.injector)
+        return await proxy_websocket(relay, self._session, request)
+
+    async def serve(self, request: Incoming, down: Downstream) -> None:
+        """One exchange: ``request`` through the faults to upstream and back to ``down``."""
+        if not request.raw_path.startswith("/"):
+            return await _client_error(down, _absolute_form(request.raw_path))
         scope: Scope | None = None
         # Per request, never per chunk: an unscoped request pays two look-ups here.
         if request.raw_path.startswith(SCOPE_PREFIX) or SCOPE_HEADER in request.headers:
             try:
                 scope, request = self._scoped(request)
             except ScopeError as e:
-                return _client_error(str(e), e.status)
+                return await _client_error(down, str(e), e.status)
         state = self.state if scope is None else scope.state
         recorder = self.recorder if scope is None else scope.recorder
         injector = state.injector
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            from chaosstream.proxy.websocket import Relay, proxy_websocket
-
-            assert self._session is not None
-            route = request.get(ROUTE)
-            base = self.upstream if route is None else route.upstream
-            relay = Relay(base, self.clock, recorder, injector)
-            return await proxy_websocket(relay, self._session, request)
-        body = await request.read()
+        body = request.body
         info = request_info(request, body)
-        route = request.get(ROUTE)
+        route: Route | None = request.extra.get("route")
         info.host = (self.upstream.host or "") if route is None else route.host
         exchange_id = injector.next_exchange()
         started = self.clock.now()
@@ -332,8 +366,8 @@ class ChaosProxy:
             not requested_stream and injector.may_arm_on_response(info)
         )
         try:
-            return await self._exchange(
-                request, info, ex, armed, on_head, identity, recorder=recorder
+            await self._exchange(
+                request, down, info, ex, armed, on_head, identity, recorder=recorder
             )
         except asyncio.CancelledError:
             if ex.outcome == "pending":
@@ -356,9 +390,27 @@ class ChaosProxy:
             else:
                 log.info("exchange", scope=scope.name, seed=state.seed, **ex.summary())
 
-    def _scoped(self, request: web.Request) -> tuple[Scope, web.Request]:
+    def _scoped(self, request: Incoming) -> tuple[Scope, Incoming]:
         """The request's scope, and the request as upstream must see it: the path
         prefix stripped, the scope header removed."""
+        header = request.headers.get(SCOPE_HEADER)
+        name, profile_name, raw_path = split_scope(request.raw_path, header)
+        assert name is not None
+        scope = self.scopes.use(name, profile_name)
+        url = URL(raw_path, encoded=True)
+        headers = request.headers
+        if header is not None:
+            copy = CIMultiDict(headers)
+            del copy[SCOPE_HEADER]  # the scope is the proxy's business, never upstream's
+            headers = CIMultiDictProxy(copy)
+        scoped = dataclasses.replace(
+            request, raw_path=raw_path, path=url.path, query_string=url.query_string,
+            headers=headers,
+        )  # fmt: skip
+        return scope, scoped
+
+    def _scoped_websocket(self, request: web.Request) -> tuple[Scope, web.Request]:
+        """:meth:`_scoped` for a WebSocket handshake, which aiohttp's server carries."""
         header = request.headers.get(SCOPE_HEADER)
         name, profile_name, raw_path = split_scope(request.raw_path, header)
         assert name is not None
@@ -368,7 +420,7 @@ class ChaosProxy:
             # clone() shares the transport and the unread body: only the target changes.
             return scope, request.clone(rel_url=url)
         headers = CIMultiDict(request.headers)
-        del headers[SCOPE_HEADER]  # the scope is the proxy's business, never upstream's
+        del headers[SCOPE_HEADER]
         try:
             return scope, request.clone(rel_url=url, headers=headers)
         except UnicodeEncodeError:  # clone() re-encodes the head as UTF-8
@@ -376,7 +428,8 @@ class ChaosProxy:
 
     async def _exchange(
         self,
-        request: web.Request,
+        request: Incoming,
+        down: Downstream,
         info: RequestInfo,
         ex: Exchange,
         armed: list[Armed],
@@ -384,7 +437,7 @@ class ChaosProxy:
         identity: bool = False,
         *,
         recorder: Recorder,
-    ) -> web.StreamResponse:
+    ) -> None:
         """``recorder`` is the one the exchange is recorded by (its scope's, if any)."""
         for a in armed:
             # Asked only of a fault that can refuse: a coroutine per fault is not free.
@@ -396,7 +449,7 @@ class ChaosProxy:
                     # The providers answer browsers with CORS on errors too, so a page can
                     # read the status and Retry-After instead of a bare "Failed to fetch".
                     answer.update(CORS_ERROR_HEADERS)
-                return web.Response(status=refusal.status, body=refusal.body, headers=answer)
+                return await down.answer(refusal.status, refusal.body, answer)
 
         assert self._pool is not None
         headers = end_to_end(request.headers, drop=("Host", "Content-Length"))
@@ -412,7 +465,7 @@ class ChaosProxy:
             # No body to shape: sent as the client sent it (no Transfer-Encoding: chunked
             # on a GET), and only the link's one-way delay holds the request head.
             await self._delay_request_head(uploads)
-        route = request.get(ROUTE)
+        route: Route | None = request.extra.get("route")
         base = self.upstream if route is None else route.upstream
         if self.cassette is not None:  # new_episodes: what the cassette answers is replayed
             base = self.cassette.route(ex, info, headers) or base
@@ -428,12 +481,13 @@ class ChaosProxy:
             else:
                 upstream = await asyncio.wait_for(head, self.upstream_head_timeout_s)
         except asyncio.TimeoutError:  # before UpstreamError: the head timeout is ours
-            return self._gateway_timeout(ex, info)
+            return await self._gateway_timeout(down, ex, info)
         except UpstreamError as e:
-            return self._bad_gateway(ex, f"cannot reach upstream {base}: {_describe(e)}")
+            message = f"cannot reach upstream {base}: {_describe(e)}"
+            return await self._bad_gateway(down, ex, message)
 
         try:
-            return await self._respond(request, upstream, ex, armed, on_head, recorder)
+            await self._respond(down, upstream, ex, armed, on_head, recorder)
         finally:
             # Closing drops the upstream connection unless the body was read to the end:
             # a client that left closes upstream too.
@@ -463,32 +517,32 @@ class ChaosProxy:
         async for chunk in stream:
             yield chunk.data
 
-    def _bad_gateway(self, ex: Exchange, message: str) -> web.Response:
+    async def _bad_gateway(self, down: Downstream, ex: Exchange, message: str) -> None:
         ex.outcome = "upstream_error"
         ex.status = 502
         ex.error = message
         body = json.dumps({"error": {"type": "bad_gateway", "message": message}}).encode()
         ex.bytes_out = len(body)
-        return web.Response(status=502, body=body, content_type="application/json")
+        await down.answer(502, body, JSON)
 
-    def _gateway_timeout(self, ex: Exchange, info: RequestInfo) -> web.Response:
+    async def _gateway_timeout(self, down: Downstream, ex: Exchange, info: RequestInfo) -> None:
         message = f"upstream sent no response head within {self.upstream_head_timeout_s} s"
         ex.outcome = "upstream_error"
         ex.status = 504
         ex.error = message
         body = error_body(info.provider, 504, f"chaosstream: {message}")
         ex.bytes_out = len(body)
-        return web.Response(status=504, body=body, content_type="application/json")
+        await down.answer(504, body, JSON)
 
     async def _respond(
         self,
-        request: web.Request,
+        down: Downstream,
         upstream: Response,
         ex: Exchange,
         armed: list[Armed],
         on_head: Callable[[bool], bool] | None,
         recorder: Recorder,
-    ) -> web.StreamResponse:
+    ) -> None:
         # When upstream's head reached the socket: the head's hold counts from there.
         head_at = upstream.head_at
         ex.status = upstream.status
@@ -530,14 +584,14 @@ class ChaosProxy:
                         f"cannot decode Content-Encoding {coding!r}: the faults that need "
                         "events saw the encoded bytes"
                     )
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        resp.headers.extend(end_to_end(upstream.headers, drop=drop))
+        down.status, down.reason = upstream.status, upstream.reason
+        down.headers.extend(end_to_end(upstream.headers, drop=drop))
         for a in chain:  # a fault may recast the head (gzip: Content-Encoding)
-            a.fault.response_headers(resp.headers, a.ctx)
+            a.fault.response_headers(down.headers, a.ctx)
         if any(a.fault.closes_connection for a in chain):
             # Announce the close now: a FIN the headers did not promise would
             # break the client's next request on this connection as well.
-            resp.force_close()
+            down.force_close()
         # Binary stream framings (Bedrock's event stream) are recorded too: the recorder
         # rebuilds their text.
         keep = _is_text(ex.content_type) or is_stream_body(ex.provider, ex.content_type)
@@ -553,19 +607,17 @@ class ChaosProxy:
             if head_s > 0 and chain:
                 # The head is held while the body is already read (and stamped as it
                 # arrives): on a link both cross at once, so their delays overlap.
-                head = asyncio.ensure_future(self._prepare_after(request, resp, head_s))
+                head = asyncio.ensure_future(self._prepare_after(down, head_s))
             else:
                 await self.clock.sleep(head_s)
-                await resp.prepare(request)
+                await down.prepare()
             if chain:
-                await self._pump_faults(
-                    upstream, resp, ex, chain, keep, recorder, head, decoder, request
-                )
+                await self._pump_faults(upstream, down, ex, chain, keep, recorder, head, decoder)
             else:
-                await relay(upstream, request, resp, ex, keep, self.clock.now)
+                await relay(upstream, down, ex, keep, self.clock.now)
             if head is not None:
                 await head
-            await resp.write_eof()
+            await down.write_eof()
         except StreamEnd as end:
             ex.outcome = "fault"
             ex.upstream_closed_early |= not upstream.at_eof()
@@ -574,14 +626,14 @@ class ChaosProxy:
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
                 if head is not None:
                     await head
-                await self._end(request, resp, end)
-            return resp
+                await self._end(down, end)
+            return
         except BodyError as e:
             # Upstream broke mid-body: break the client's body the same way.
             ex.outcome = "upstream_error"
             ex.error = f"upstream ended the body early: {_describe(e)}"
-            abort(request)
-            return resp
+            abort(down.transport)
+            return
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             ex.outcome = "client_gone"
         finally:
@@ -593,7 +645,6 @@ class ChaosProxy:
                     # upstream-error return): a head that failed must not log "Task exception
                     # was never retrieved" at garbage collection.
                     head.exception()
-        return resp
 
     @staticmethod
     def _head_delay_s(armed: list[Armed]) -> float:
@@ -607,23 +658,20 @@ class ChaosProxy:
                 a.ctx.fired("delay_headers", detail=f"{ms:g} ms")
         return total / 1000.0
 
-    async def _prepare_after(
-        self, request: web.Request, resp: web.StreamResponse, delay_s: float
-    ) -> None:
+    async def _prepare_after(self, down: Downstream, delay_s: float) -> None:
         await self.clock.sleep(delay_s)
-        await resp.prepare(request)
+        await down.prepare()
 
     async def _pump_faults(
         self,
         upstream: Response,
-        resp: web.StreamResponse,
+        down: Downstream,
         ex: Exchange,
         chain: list[Armed],
         keep: bool,
         recorder: Recorder,
         head: asyncio.Future[None] | None = None,
         decoder: Decoder | None = None,
-        request: web.Request | None = None,
     ) -> None:
         clock = self.clock
         kept = ex.upstream_chunks
@@ -646,7 +694,7 @@ class ChaosProxy:
         if horizon is None or recorder.stamps:
             sent = ex.client_chunks = recorder.body(like=kept)
         held: list[bytes] = []
-        write: Callable[[bytes], Awaitable[None]] = resp.write
+        write: Callable[[bytes], Awaitable[None]] = down.write
         if head is not None:
             sent_head = head
 
@@ -654,7 +702,7 @@ class ChaosProxy:
                 if not sent_head.done():
                     await sent_head
                     ex.first_byte = clock.now()  # the first byte could leave only now
-                await resp.write(data)
+                await down.write(data)
 
             write = after_head
 
@@ -673,14 +721,14 @@ class ChaosProxy:
             ahead = Ahead(horizon, framer, framing, self.max_event_bytes, clock.now)
             # The relay's tap (no task step per read) needs the head gone and the body as
             # read: no head delay, no decoder, no stamped writes to record.
-            tap = request if head is None and decoder is None and sent is None else None
-            await self._pass_ahead(upstream, resp, read, write, ex, keep, ahead, tap)
+            tap = head is None and decoder is None and sent is None
+            await self._pass_ahead(upstream, down, read, write, ex, keep, ahead, tap)
             if not ahead.stopped or framing.overflow is not None:
                 # The stream ended short of the nearest horizon, or an event overran the cap.
                 if framing.overflow is not None:
                     if head is not None:
                         await head
-                    await self._pass_unframed(read, resp, ex, framing.overflow, keep)
+                    await self._pass_unframed(read, down, ex, framing.overflow, keep)
                 return
             first, passed_events, passed_bytes = ahead.first, ahead.events, ahead.nbytes
             for a in chain:
@@ -741,25 +789,25 @@ class ChaosProxy:
         if framing.overflow is not None:
             if head is not None:
                 await head
-            await self._pass_unframed(read, resp, ex, framing.overflow, keep)
+            await self._pass_unframed(read, down, ex, framing.overflow, keep)
 
     async def _pass_ahead(
         self,
         upstream: Response,
-        resp: web.StreamResponse,
+        down: Downstream,
         read: Callable[[], Awaitable[bytes]],
         write: Callable[[bytes], Awaitable[None]],
         ex: Exchange,
         keep: bool,
         ahead: Ahead,
-        tap: web.Request | None,
+        tap: bool,
     ) -> None:
         """Pass upstream's reads on while every fault of the chain promises to pass them
         untouched (:meth:`Fault.horizon`): no chunk objects, no generator chain, one write
         per read, only the frames counted. Ends when ``ahead`` stops (a fault may act
         now: ``ahead.first``) or the body does.
 
-        With ``tap`` (the client's request), once the head has left with the first bytes
+        With ``tap``, once the head has left with the first bytes
         the rest goes through the clean path's relay (proxy/relay.py), ``ahead`` deciding
         what of each read leaves: an armed fault far from its trigger then costs what a
         clean stream does, plus the counting.
@@ -779,14 +827,14 @@ class ChaosProxy:
                 ex.bytes_out += len(out)
             if not data:
                 return
-            if tap is not None and ex.bytes_out and not ahead.stopped:
-                await relay(upstream, tap, resp, ex, keep, self.clock.now, gate=ahead)
+            if tap and ex.bytes_out and not ahead.stopped:
+                await relay(upstream, down, ex, keep, self.clock.now, gate=ahead)
                 return
 
     async def _pass_unframed(
         self,
         read: Callable[[], Awaitable[bytes]],
-        resp: web.StreamResponse,
+        down: Downstream,
         ex: Exchange,
         data: bytes,
         keep: bool,
@@ -806,22 +854,22 @@ class ChaosProxy:
                 if sent is not None:
                     sent.append(data)
             first = False
-            await resp.write(data)
+            await down.write(data)
             ex.bytes_out += len(data)
             data = await read()
 
-    async def _end(self, request: web.Request, resp: web.StreamResponse, end: StreamEnd) -> None:
+    async def _end(self, down: Downstream, end: StreamEnd) -> None:
         if end.mode == "close":
-            await resp.write_eof()
+            await down.write_eof()
             if not end.keep_alive:
-                resp.force_close()
+                down.force_close()
                 # FIN right behind the last chunk (the headers said Connection: close).
-                if request.transport is not None:
-                    request.transport.close()
+                if down.transport is not None:
+                    down.transport.close()
         elif end.mode == "reset":
-            await drained(request)
+            await drained(down.transport)
             await asyncio.sleep(RESET_GRACE_S)
-            abort(request, rst=True)
+            abort(down.transport, rst=True)
         else:  # stall: the socket stays open and silent until the client leaves
             await asyncio.Event().wait()
 
@@ -1052,9 +1100,18 @@ async def _aclose(stream: AsyncIterator[Chunk]) -> None:
         await aclose()
 
 
-def _client_error(message: str, status: int = 400) -> web.Response:
+async def _client_error(down: Downstream, message: str, status: int = 400) -> None:
     body = json.dumps({"error": {"type": "invalid_request", "message": message}}).encode()
-    return web.Response(status=status, body=body, content_type="application/json")
+    await down.answer(status, body, JSON)
+
+
+def _absolute_form(target: str) -> str:
+    # RFC 9112 3.2.2: absolute-form is for forward proxies; this is a reverse proxy, so
+    # the target must be origin-form (/path).
+    return (
+        "absolute-form request target: chaosstream is a reverse proxy, "
+        f"send origin-form (/path), not {target[:80]!r}"
+    )
 
 
 def _is_text(content_type: str | None) -> bool:
