@@ -26,7 +26,6 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
@@ -37,6 +36,9 @@ from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+# The request type is shared with aiohttp's side of the proxy (proxy/downstream.py).
+from chaosstream.proxy.downstream import Incoming
 
 __all__ = ["Downstream", "Front", "Handler", "Incoming"]
 
@@ -49,27 +51,10 @@ _EMPTY_STATUS = frozenset((204, 304, *range(100, 200)))
 #: aiohttp's http_writer refuses these in a head (RFC 9110 5.5, RFC 9112 4): a line
 #: break in a header value would smuggle a second response to the client.
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _NO_RESPONSE = b'{"error": "the proxy produced no response for this request"}'
 _FAILED = b'{"error": "the proxy failed while handling this request"}'
 _JSON = {"Content-Type": "application/json"}
-
-
-@dataclass(slots=True)
-class Incoming:
-    """One request as the client sent it (head parsed, body read whole)."""
-
-    method: str
-    #: The request target as sent (origin-form "/v1/x?y=1", or absolute-form).
-    raw_path: str
-    #: Percent-decoded path, no query (what aiohttp's ``request.path`` gives).
-    path: str
-    #: The raw query, without "?".
-    query_string: str
-    #: Names and values decoded utf-8 with surrogateescape, as aiohttp does.
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    version: tuple[int, int]
-    keep_alive: bool
 
 
 Handler = Callable[[Incoming, "Downstream"], Awaitable[None]]
@@ -178,10 +163,7 @@ class Downstream:
             headers["Connection"] = "close"
         reason = self.reason
         if reason is None:
-            try:
-                reason = HTTPStatus(status).phrase
-            except ValueError:
-                reason = ""
+            reason = _PHRASES.get(status, "")
         lines = [f"HTTP/1.1 {status} {reason}"]
         lines.extend([f"{name}: {value}" for name, value in headers.items()])
         lines.append("\r\n")
@@ -316,6 +298,7 @@ class _Connection(asyncio.Protocol):
         "_in_msg",
         "_keep_alive",
         "_loop",
+        "_msg_start",
         "_parser",
         "_paused_reading",
         "_pending",
@@ -343,7 +326,8 @@ class _Connection(asyncio.Protocol):
         self._raw_len = 0
         self._raw_lost = False
         self._completed = 0
-        self._base = 0  # where in _raw the read that began the current request starts
+        self._base = 0  # where in _raw the read being parsed starts
+        self._msg_start = 0  # where in _raw the read that began the current request starts
         self._in_msg = False
         self._in_head = False
         self._url = b""
@@ -428,6 +412,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._in_msg = self._in_head = True
+        self._msg_start = self._base
         self._url = b""
         self._head_size = 16  # the request line's method, version and separators
         self._hand_over = False
@@ -521,7 +506,7 @@ class _Connection(asyncio.Protocol):
                 # A pipelined run with no read ever starting between requests: keep
                 # memory bounded; only a hand-off from here on would need these bytes.
                 self._raw = []
-                self._raw_len = 0
+                self._raw_len = self._msg_start = 0
                 self._raw_lost = True
                 self._completed = 0
         try:
@@ -536,7 +521,7 @@ class _Connection(asyncio.Protocol):
         if (
             self._handoff_at is None
             and self._in_head
-            and self._raw_len - self._base > self._front._max_head
+            and self._raw_len - self._msg_start > self._front._max_head
         ):
             self._handoff_at = self._completed
         self._next()
@@ -581,7 +566,12 @@ class _Connection(asyncio.Protocol):
                     await fresh.answer(500, _FAILED, _JSON)
         finally:
             self._task = None
-            if not keep or self.transport is None or self.transport.is_closing():
+            if (
+                not keep
+                or self._front._closing
+                or self.transport is None
+                or self.transport.is_closing()
+            ):
                 self._close()
             else:
                 self._arm_idle()

@@ -107,17 +107,19 @@ async def test_keep_alive_reuses_one_connection_and_heads_match_aiohttp() -> Non
 
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
-    """Three requests in one write get three answers in order on one connection."""
+    """Four requests in one write (one with a chunked body) get four answers in order."""
     async with serve() as (port, _):
         reader, writer = await _raw(
             port,
             b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
             b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
-            b"GET /c?q=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /c?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"PUT /d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nde\r\n1\r\nf\r\n0\r\n\r\n",
         )
-        bodies = [(await _response(reader))[1] for _ in range(3)]
+        bodies = [(await _response(reader))[1] for _ in range(4)]
         writer.close()
-    assert bodies == [b"GET /a  ", b"POST /b  abc", b"GET /c q=1 "]
+    assert bodies == [b"GET /a  ", b"POST /b  abc", b"GET /c q=1 ", b"PUT /d  def"]
 
 
 async def test_head_and_first_chunk_leave_together_and_framing_is_exact() -> None:
@@ -392,3 +394,16 @@ async def test_body_past_the_declared_length_is_dropped() -> None:
         second = await _response(reader)
     assert first[1] == second[1] == b"abc"
     assert second[0].startswith(b"HTTP/1.1 200 OK")  # nothing past the length leaked in
+
+
+async def test_a_head_growing_over_many_reads_goes_to_aiohttp() -> None:
+    """A head sent in small pieces past max_head_bytes is handed off (aiohttp's 400), not kept."""
+    async with serve() as (port, _):
+        reader, writer = await _raw(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
+        data = b""
+        for _ in range(80):  # 80 KB at most; the hand-off comes past 32 KiB
+            writer.write(b"a" * 1000)
+            with contextlib.suppress(asyncio.TimeoutError):
+                data = await asyncio.wait_for(reader.read(65536), 0.02)
+                break
+    assert data.startswith(b"HTTP/1.0 400 Bad Request")
