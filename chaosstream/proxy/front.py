@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Final
+from typing import Final, cast
 
 import httptools
 import structlog
@@ -131,8 +131,9 @@ class Downstream:
         self._close = True
 
     async def prepare(self) -> None:
-        """Build the head; it leaves with the first write or :meth:`write_eof`, in one
-        ``transport.write`` with the first body bytes (as aiohttp's StreamWriter does)."""
+        """Build the head; it leaves with the first write or :meth:`write_eof` in one
+        ``transport.write`` with the first body bytes, or at the end of this loop step
+        if none comes before (aiohttp sends a StreamResponse's head at prepare)."""
         if self._prepared:
             return
         headers = self.headers
@@ -173,6 +174,20 @@ class Downstream:
             raise ValueError("forbidden control character in the response head")
         self._head = text.encode("utf-8", "surrogateescape")
         self._prepared = True
+        # aiohttp's StreamResponse sends its head at prepare(): a client sees the head at
+        # once though the body's first bytes come seconds later (or never: upstream died,
+        # and the client must see a broken body, not a connection closed before any
+        # head). Held to the end of this loop step only, so a first write that follows
+        # without waiting leaves in the head's send.
+        self._conn._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            transport = self._conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(head)
 
     async def write(self, data: bytes) -> None:
         """Send body bytes (chunk-framed when :attr:`chunked`); wait while the client's
@@ -348,7 +363,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses; they have its methods.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         front = self._front
         if front._closing:

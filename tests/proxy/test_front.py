@@ -149,6 +149,23 @@ async def test_head_and_first_chunk_leave_together_and_framing_is_exact() -> Non
     assert rest == b"2\r\nbc\r\n12c\r\n" + b"x" * 300 + b"\r\n0\r\n\r\n"
 
 
+async def test_head_leaves_at_prepare_when_the_body_waits() -> None:
+    """A prepared head with no body yet reaches the client (as aiohttp's StreamResponse),
+    and a cut then is a broken body, not a connection closed before any head."""
+
+    async def handler(req: Incoming, down: Downstream) -> None:
+        await down.prepare()
+        await asyncio.sleep(0.3)
+        assert down.transport is not None
+        down.transport.abort()
+
+    async with serve(handler) as (port, _):
+        reader, _w = await _raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 0.25)
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"Transfer-Encoding: chunked" in head
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+
+
 async def test_head_request_gets_no_body_and_the_connection_stays_usable() -> None:
     """HEAD: the head only, though the handler writes; the next request reads cleanly."""
 
