@@ -34,6 +34,7 @@ from chaosstream.proxy.cassette import CassetteTap
 from chaosstream.proxy.downstream import AiohttpSide, Downstream, Incoming, abort, drained
 from chaosstream.proxy.encoding import Decoder, decoder_for, is_encoded
 from chaosstream.proxy.exchange import refused, request_info
+from chaosstream.proxy.front import Front
 from chaosstream.proxy.headers import end_to_end
 from chaosstream.proxy.record import Body, Exchange, Recorder
 from chaosstream.proxy.relay import relay
@@ -74,6 +75,8 @@ UPSTREAM_HEAD_TIMEOUT_S: float | None = 300.0
 RESET_GRACE_S = 0.05
 # How long close() lets open streams run before cancelling them.
 SHUTDOWN_TIMEOUT_S = 1.0
+#: A request body past this size is refused (413, by aiohttp's server).
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 #: Connections the kernel queues before the proxy accepts them. aiohttp's 128
 #: overflowed 289-1,998 times when 1,000-3,000 streams started together (issue 17):
 #: each overflow is a SYN the client retransmits a second later. Linux caps it at
@@ -141,9 +144,15 @@ class ChaosProxy:
         max_scopes: int = MAX_SCOPES,
         cassette: CassetteTap | None = None,
         backlog: int = LISTEN_BACKLOG,
+        own_front: bool = True,
     ) -> None:
         self.upstream = URL(upstream.rstrip("/"))
         self.backlog = backlog
+        #: Plain requests are served by the proxy's own HTTP/1.1 front (proxy/front.py);
+        #: False (or a middleware on :attr:`app`) leaves every request to aiohttp's.
+        self.own_front = own_front
+        self._front: Front | None = None
+        self._listener: asyncio.Server | None = None
         if self.upstream.scheme not in ("http", "https") or not self.upstream.host:
             raise ValueError(f"upstream must be an http:// or https:// URL, got {upstream!r}")
         self.max_event_bytes = max_event_bytes
@@ -172,7 +181,7 @@ class ChaosProxy:
         #: handshakes go through aiohttp's client (``_session``).
         self._pool: Pool | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
         self.app.on_startup.append(self._open_session)
         self.app.on_cleanup.append(self._close_session)
@@ -215,15 +224,38 @@ class ChaosProxy:
             keepalive_timeout=self.idle_timeout_s,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=self.backlog)
-        await site.start()
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        if self.own_front and not self.app.middlewares:
+            # The fronts that route requests (intercept, workers) do it in middlewares of
+            # aiohttp's app: their proxies stay on aiohttp's server.
+            server = self._runner.server
+            assert server is not None
+            self._front = Front(
+                self.serve,
+                server,
+                idle_timeout_s=self.idle_timeout_s,
+                max_body_bytes=MAX_REQUEST_BYTES,
+            )
+            loop = asyncio.get_running_loop()
+            self._listener = await loop.create_server(
+                self._front, host, port, backlog=self.backlog, reuse_address=True
+            )
+            sock = self._listener.sockets[0]
+        else:
+            site = web.TCPSite(self._runner, host, port, backlog=self.backlog)
+            await site.start()
+            sock = site._server.sockets[0]  # type: ignore[union-attr]
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"http://{shown}:{bound_port}"
         return self.url
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # no new connections; open ones finish or are cancelled
+            self._listener = None
+        if self._front is not None:
+            await self._front.shutdown(SHUTDOWN_TIMEOUT_S)
+            self._front = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
