@@ -134,8 +134,16 @@ class Downstream:
         """Build the head; it leaves with the first write or :meth:`write_eof` in one
         ``transport.write`` with the first body bytes, or at the end of this loop step
         if none comes before (aiohttp sends a StreamResponse's head at prepare)."""
-        if self._prepared:
-            return
+        if not self._prepared:
+            self._build()
+            # aiohttp's StreamResponse sends its head at prepare(): a client sees the head
+            # at once though the body's first bytes come seconds later (or never: upstream
+            # died, and the client must see a broken body, not a connection closed before
+            # any head). Held to the end of this loop step only, so a first write that
+            # follows without waiting leaves in the head's send.
+            self._conn._loop.call_soon(self._flush)
+
+    def _build(self) -> None:
         headers = self.headers
         status = self.status
         empty = self._empty = self._empty or status in _EMPTY_STATUS
@@ -174,12 +182,6 @@ class Downstream:
             raise ValueError("forbidden control character in the response head")
         self._head = text.encode("utf-8", "surrogateescape")
         self._prepared = True
-        # aiohttp's StreamResponse sends its head at prepare(): a client sees the head at
-        # once though the body's first bytes come seconds later (or never: upstream died,
-        # and the client must see a broken body, not a connection closed before any
-        # head). Held to the end of this loop step only, so a first write that follows
-        # without waiting leaves in the head's send.
-        self._conn._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         head = self._head
@@ -228,7 +230,7 @@ class Downstream:
         if self._ended:
             return
         if not self._prepared:
-            await self.prepare()
+            self._build()
         self._ended = True
         head = self._head
         self._head = None
@@ -252,7 +254,8 @@ class Downstream:
         self.status = status
         self.headers.update(headers)
         self.headers["Content-Length"] = str(len(body))
-        await self.prepare()
+        if not self._prepared:
+            self._build()  # written at once below: no flush to schedule
         await self.write(body)
         await self.write_eof()
 
