@@ -12,8 +12,6 @@ from aiohttp import web
 
 from chaosstream.proxy.front import Downstream, Front, Incoming
 
-pytestmark = pytest.mark.asyncio
-
 Handler = Callable[[Incoming, Downstream], Awaitable[None]]
 _writers: list[asyncio.StreamWriter] = []  # raw clients, closed as each server stops
 
@@ -424,3 +422,34 @@ async def test_a_head_growing_over_many_reads_goes_to_aiohttp() -> None:
                 data = await asyncio.wait_for(reader.read(65536), 0.02)
                 break
     assert data.startswith(b"HTTP/1.0 400 Bad Request")
+
+
+async def _uvloop_scenario() -> list[bytes]:
+    got: list[bytes] = []
+    async with serve() as (port, _):
+        reader, _w = await _raw(
+            port, b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /h10 HTTP/1.0\r\n\r\n"
+        )
+        got.append((await _response(reader))[1])
+        got.append(await asyncio.wait_for(reader.read(), 5))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
+        ):
+            await ws.send_str("hi")
+            got.append(str(await ws.receive_str(timeout=5)).encode())
+    return got
+
+
+def test_serving_and_hand_off_on_uvloop() -> None:
+    """On uvloop's transports: served, pipelined hand-off from the request's first byte,
+    WebSocket hand-off (uvloop's set_protocol)."""
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        got = loop.run_until_complete(_uvloop_scenario())
+    finally:
+        loop.close()
+    assert got[0] == b"GET /one  "
+    assert got[1].endswith(b"aiohttp GET /h10 ") and b"/one" not in got[1]
+    assert got[2] == b"aiohttp:hi"
