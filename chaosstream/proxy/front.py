@@ -280,7 +280,7 @@ def _message_end(raw: bytes, count: int) -> int:
     """The offset in ``raw`` right after its ``count``-th complete request.
 
     httptools tells no offsets but an upgrade's, so a pipelined request's start is
-    found by bisection with fresh parsers: a few parses of a few KiB, and only when a
+    found by bisection with fresh parsers: log2(len(raw)) parses, and only when a
     request that started mid-read is handed off."""
     lo, hi = 0, len(raw)
     while lo < hi:
@@ -612,13 +612,18 @@ class _Connection(asyncio.Protocol):
         self._pending = bytearray()
         if self._paused_reading:
             transport.resume_reading()
-        proto = self._front._fallback()
-        transport.set_protocol(proto)
-        proto.connection_made(transport)
-        if self.paused_writing:
-            proto.pause_writing()
-        if data:
-            proto.data_received(data)
+        try:
+            proto = self._front._fallback()
+            transport.set_protocol(proto)
+            proto.connection_made(transport)
+            if self.paused_writing:
+                proto.pause_writing()
+            if data:
+                proto.data_received(data)
+        except Exception:
+            # Never out of a socket callback or the exchange's task: the connection goes.
+            log.exception("front_handoff_failed")
+            transport.close()
 
     def _close(self) -> None:
         self._stop()
