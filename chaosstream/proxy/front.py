@@ -44,6 +44,9 @@ __all__ = ["Downstream", "Front", "Handler", "Incoming"]
 
 log = structlog.get_logger("chaosstream.proxy.front")
 
+#: A request line or header field longer than this goes to aiohttp, which refuses it
+#: with a 400 past its max_line_size / max_field_size (8,190 bytes, docs/limits.md).
+MAX_FIELD_BYTES: Final = 8190
 #: Bytes of pipelined requests buffered while an exchange runs before reading pauses.
 PIPELINE_HIGH_WATER: Final = 64 * 1024
 #: RFC 9110 15.2, 15.3.5, 15.4.5: no body for these (aiohttp's EMPTY_BODY_STATUS_CODES).
@@ -446,6 +449,8 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
         n = len(name)
+        if n + len(value) > MAX_FIELD_BYTES:
+            self._hand_over = True  # aiohttp answers its 400 (docs/limits.md)
         if n == 7 or n == 6 or n == 14:  # upgrade, expect, content-length: no lower() else
             lower = name.lower()
             if lower == b"upgrade" or lower == b"expect":
@@ -462,6 +467,7 @@ class _Connection(asyncio.Protocol):
             parser.get_http_version() != "1.1"
             or parser.get_method() == b"CONNECT"
             or self._head_size + len(self._url) > front._max_head
+            or len(self._url) > MAX_FIELD_BYTES
             or self._hand_over
         ):
             self._refuse()

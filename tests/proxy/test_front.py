@@ -261,15 +261,19 @@ async def test_idle_timeout_cuts_silent_and_partial_heads_but_not_a_slow_respons
         (b"GARBAGE\r\n\r\n", b" 400 Bad Request"),
         (b"GET / HTTP/1.0\r\n\r\n", b"aiohttp GET /"),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n", b" 400 Bad Request"),
+        # Small enough a head, but one field past aiohttp's 8,190-byte field limit.
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n", b" 400 Bad Request"),
+        (b"GET /" + b"p" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b" 400 Bad Request"),
         (
             b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + b"z" * 2000,
             b"aiohttp POST /big",
         ),
     ],
-    ids=["garbage", "http10", "huge-head", "body-over-limit"],
+    ids=["garbage", "http10", "huge-head", "long-field", "long-target", "body-over-limit"],
 )
 async def test_hand_off_to_aiohttp(request_bytes: bytes, expect: bytes) -> None:
-    """Malformed, HTTP/1.0, oversized head and body-over-limit requests are aiohttp's."""
+    """Malformed, HTTP/1.0, oversized head or field or target, and body-over-limit requests
+    are aiohttp's (its 400 for the limits of docs/limits.md)."""
     async with serve(max_body_bytes=1000) as (port, _):
         reader, writer = await _raw(port, request_bytes)
         data = await asyncio.wait_for(reader.read(65536), 5)
