@@ -76,9 +76,12 @@ RECORD_BUDGET = 64 * 1024 * 1024
 COMPACT_REQUEST_LIMIT = 64 * 1024
 #: (time, bytes) pairs a stamped body keeps: one per append, the rest go unstamped.
 STAMP_LIMIT = 20_000
-#: Raw bytes a body holds before it packs them into one zlib block: 16 KiB packs SSE
-#: 25-35x at about 1 ns a byte; 4 KiB blocks pack 15x at 2.5 ns (zlib's set-up per call).
-PACK_BLOCK = 16 * 1024
+#: Raw bytes a body holds before it packs them into one zlib block. 4 KiB packs chat SSE
+#: about 17x at 0.4 us an event (16 KiB: 40x at 0.3 us), and is what keeps an open
+#: stream within the minimal aiohttp proxy's memory: with 16 KiB a paced 200-event
+#: stream cost 40.8 KiB of proxy RSS, with 4 KiB 27.2 (the minimal proxy: 27.1; the
+#: growing raw tails fragment the heap as much as they weigh), issue 17.
+PACK_BLOCK = 4 * 1024
 
 log = structlog.get_logger("chaosstream.proxy.record")
 
@@ -116,7 +119,7 @@ class Body:
     A body of a long stream would otherwise be most of what an open stream costs
     (38 KB of a 200-event chat stream against aiohttp's ~27 KiB for the two
     connections, issue 17). Every :data:`PACK_BLOCK` raw bytes are compressed at
-    level 1 into one block (SSE shrinks 20-35x; about 1 ns a byte), so a body
+    level 1 into one block (SSE shrinks about 17x), so a body
     holds its blocks plus at most one block's worth of raw tail. Blocks are
     independent zlib streams of any length: packing never needs to unpack, and
     an append after :meth:`pack` just starts a new tail.

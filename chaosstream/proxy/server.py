@@ -390,6 +390,9 @@ class ChaosProxy:
                 info.stream = ex.stream = True
             if not requested_stream:
                 injector.arm_on_response(exchange_id, info, started, armed, ex.faults)
+            # Every trigger is decided: the parsed body (about twice its size) need not
+            # live as long as the stream (the exchange keeps the bytes).
+            info.json = None
             return stream
 
         # A fault that reads frames cannot read them compressed: ask for identity when
