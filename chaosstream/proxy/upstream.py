@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl as ssl_module
+import sys
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Final, cast
@@ -581,7 +582,12 @@ class Pool:
             server_hostname=host if secure else None,
         )
         try:
-            _, conn = await asyncio.wait_for(connect, self._connect_timeout_s)
+            if sys.version_info >= (3, 11):
+                # A timeout context: wait_for runs the connect in a task of its own on 3.11.
+                async with asyncio.timeout(self._connect_timeout_s):
+                    _, conn = await connect
+            else:
+                _, conn = await asyncio.wait_for(connect, self._connect_timeout_s)
         except asyncio.TimeoutError:
             raise UpstreamError(
                 f"cannot connect to {host}:{port}: no answer within {self._connect_timeout_s:g} s"
