@@ -429,28 +429,30 @@ class ChaosProxy:
         """The request's scope, and the request as upstream must see it: the path
         prefix stripped, the scope header removed."""
         header = request.headers.get(SCOPE_HEADER)
-        name, profile_name, raw_path = split_scope(request.raw_path, header)
-        assert name is not None
-        scope = self.scopes.use(name, profile_name)
-        url = URL(raw_path, encoded=True)
+        scope, target = self._scope_of(request.raw_path, header)
+        url = URL(target, encoded=True)
         headers = request.headers
         if header is not None:
             copy = CIMultiDict(headers)
             del copy[SCOPE_HEADER]  # the scope is the proxy's business, never upstream's
             headers = CIMultiDictProxy(copy)
         scoped = dataclasses.replace(
-            request, raw_path=raw_path, path=url.path, query_string=url.query_string,
+            request, raw_path=target, path=url.path, query_string=url.query_string,
             headers=headers,
         )  # fmt: skip
         return scope, scoped
 
+    def _scope_of(self, raw_path: str, header: str | None) -> tuple[Scope, str]:
+        """The scope a request names (path prefix or header) and its target without it."""
+        name, profile_name, target = split_scope(raw_path, header)
+        assert name is not None
+        return self.scopes.use(name, profile_name), target
+
     def _scoped_websocket(self, request: web.Request) -> tuple[Scope, web.Request]:
         """:meth:`_scoped` for a WebSocket handshake, which aiohttp's server carries."""
         header = request.headers.get(SCOPE_HEADER)
-        name, profile_name, raw_path = split_scope(request.raw_path, header)
-        assert name is not None
-        scope = self.scopes.use(name, profile_name)
-        url = URL(raw_path, encoded=True)
+        scope, target = self._scope_of(request.raw_path, header)
+        url = URL(target, encoded=True)
         if header is None:
             # clone() shares the transport and the unread body: only the target changes.
             return scope, request.clone(rel_url=url)
@@ -509,7 +511,7 @@ class ChaosProxy:
             head = self._pool.request(request.method, url, headers.items(), data)
             # The request returns once the response head is in: the timeout bounds the
             # wait for it, never the body (a stream may be long). A timeout context where
-            # there is one: wait_for runs the request in a task of its own on 3.10.
+            # there is one (3.11+): wait_for would run the request in a task of its own.
             if sys.version_info >= (3, 11):
                 async with asyncio.timeout(self.upstream_head_timeout_s):
                     upstream = await head

@@ -28,21 +28,12 @@ from chaosstream.proxy.upstream import (
     UpstreamError,
     _request_head,
 )
+from tests.proxy.test_relay import chunked
 
 BODY = b"".join(b'data: {"i": %d, "text": "%s"}\n\n' % (i, b"x" * (i % 17)) for i in range(40))
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 CHUNKED_HEAD = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
 WAIT_S = 3.0
-
-
-def chunked(body: bytes, sizes: tuple[int, ...] = (1, 7, 13, 250, 3, 96)) -> bytes:
-    """``body`` in chunked framing, chunk sizes cycling through ``sizes``."""
-    out, i, k = [], 0, 0
-    while i < len(body):
-        n = sizes[k % len(sizes)]
-        out.append(b"%x\r\n%b\r\n" % (len(body[i : i + n]), body[i : i + n]))
-        i, k = i + n, k + 1
-    return b"".join(out) + b"0\r\n\r\n"
 
 
 def length_head(n: int, extra: bytes = b"") -> bytes:
