@@ -17,12 +17,7 @@ from chaosstream.proxy.downstream import Incoming
 from chaosstream.proxy.record import Exchange
 from chaosstream.streams.registry import format_for
 
-__all__ = ["abort", "drained", "refused", "request_info"]
-
-
-async def drained(request: web.Request, timeout: float = 2.0) -> None:
-    """Wait until what was written to ``request``'s client left the proxy's buffer."""
-    await downstream.drained(request.transport, timeout)
+__all__ = ["abort", "refused", "request_info"]
 
 
 def abort(request: web.Request, rst: bool = False) -> None:

@@ -1,5 +1,5 @@
 """What both proxies share, on a real aiohttp server: request_info (provider, stream flag,
-parsed body), abort (RST or plain close, seen by a raw socket) and drained."""
+parsed body), abort (RST or plain close, seen by a raw socket) and drained (downstream.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from chaosstream.proxy.exchange import abort, drained, request_info
+from chaosstream.proxy.downstream import drained
+from chaosstream.proxy.exchange import abort, request_info
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -175,7 +176,7 @@ async def test_abort_cuts_a_response_mid_body(
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await resp.write(b"data: partial\n\n")
-        await drained(request)
+        await drained(request.transport)
         await asyncio.sleep(0.05)  # the proxy's grace: the client reads before the RST lands
         abort(request, rst=rst)
         return resp
@@ -237,11 +238,11 @@ async def test_drained_waits_for_the_buffer_and_gives_up_at_its_timeout(
         # Straight to the transport: resp.write would itself wait for the reader.
         transport.write(b"z" * size)
         start = loop.time()
-        await drained(request, timeout=0.3)
+        await drained(request.transport, timeout=0.3)
         seen["stuck"] = (loop.time() - start, transport.get_write_buffer_size())
         reading.set()
         start = loop.time()
-        await drained(request, timeout=20)
+        await drained(request.transport, timeout=20)
         seen["flowing"] = (loop.time() - start, transport.get_write_buffer_size())
         flowed.set()
         return resp
