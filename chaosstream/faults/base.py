@@ -376,6 +376,19 @@ class Fault(BaseModel):
         """
         return 0.0
 
+    def first_byte_hold_ms(self, ctx: FaultContext) -> float | None:
+        """When all ``apply`` does is hold the body's first bytes this many ms after they
+        arrived and then pass everything untouched, that hold; None (the base): the fault
+        acts on the body some other way.
+
+        When every fault of the chain gives one (and none has a window), the proxy
+        relays the body as a clean one with its first write held for their sum, logging
+        ``delay_first_byte`` for each as the hold begins: the rest of the stream costs
+        what a clean one does. The promise is the one :meth:`horizon` asks: the same
+        output, fault log and end as ``apply`` gives.
+        """
+        return None
+
     def response_headers(self, headers: MutableMapping[str, str], ctx: FaultContext) -> None:
         """Edit the response head before it is sent (``gzip`` sets Content-Encoding).
 

@@ -71,6 +71,10 @@ class Latency(Fault):
         # chunk is out, so the rest of the stream is batched like a clean one's.
         return not (self.per_event_ms or self.jitter_ms or self.shape is not None)
 
+    def first_byte_hold_ms(self, ctx: FaultContext) -> float | None:
+        # What _FirstByte does, and all it does.
+        return self.first_byte_ms if self.prompt else None
+
     def apply(self, chunks: AsyncIterator[Chunk], ctx: FaultContext) -> AsyncIterator[Chunk]:
         if self.prompt:
             return _FirstByte(chunks, ctx, self.first_byte_ms)

@@ -13,7 +13,7 @@ per read that saves a future, a task wake-up and StreamWriter's chunk framing).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import aiohttp
@@ -44,6 +44,7 @@ async def relay(
     keep: bool,
     now: Callable[[], float],
     gate: Gate | None = None,
+    hold: Callable[[float], Awaitable[None]] | None = None,
 ) -> None:
     """Copy upstream's body to the prepared ``down`` as it comes, byte for byte.
 
@@ -56,14 +57,19 @@ async def relay(
     With ``gate`` (the head left already, with the first bytes), only what it lets
     out of each read is sent; once it stops, the relay returns and the rest of the
     body waits for ``upstream.read()``.
+
+    With ``hold`` (a first-byte delay, ``ChaosProxy._first_byte_hold``), the first
+    read is written once ``hold(its arrival stamp)`` returns; the head waits with it.
     """
     if gate is None:
         data = await upstream.read()
         if not data:
             return
-        ex.first_byte = now()
         if keep:
             ex.upstream_chunks.append(data)
+        if hold is not None:
+            await hold(upstream.received)
+        ex.first_byte = now()
         # Through the response once: the held head and the first bytes leave in one send.
         await down.write(data)
         ex.bytes_out = len(data)

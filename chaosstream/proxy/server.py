@@ -648,7 +648,12 @@ class ChaosProxy:
             else:
                 await self.clock.sleep(head_s)
                 await down.prepare()
-            if chain:
+            hold = None
+            if chain and head is None and decoder is None and not recorder.stamps:
+                hold = self._first_byte_hold(chain)
+            if hold is not None:
+                await relay(upstream, down, ex, keep, self.clock.now, hold=hold)
+            elif chain:
                 await self._pump_faults(upstream, down, ex, chain, keep, recorder, head, decoder)
             else:
                 await relay(upstream, down, ex, keep, self.clock.now)
@@ -694,6 +699,36 @@ class ChaosProxy:
                 total += ms
                 a.ctx.fired("delay_headers", detail=f"{ms:g} ms")
         return total / 1000.0
+
+    def _first_byte_hold(self, chain: list[Armed]) -> Callable[[float], Awaitable[None]] | None:
+        """When all the chain does to the body is hold its first bytes (``latency``'s
+        ``first_byte_ms`` alone, :meth:`Fault.first_byte_hold_ms`), that hold for the
+        clean relay; None when the chain must read the body.
+
+        Issue 17: with 1,000 such streams starting together, the rest of each stream
+        going through the fault chain (a task step and a generator per read) kept the
+        loop busy just when the holds ended, and made them late.
+        """
+        holds = []
+        for a in chain:
+            ms = a.fault.first_byte_hold_ms(a.ctx) if a.fault.window is None else None
+            if ms is None:
+                return None
+            holds.append((a, ms))
+        clock = self.clock
+        total_s = sum(ms for _, ms in holds) / 1000.0
+
+        async def hold(arrived: float) -> None:
+            for a, ms in holds:
+                if ms:
+                    # Logged as the hold begins, as the chain's (latency._FirstByte): a
+                    # client that gives up during it has met the fault all the same.
+                    a.ctx.fired("delay_first_byte", detail=f"{ms:.1f} ms")
+            # From the first bytes' arrival, as Toxiproxy's latency toxic counts
+            # (toxics/latency.go: ``t.delay() - time.Since(c.Timestamp)``).
+            await clock.sleep(arrived + total_s - clock.now())
+
+        return hold
 
     async def _prepare_after(self, down: Downstream, delay_s: float) -> None:
         await self.clock.sleep(delay_s)

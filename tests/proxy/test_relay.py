@@ -6,6 +6,7 @@ import asyncio
 import gc
 import gzip
 import hashlib
+import json
 import socket
 import ssl
 import threading
@@ -396,10 +397,11 @@ EVENT = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
 REQUEST = {"model": "m", "stream": True, "messages": []}
 
 
-def latency(ms: float) -> object:
-    return profile_from_data(
-        {"version": 1, "name": "t", "faults": [{"type": "latency", "first_byte_ms": ms}]}, "<t>"
-    )
+def latency(*ms: float, **fields: object) -> object:
+    """A profile of one latency fault per delay in ``ms`` (``first_byte_ms``), each with
+    ``fields`` as well."""
+    faults = [{"type": "latency", "first_byte_ms": m, **fields} for m in ms]
+    return profile_from_data({"version": 1, "name": "t", "faults": faults}, "<t>")
 
 
 async def test_first_byte_delay_counts_from_arrival_not_from_a_late_task(
@@ -478,3 +480,100 @@ async def test_timed_exchanges_share_a_pooled_connection(
             async with session.post(f"{clean.url}/v1/chat/completions", json=REQUEST) as resp:
                 assert await resp.read() == body
     assert proxy.recorder.exchanges[-1].outcome == "complete"
+
+
+# -- first-byte holds: latency's first_byte_ms alone goes through the relay ----------
+
+
+async def _post_timed(url: str) -> tuple[bytes, float]:
+    """One streaming POST: (the body, seconds from sending it to the first body bytes)."""
+    async with aiohttp.ClientSession() as session:
+        start = time.monotonic()
+        async with session.post(f"{url}/v1/chat/completions", json=REQUEST) as resp:
+            first = await resp.content.readany()
+            waited = time.monotonic() - start
+            return first + await resp.read(), waited
+
+
+async def test_a_first_byte_hold_is_relayed_byte_exact_and_pooled(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """A chunked body read in odd pieces reaches the client byte-exact once the hold is
+    over; the fault is logged once per exchange, as the hold began, and the upstream
+    connection serves the next exchange."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    upstream = RawUpstream(paced(head, cut(chunked(BODY)), gap_s=0.001))
+    async with upstream as url:
+        proxy = await proxy_factory(url, latency(80))
+        for _ in range(2):
+            body, waited = await _post_timed(proxy.url)
+            assert body == BODY
+            assert waited >= 0.08, waited
+            ex = await last_exchange(proxy)
+            assert (ex.outcome, ex.bytes_out, bytes(ex.upstream_chunks)) == (
+                "complete",
+                len(BODY),
+                BODY,
+            )
+            assert ex.first_byte is not None and ex.first_byte - ex.started >= 0.08
+    assert upstream.connections == 1
+    log = [(f.action, f.detail, f.events) for f in proxy.fault_log]
+    assert log == [("delay_first_byte", "80.0 ms", 0)] * 2
+    # Logged as the hold began, not once it was over.
+    assert all(f.at_ms < 80 for f in proxy.fault_log), proxy.fault_log
+
+
+async def test_first_byte_holds_add_up_and_each_is_logged(proxy_factory: ProxyFactory) -> None:
+    """Two first-byte delays hold the first byte for their sum, as two faults of the
+    chain in a row would; a zero one is not logged (nothing was held for it)."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    async with RawUpstream(paced(head, [chunked(BODY)], gap_s=0.001)) as url:
+        proxy = await proxy_factory(url, latency(60, 0, 90))
+        body, waited = await _post_timed(proxy.url)
+    assert body == BODY
+    assert 0.15 <= waited < 1.0, waited
+    log = [(f.action, f.detail, f.index) for f in proxy.fault_log]
+    assert log == [("delay_first_byte", "60.0 ms", 0), ("delay_first_byte", "90.0 ms", 2)]
+
+
+async def test_a_client_that_leaves_during_the_hold_ends_it(proxy_factory: ProxyFactory) -> None:
+    """A client gone about 100 ms into a 2 s hold: the exchange ends as client_gone at
+    once, with nothing written, and upstream's connection is closed, not pooled mid-body."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    # The first event 50 ms after the head, the rest 50 ms later: the hold has begun.
+    upstream = RawUpstream(paced(head, [chunked(BODY[:500]), chunked(BODY[500:])], gap_s=0.05))
+    async with upstream as url:
+        proxy = await proxy_factory(url, latency(2000))
+        host, port = proxy.url.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        payload = json.dumps(REQUEST).encode()
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nContent-Length: %d\r\n\r\n%b" % (len(payload), payload)
+        )
+        await asyncio.sleep(0.15)
+        writer.close()
+        start = time.monotonic()
+        ex = await last_exchange(proxy)
+        assert time.monotonic() - start < 1.0
+        assert (ex.outcome, ex.bytes_out, ex.first_byte) == ("client_gone", 0, None)
+        await asyncio.wait_for(upstream.closed_by_peer.wait(), 5)
+    assert [f.action for f in proxy.fault_log] == ["delay_first_byte"]
+
+
+@pytest.mark.parametrize(
+    "fields", [{"per_event_ms": 5}, {"jitter_ms": 5}, {"window": {"start_s": 0, "end_s": 1000}}]
+)
+async def test_a_latency_that_does_more_than_hold_still_reads_every_event(
+    fields: dict[str, object], proxy_factory: ProxyFactory
+) -> None:
+    """A per-event delay, jitter or a window take the fault chain: the body is still
+    whole and the first byte still held."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    body = EVENT * 5
+    async with RawUpstream(paced(head, [chunked(body, (len(EVENT),))], gap_s=0.001)) as url:
+        proxy = await proxy_factory(url, latency(60, **fields))
+        got, waited = await _post_timed(proxy.url)
+    assert got == body
+    assert waited >= 0.05, waited
+    assert proxy.fault_log and proxy.fault_log[0].action == "delay_first_byte"
