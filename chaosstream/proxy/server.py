@@ -508,7 +508,9 @@ class ChaosProxy:
             base = self.cassette.route(ex, info, headers) or base
         url = URL(str(base) + request.raw_path, encoded=True)
         try:
-            head = self._pool.request(request.method, url, headers.items(), data)
+            head = self._pool.request(
+                request.method, url, headers.items(), data, kernel_stamps=_holds_start(armed)
+            )
             # The request returns once the response head is in: the timeout bounds the
             # wait for it, never the body (a stream may be long). A timeout context where
             # there is one (3.11+): wait_for would run the request in a task of its own.
@@ -1122,6 +1124,14 @@ def _prefix(body: Body, n: int) -> bytes:
     """The first ``n`` bytes ``body`` was given (it may have kept fewer: its cap)."""
     whole = bytes(body)
     return whole if len(whole) <= n else whole[:n]
+
+
+def _holds_start(armed: list[Armed]) -> bool:
+    """A fault holds the response head or its first bytes a set time from their arrival:
+    then they are stamped with the kernel's arrival time (``Pool.request``)."""
+    return bool(armed) and any(  # a clean exchange makes no generator
+        a.fault.head_delay_ms(a.ctx) > 0 or a.fault.first_byte_hold_ms(a.ctx) for a in armed
+    )
 
 
 def _nearest(chain: list[Armed]) -> Horizon | None:

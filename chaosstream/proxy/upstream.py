@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl as ssl_module
+import struct
 import sys
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
@@ -56,6 +58,11 @@ KEEPALIVE_S = 15.0
 #: Bodies that are requests' own (no Content-Length given) are sent chunked; the rest
 #: of these methods send ``Content-Length: 0`` without a body, as aiohttp does.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Linux's ``struct tcp_info`` (linux/tcp.h, stable since 2.6): ``tcpi_last_data_recv``,
+#: milliseconds since the socket's last data segment came in, is the u32 at byte 52.
+_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
+_LAST_DATA_RECV = struct.Struct("=I")
+_LAST_DATA_RECV_AT = 52
 
 
 class UpstreamError(Exception):
@@ -113,7 +120,10 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
             return
         # Every read is stamped (one clock call): a pipe may hand the rest to read().
-        at = self.read_at = self.now()
+        at = self.now()
+        if resp._kernel_stamps:
+            at = _arrived(self.transport, at)
+        self.read_at = at
         if not resp._head_done:
             if not resp._head_bytes:
                 resp.head_at = at
@@ -245,6 +255,7 @@ class Response:
         "_head_done",
         "_head_method",
         "_keep_alive",
+        "_kernel_stamps",
         "_paused",
         "_pool",
         "_raw_headers",
@@ -258,7 +269,9 @@ class Response:
         "status",
     )
 
-    def __init__(self, conn: _Connection, pool: Pool, method: str) -> None:
+    def __init__(
+        self, conn: _Connection, pool: Pool, method: str, kernel_stamps: bool = False
+    ) -> None:
         self._conn: _Connection | None = conn
         self._pool = pool
         self._head_method = method == "HEAD"
@@ -275,6 +288,8 @@ class Response:
         self._paused = False
         self._sink: Sink | None = None
         self._waiter: asyncio.Future[bool] | None = None
+        # Until the first body bytes are in: reads stamped with the kernel's arrival time.
+        self._kernel_stamps = kernel_stamps
         #: The status code and reason phrase of the final response.
         self.status = 0
         self.reason = ""
@@ -400,6 +415,7 @@ class Response:
             return
         if not data:
             return
+        self._kernel_stamps = False  # the first body bytes are stamped: enough
         conn = self._conn
         if not self._buffer and conn is not None:
             # The oldest bytes not handed out: what read() returns next counts from here.
@@ -497,12 +513,19 @@ class Pool:
         url: URL,
         headers: Iterable[tuple[str, str]],
         body: bytes | AsyncIterable[bytes] | None = None,
+        *,
+        kernel_stamps: bool = False,
     ) -> Response:
         """Send a request and return once the final response head is in.
 
         ``headers`` go as given (hop-by-hop ones are the caller's to drop), plus
         ``Host`` unless given, and ``Content-Length`` for a bytes body; an iterable
         body without a Content-Length goes chunked. Raises :class:`UpstreamError`.
+
+        With ``kernel_stamps``, the reads up to the first body bytes (``head_at``, and
+        ``received`` of the first :meth:`Response.read`) are stamped with when the
+        kernel got them, not when the loop got round to them: for a fault that holds
+        the head or the first byte a set time (one ``getsockopt`` per such read).
         """
         if self._closed:
             raise UpstreamError("the upstream pool is closed")
@@ -515,14 +538,16 @@ class Pool:
         conn = self._take(key)
         if conn is not None and replayable:
             try:
-                return await self._send(conn, method, head, body, chunked, reused=True)
+                return await self._send(
+                    conn, method, head, body, chunked, reused=True, kernel_stamps=kernel_stamps
+                )
             except _Stale:
                 pass  # upstream closed the idle connection as it was reused: a fresh one
         elif conn is not None:
             conn.transport.close()  # type: ignore[union-attr]
         conn = await self._connect(host, port, secure, key)
         try:
-            return await self._send(conn, method, head, body, chunked)
+            return await self._send(conn, method, head, body, chunked, kernel_stamps=kernel_stamps)
         except _Stale as e:
             raise UpstreamError(str(e)) from None
 
@@ -604,10 +629,11 @@ class Pool:
         body: bytes | AsyncIterable[bytes] | None,
         chunked: bool,
         reused: bool = False,
+        kernel_stamps: bool = False,
     ) -> Response:
         transport = conn.transport
         assert transport is not None
-        resp = Response(conn, self, method)
+        resp = Response(conn, self, method, kernel_stamps)
         conn.resp = resp
         try:
             if isinstance(body, bytes) and len(body) <= 1 << 16:
@@ -635,6 +661,30 @@ class Pool:
             resp._conn = None
             transport.close()
             raise
+
+
+def _arrived(transport: asyncio.Transport | None, now: float) -> float:
+    """When the socket's last bytes came in: ``now`` moved back by the age the kernel
+    gives them (Linux's TCP_INFO), else ``now``.
+
+    A loop busy with other sockets runs a read's callback late: with 1,000 streams
+    starting together, 5-10 ms at the median (issue 17), which a delay counted from
+    the callback adds to its setting. The kernel counts the age in ticks (4 ms at
+    HZ=250), so a stamp may be up to a tick early or late, and is right on average:
+    the trade :class:`~chaosstream.faults.base.SystemClock`'s early wake-ups make too,
+    for delays that land on their setting instead of always after it.
+    """
+    sock = transport.get_extra_info("socket") if _TCP_INFO is not None and transport else None
+    if sock is None:
+        return now
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
+    except OSError:
+        return now
+    if len(info) < _LAST_DATA_RECV_AT + 4:
+        return now
+    age_ms: int = _LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_AT)[0]
+    return now - age_ms / 1000.0
 
 
 class _Stale(Exception):

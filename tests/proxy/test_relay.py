@@ -460,6 +460,60 @@ async def test_first_byte_delay_counts_from_arrival_not_from_a_late_task(
         listener.close()
 
 
+async def test_first_byte_delay_counts_from_the_kernels_arrival_when_the_loop_is_late(
+    proxy_factory: ProxyFactory,
+) -> None:
+    """The proxy's loop is blocked 200 ms while upstream's head and first event come in,
+    so even the socket callback runs late: the 300 ms hold counts from when the kernel
+    got the bytes (upstream.py, kernel_stamps), and the client gets the event ~300 ms
+    after it was sent, not ~500."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    asked, sent_evt = threading.Event(), threading.Event()
+    sent: list[float] = []
+
+    def block() -> None:
+        sent_evt.wait(2)
+        time.sleep(0.2)  # the bytes sit in the socket all this time
+
+    def upstream() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            raw = b""
+            while b"\r\n\r\n" not in raw:
+                raw += conn.recv(65536)
+            loop.call_soon_threadsafe(block)
+            time.sleep(0.02)  # the loop is in block() now
+            head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+            conn.sendall(head + b"%x\r\n%b\r\n" % (len(EVENT), EVENT))
+            sent.append(time.monotonic())
+            sent_evt.set()
+            time.sleep(0.05)
+            conn.sendall(b"0\r\n\r\n")
+            asked.wait(2)
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        proxy = await proxy_factory(f"http://127.0.0.1:{port}", latency(300))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{proxy.url}/v1/chat/completions", json=REQUEST) as resp,
+        ):
+            first = await resp.content.readany()
+            got = time.monotonic()
+            rest = await resp.read()
+        assert first + rest == EVENT
+        waited_ms = (got - sent[0]) * 1000
+        # Counted from the socket callback it would be ~500 ms.
+        assert 280 <= waited_ms < 440, waited_ms
+    finally:
+        asked.set()
+        await asyncio.to_thread(thread.join, 5)
+        listener.close()
+
+
 async def test_timed_exchanges_share_a_pooled_connection(
     proxy_factory: ProxyFactory,
 ) -> None:

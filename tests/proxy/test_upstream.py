@@ -8,6 +8,7 @@ import hashlib
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -703,6 +704,66 @@ async def test_received_is_the_arrival_of_the_oldest_bytes_read(pool: Pool) -> N
         resp.close()
     assert data == b"firstagain"
     assert 0.45 <= waited < 3.0  # the later bytes would say about 0.25
+
+
+def _busy(seconds: float) -> None:
+    """Keep the event loop from running (called from a coroutine, on purpose)."""
+    time.sleep(seconds)
+
+
+@pytest.mark.parametrize("kernel_stamps", [False, True], ids=["loop", "kernel"])
+async def test_kernel_stamps_say_when_the_bytes_came_not_when_the_loop_read_them(
+    kernel_stamps: bool,
+) -> None:
+    """The loop is busy 200 ms while the head and first body bytes come in: with
+    kernel_stamps, head_at and the first read's received are when they came (within a
+    kernel tick), else when the loop got to them. Only the first body bytes are
+    stamped so: a later read that waited is stamped when the loop read it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    go = [threading.Event(), threading.Event()]
+    sent: list[float] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            raw = b""
+            while b"\r\n\r\n" not in raw:
+                raw += conn.recv(65536)
+            for event, data in zip(go, (length_head(10) + b"hello", b"world"), strict=True):
+                event.wait(5)
+                sent.append(time.monotonic())
+                conn.sendall(data)
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    pool = Pool()
+    port = listener.getsockname()[1]
+    try:
+        url = URL(f"http://127.0.0.1:{port}/")
+        task = asyncio.ensure_future(pool.request("GET", url, [], kernel_stamps=kernel_stamps))
+        await asyncio.sleep(0.1)  # the request is out; upstream waits for go
+        go[0].set()
+        _busy(0.2)  # the loop is busy while the response comes in
+        resp = await task
+        first = await resp.read()
+        head_late, first_late = resp.head_at - sent[0], resp.received - sent[0]
+        go[1].set()
+        _busy(0.2)
+        second = await resp.read()
+        second_late = resp.received - sent[1]
+        resp.close()
+    finally:
+        await pool.close()
+        await asyncio.to_thread(thread.join, 5)
+        listener.close()
+    assert first + second == b"helloworld"
+    if kernel_stamps:
+        assert -0.02 < head_late < 0.1, head_late
+        assert -0.02 < first_late < 0.1, first_late
+    else:
+        assert head_late >= 0.15 and first_late >= 0.15, (head_late, first_late)
+    assert second_late >= 0.15, second_late
 
 
 # -- pipe ------------------------------------------------------------------------------
