@@ -48,6 +48,13 @@ def cut(value: object, limit: int = _QUOTE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+def cut_path(value: object, limit: int = _QUOTE_CHARS) -> str:
+    """A path as text, cut from its start when longer than ``limit``: the end (the file
+    name the user typed) is what tells them which one is meant."""
+    text = str(value)
+    return text if len(text) <= limit else "\u2026" + text[-(limit - 1) :]
+
+
 def did_you_mean(word: object, known: Sequence[str]) -> str:
     """``"; did you mean 'x'?"`` when ``word`` is close to one of ``known``, else ``""``."""
     close = difflib.get_close_matches(str(word)[:_QUOTE_CHARS], list(known), n=1)

@@ -48,6 +48,12 @@ def cut(value: str, limit: int = QUOTE_MAX) -> str:
     return repr(value) if len(value) <= limit else repr(value[:limit]) + "…"
 
 
+def cut_path(value: str, limit: int = QUOTE_MAX) -> str:
+    """A path quoted for an error message; a long one loses its start, not its file name
+    (CI workspaces and temporary folders make paths of 100 characters and more)."""
+    return repr(value) if len(value) <= limit else "…" + repr(value[-limit:])
+
+
 def _valid_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -88,10 +94,10 @@ def ca_file_option(ctx: click.Context, param: click.Parameter, value: str | None
         ssl.create_default_context(cafile=value)
     except ssl.SSLError as e:
         raise click.BadParameter(
-            f"{cut(value)} holds no usable PEM certificate ({e.reason or e})"
+            f"{cut_path(value)} holds no usable PEM certificate ({e.reason or e})"
         ) from None
     except OSError as e:
-        raise click.BadParameter(f"cannot read {cut(value)}: {e.strerror or e}") from None
+        raise click.BadParameter(f"cannot read {cut_path(value)}: {e.strerror or e}") from None
     return value
 
 
@@ -108,12 +114,14 @@ def writable_file_option(
     path = Path(value)
     folder = path.parent
     if path.is_dir():
-        raise click.BadParameter(f"{cut(value)} is a folder, not a file")
+        raise click.BadParameter(f"{cut_path(value)} is a folder, not a file")
     if not folder.is_dir():
-        raise click.BadParameter(f"{cut(value)}: folder {cut(str(folder))} does not exist")
+        raise click.BadParameter(
+            f"{cut_path(value)}: folder {cut_path(str(folder))} does not exist"
+        )
     target = path if path.exists() else folder
     if not os.access(target, os.W_OK):
-        raise click.BadParameter(f"{cut(value)}: permission denied")
+        raise click.BadParameter(f"{cut_path(value)}: permission denied")
     return value
 
 

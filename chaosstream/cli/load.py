@@ -19,6 +19,7 @@ from chaosstream.cli.args import (
     BadInput,
     ca_file_option,
     cut,
+    cut_path,
     upstream_option,
     writable_file_option,
 )
@@ -318,7 +319,7 @@ def load(
         folder = Path(csv_prefix).parent
         if not folder.is_dir():
             raise click.BadParameter(
-                f"folder {cut(str(folder))} does not exist", param_hint="--csv"
+                f"folder {cut_path(str(folder))} does not exist", param_hint="--csv"
             )
     from chaosstream.load.plan import FORMATS, LoadPlan, parse_mix, read_prompts, retry_policy
 

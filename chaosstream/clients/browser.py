@@ -331,7 +331,7 @@ async def launch_chromium(
     ``playwright.chromium``. Raises :class:`~chaosstream.yamlfile.InputError`
     naming what was tried.
     """
-    from chaosstream.yamlfile import InputError
+    from chaosstream.yamlfile import InputError, cut_path
 
     named, source = executable, "--chromium"
     if not named:
@@ -340,7 +340,7 @@ async def launch_chromium(
     if named:
         path = _which(named)
         if path is None:
-            raise InputError(f"{source} {_cut(named)}: no such executable file")
+            raise InputError(f"{source} {cut_path(named)}: no such executable file")
         try:
             return await _launch(browser_type, path, extra_args), path
         except Exception as e:

@@ -13,6 +13,7 @@ from chaosstream.cli.args import (
     BadInput,
     ca_file_option,
     cut,
+    cut_path,
     hostport_option,
     parse_hostport,
     upstream_option,
@@ -76,6 +77,17 @@ def test_long_bad_input_is_quoted_cut_short() -> None:
     with pytest.raises(click.BadParameter) as err:
         upstream_url("ftp://" + "x" * 5000)
     assert len(err.value.message) < 120 and "…" in err.value.message
+
+
+def test_a_long_path_is_cut_from_its_start_keeping_the_file_name(tmp_path: Path) -> None:
+    """A 200-character path to a missing CA file: the message keeps its end, the file
+    name the user typed, and stays short."""
+    deep = tmp_path / ("d" * 150) / "gone.pem"
+    assert cut_path("short.pem") == "'short.pem'"
+    assert cut_path(str(deep)) == "…" + repr(str(deep)[-80:])
+    with pytest.raises(click.BadParameter) as err:
+        ca_file_option(click.Context(click.Command("probe")), click.Option(["--x"]), str(deep))
+    assert "d/gone.pem'" in err.value.message and len(err.value.message) < 140
 
 
 @pytest.mark.parametrize(
