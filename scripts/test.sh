@@ -7,6 +7,7 @@
 # Environment:
 #   PYTHON                  interpreter to install into and test with (default: python3,
 #                           whichever is active: a venv's, pyenv's, the system's)
+#   PYTEST_WORKERS          pytest-xdist workers (default 2; 0 runs the tests in one process)
 #   APT_LOCK_TIMEOUT_S      how long apt waits for another apt/dpkg to let go of its lock
 #                           (unattended-upgrades on a fresh VM), default 300; then apt fails
 #   CHAOSSTREAM_CHROMIUM    the browser to use; nothing is installed then
@@ -16,6 +17,7 @@
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
+PYTEST_WORKERS=${PYTEST_WORKERS:-2}
 APT_LOCK_TIMEOUT_S=${APT_LOCK_TIMEOUT_S:-300}
 # Without Recommends Debian's chromium is 25 packages, not 115 (479 MB installed, with
 # avahi, samba, cups, perl); fonts-liberation is the one Recommends worth keeping: the
@@ -124,7 +126,11 @@ main() {
         browser=$(find_browser)
     fi
     say "browser tests use $browser"
-    "$PYTHON" -m pytest "$@"
+    # Two workers, a test file each at a time (its module fixtures are built once): most
+    # tests wait on sockets, subprocesses and a browser, so one process left a core idle.
+    # pytest-benchmark, where some other package installed it, warns that xdist turns it
+    # off, and the suite makes warnings errors: it is not ours, so it is left out.
+    "$PYTHON" -m pytest -p no:benchmark -n "$PYTEST_WORKERS" --dist loadfile "$@"
 }
 
 # Sourcing the file (tests do) defines the functions without running anything.

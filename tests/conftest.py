@@ -75,6 +75,15 @@ async def tp() -> AsyncIterator[RunningServer]:
 
 
 @pytest.fixture(autouse=True)
+def _no_outer_xdist_in_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite runs on xdist workers (scripts/test.sh): their variables must not reach
+    the processes a test starts, or a pytest run inside a test would take the outer
+    run's id for its own (the plugin's scopes are named by PYTEST_XDIST_TESTRUNUID)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _collect_garbage_after_each_test() -> Iterator[None]:
     """A leaked socket or connection warns (an error here) in the test that leaked it.
 
