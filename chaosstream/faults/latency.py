@@ -21,7 +21,11 @@ class Latency(Fault):
     behind: a stream with `per_event_ms: 100` whose upstream sends an event
     every 20 ms delivers every event 100 ms late, not 100 ms apart. Jitter is
     drawn per chunk, but a chunk never leaves before the one ahead of it, so
-    bytes are never reordered. On a WebSocket every message is an event.
+    bytes are never reordered. On a WebSocket every message is an event. For the
+    head and the first byte that moment is, on Linux, when the kernel got the
+    bytes: a proxy busy with a thousand streams starting at once does not add
+    its own lag to the setting (the kernel counts in ticks, 4 ms at HZ=250, so
+    a first byte may leave up to a tick early or late; on average on time).
 
     `headers_ms` holds the response head (status line and headers) back, apart
     from the body: "headers on time, body late" is the opposite case
