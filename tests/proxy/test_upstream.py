@@ -711,14 +711,10 @@ def _busy(seconds: float) -> None:
     time.sleep(seconds)
 
 
-@pytest.mark.parametrize("kernel_stamps", [False, True], ids=["loop", "kernel"])
-async def test_kernel_stamps_say_when_the_bytes_came_not_when_the_loop_read_them(
-    kernel_stamps: bool,
-) -> None:
-    """The loop is busy 200 ms while the head and first body bytes come in: with
-    kernel_stamps, head_at and the first read's received are when they came (within a
-    kernel tick), else when the loop got to them. Only the first body bytes are
-    stamped so: a later read that waited is stamped when the loop read it."""
+async def _late_loop_stamps(kernel_stamps: bool) -> tuple[bytes, float, float, float]:
+    """The loop is busy 200 ms while the head and first body bytes come in, then again
+    while the rest does: (body, head_at, first and second read's received), each less
+    the time upstream sent those bytes."""
     listener = socket.create_server(("127.0.0.1", 0))
     go = [threading.Event(), threading.Event()]
     sent: list[float] = []
@@ -757,12 +753,33 @@ async def test_kernel_stamps_say_when_the_bytes_came_not_when_the_loop_read_them
         await pool.close()
         await asyncio.to_thread(thread.join, 5)
         listener.close()
-    assert first + second == b"helloworld"
+    return first + second, head_late, first_late, second_late
+
+
+@pytest.mark.parametrize("kernel_stamps", [False, True], ids=["loop", "kernel"])
+async def test_kernel_stamps_say_when_the_bytes_came_not_when_the_loop_read_them(
+    kernel_stamps: bool,
+) -> None:
+    """With kernel_stamps, head_at and the first read's received are when the bytes
+    came (within a kernel tick), else when the busy loop got to them. Only the first
+    body bytes are stamped so: a later read that waited is stamped when it was read."""
+    body, head_late, first_late, second_late = await _late_loop_stamps(kernel_stamps)
+    assert body == b"helloworld"
     if kernel_stamps:
         assert -0.02 < head_late < 0.1, head_late
         assert -0.02 < first_late < 0.1, first_late
     else:
         assert head_late >= 0.15 and first_late >= 0.15, (head_late, first_late)
+    assert second_late >= 0.15, second_late
+
+
+def test_kernel_stamps_on_uvloop() -> None:
+    """uvloop's transports give the socket the kernel is asked about too."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        body, head_late, first_late, second_late = runner.run(_late_loop_stamps(True))
+    assert body == b"helloworld"
+    assert -0.02 < head_late < 0.1 and -0.02 < first_late < 0.1, (head_late, first_late)
     assert second_late >= 0.15, second_late
 
 
