@@ -325,7 +325,13 @@ class SseFramer:
         reads of a stream this way while a fault is far from its trigger."""
         # The first blank line is the last two bytes: one block, and it ends there. A CR
         # would be a line end of its own (CR CR is a blank line too), so none may be in.
-        if data.startswith(b"data:") and data.find(b"\n\n") == len(data) - 2 and b"\r" not in data:
+        # Ints, not bytes, where one byte is looked for: memchr, 15-50 ns a scan where a
+        # 2-byte find costs 190 (the usual event is one line, its first LF the last but one).
+        if not data.startswith(b"data:") or 13 in data:
+            return None
+        end = len(data) - 2
+        lf = data.find(10)
+        if (lf == end and data[-1] == 10) or (end > lf >= 0 and data.find(b"\n\n") == end):
             return 1
         return None
 
