@@ -55,6 +55,9 @@ MAX_HEAD_BYTES = 64 * 1024
 HIGH_WATER = 256 * 1024
 #: An idle pooled connection is closed after this long (aiohttp's keep-alive default).
 KEEPALIVE_S = 15.0
+#: Idle connections kept per upstream host: a burst of 3,000 streams must not leave
+#: 3,000 sockets (and the upstream's resources behind them) open for KEEPALIVE_S.
+MAX_IDLE_PER_HOST = 256
 #: Bodies that are requests' own (no Content-Length given) are sent chunked; the rest
 #: of these methods send ``Content-Length: 0`` without a body, as aiohttp does.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -482,7 +485,8 @@ class Response:
 
 
 class Pool:
-    """Connections to upstreams, kept alive between requests; no cap on their number."""
+    """Connections to upstreams, kept alive between requests: no cap on how many are in
+    use, at most ``max_idle_per_host`` idle per host (the oldest goes first)."""
 
     def __init__(
         self,
@@ -490,6 +494,7 @@ class Pool:
         *,
         connect_timeout_s: float | None = 10.0,
         keepalive_s: float = KEEPALIVE_S,
+        max_idle_per_host: int = MAX_IDLE_PER_HOST,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         """``ssl``: a context, True for the default verifying one, False to verify
@@ -503,6 +508,7 @@ class Pool:
         self._ssl = ssl
         self._connect_timeout_s = connect_timeout_s
         self._keepalive_s = keepalive_s
+        self._max_idle = max_idle_per_host
         self._now = now
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._closed = False
@@ -580,7 +586,18 @@ class Pool:
             if conn.transport is not None:
                 conn.transport.close()
             return
-        self._idle.setdefault(conn.key, []).append(conn)
+        if self._max_idle <= 0:
+            conn.transport.close()
+            return
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= self._max_idle:
+            # Connections are taken from the end (the warmest): the oldest goes.
+            oldest = idle[0]
+            if oldest.expiry is not None:
+                oldest.expiry.cancel()
+            self._expire(oldest)
+            idle = self._idle.setdefault(conn.key, [])
+        idle.append(conn)
         loop = asyncio.get_running_loop()
         conn.expiry = loop.call_later(self._keepalive_s, self._expire, conn)
 

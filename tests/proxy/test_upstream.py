@@ -360,6 +360,47 @@ async def test_idle_connections_expire() -> None:
         await pool.close()
 
 
+async def test_idle_connections_are_capped_per_host_the_oldest_closed() -> None:
+    """Five streams at once, two idle kept per host: the first three to come back are
+    closed at once (upstream sees EOF), the two others serve the next two requests."""
+    pool = Pool(max_idle_per_host=2)
+    all_in = asyncio.Event()
+
+    async def script(peer: Peer) -> bool:
+        if len(upstream.peers) == 5:
+            all_in.set()
+        await all_in.wait()  # five connections open at once
+        await peer.send(length_head(2) + b"ok")
+        return True
+
+    upstream = Upstream(script)
+    try:
+        async with upstream as url:
+            got = await asyncio.gather(*(get(pool, url) for _ in range(5)))
+            assert [body for _, body in got] == [b"ok"] * 5
+            await asyncio.sleep(0.3)  # closed on release: the EOFs are on their way
+            assert sorted(p.eof.is_set() for p in upstream.peers) == [False] * 2 + [True] * 3
+            for _ in range(2):
+                await get(pool, url)
+            assert upstream.connections == 5
+    finally:
+        await pool.close()
+
+
+async def test_no_idle_connection_kept_when_the_cap_is_zero() -> None:
+    """max_idle_per_host=0: every connection closes once its response is read."""
+    pool = Pool(max_idle_per_host=0)
+    upstream = Upstream(answer(length_head(2) + b"ok"))
+    try:
+        async with upstream as url:
+            for _ in range(2):
+                await get(pool, url)
+            await asyncio.wait_for(upstream.peers[0].eof.wait(), WAIT_S)
+            assert upstream.connections == 2
+    finally:
+        await pool.close()
+
+
 @pytest.mark.parametrize(
     "stray",
     [b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nstale", b"garbage\r\n\r\n"],
