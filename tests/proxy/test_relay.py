@@ -404,40 +404,64 @@ def latency(*ms: float, **fields: object) -> object:
     return profile_from_data({"version": 1, "name": "t", "faults": faults}, "<t>")
 
 
-async def test_first_byte_delay_counts_from_arrival_not_from_a_late_task(
+def recv_head(conn: socket.socket) -> bytes:
+    """A thread upstream's blocking read of a request head (and whatever came with it)."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        data = conn.recv(65536)
+        if not data:
+            break
+        raw += data
+    return raw
+
+
+def _late_task(loop: asyncio.AbstractEventLoop, sent: threading.Event) -> None:
+    """The socket's callback runs on time, the handler task it wakes 200 ms late."""
+    sent.wait(2)
+    time.sleep(0.02)  # the bytes are in the socket when this callback returns
+    # A timer already due runs in the same loop pass as the socket's callback, after it
+    # and before the handler task it wakes.
+    loop.call_at(loop.time(), time.sleep, 0.2)
+
+
+def _late_callback(loop: asyncio.AbstractEventLoop, sent: threading.Event) -> None:
+    """The loop is busy while the bytes come in: even the socket's callback is 200 ms late
+    (the hold then counts from the kernel's arrival time: upstream.py, kernel_stamps)."""
+    sent.wait(2)
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("stall", [_late_task, _late_callback], ids=["task", "callback"])
+async def test_first_byte_delay_counts_from_arrival_not_from_a_late_loop(
+    stall: Callable[[asyncio.AbstractEventLoop, threading.Event], None],
     proxy_factory: ProxyFactory,
 ) -> None:
-    """Upstream's head and first event reach the socket, then the proxy's loop is blocked
-    200 ms before its handler resumes: the 300 ms first-byte delay still counts from the
-    arrival, so the client gets the event ~300 ms after it was sent, not ~500."""
+    """Upstream's head and first event come in while the proxy's loop is stalled 200 ms
+    (the handler task late, or the socket's callback itself): the 300 ms first-byte delay
+    still counts from their arrival, so the client gets the event ~300 ms after it was
+    sent, not ~500."""
     loop = asyncio.get_running_loop()
     listener = socket.create_server(("127.0.0.1", 0))
-    blocking, sent_evt = threading.Event(), threading.Event()
+    stalling, sent_evt, done = threading.Event(), threading.Event(), threading.Event()
     sent: list[float] = []
 
-    def block_then_block_again() -> None:
-        blocking.set()
-        sent_evt.wait(2)
-        time.sleep(0.02)  # the bytes are in the socket when this callback returns
-        # A timer already due runs in the same loop pass as the socket's callback, after it
-        # and before the handler task it wakes: the handler resumes 200 ms late.
-        loop.call_at(loop.time(), time.sleep, 0.2)
+    def stalled() -> None:
+        stalling.set()
+        stall(loop, sent_evt)
 
     def upstream() -> None:
         conn, _ = listener.accept()
         with conn:
-            raw = b""
-            while b"\r\n\r\n" not in raw:
-                raw += conn.recv(65536)
-            loop.call_soon_threadsafe(block_then_block_again)
-            blocking.wait(2)
+            recv_head(conn)
+            loop.call_soon_threadsafe(stalled)
+            stalling.wait(2)
             head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
             conn.sendall(head + b"%x\r\n%b\r\n" % (len(EVENT), EVENT))
             sent.append(time.monotonic())
             sent_evt.set()
             time.sleep(0.05)
             conn.sendall(b"0\r\n\r\n")
-            time.sleep(0.1)
+            done.wait(2)
 
     thread = threading.Thread(target=upstream, daemon=True)
     thread.start()
@@ -453,63 +477,10 @@ async def test_first_byte_delay_counts_from_arrival_not_from_a_late_task(
             rest = await resp.read()
         assert first + rest == EVENT
         waited_ms = (got - sent[0]) * 1000
-        # Counted from the task's wake-up it would be ~520 ms.
+        # Counted from the late task or callback it would be ~500 ms.
         assert 280 <= waited_ms < 440, waited_ms
     finally:
-        await asyncio.to_thread(thread.join, 5)
-        listener.close()
-
-
-async def test_first_byte_delay_counts_from_the_kernels_arrival_when_the_loop_is_late(
-    proxy_factory: ProxyFactory,
-) -> None:
-    """The proxy's loop is blocked 200 ms while upstream's head and first event come in,
-    so even the socket callback runs late: the 300 ms hold counts from when the kernel
-    got the bytes (upstream.py, kernel_stamps), and the client gets the event ~300 ms
-    after it was sent, not ~500."""
-    loop = asyncio.get_running_loop()
-    listener = socket.create_server(("127.0.0.1", 0))
-    asked, sent_evt = threading.Event(), threading.Event()
-    sent: list[float] = []
-
-    def block() -> None:
-        sent_evt.wait(2)
-        time.sleep(0.2)  # the bytes sit in the socket all this time
-
-    def upstream() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            raw = b""
-            while b"\r\n\r\n" not in raw:
-                raw += conn.recv(65536)
-            loop.call_soon_threadsafe(block)
-            time.sleep(0.02)  # the loop is in block() now
-            head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
-            conn.sendall(head + b"%x\r\n%b\r\n" % (len(EVENT), EVENT))
-            sent.append(time.monotonic())
-            sent_evt.set()
-            time.sleep(0.05)
-            conn.sendall(b"0\r\n\r\n")
-            asked.wait(2)
-
-    thread = threading.Thread(target=upstream, daemon=True)
-    thread.start()
-    try:
-        port = listener.getsockname()[1]
-        proxy = await proxy_factory(f"http://127.0.0.1:{port}", latency(300))
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(f"{proxy.url}/v1/chat/completions", json=REQUEST) as resp,
-        ):
-            first = await resp.content.readany()
-            got = time.monotonic()
-            rest = await resp.read()
-        assert first + rest == EVENT
-        waited_ms = (got - sent[0]) * 1000
-        # Counted from the socket callback it would be ~500 ms.
-        assert 280 <= waited_ms < 440, waited_ms
-    finally:
-        asked.set()
+        done.set()
         await asyncio.to_thread(thread.join, 5)
         listener.close()
 

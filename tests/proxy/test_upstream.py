@@ -29,7 +29,7 @@ from chaosstream.proxy.upstream import (
     UpstreamError,
     _request_head,
 )
-from tests.proxy.test_relay import chunked
+from tests.proxy.test_relay import chunked, recv_head
 
 BODY = b"".join(b'data: {"i": %d, "text": "%s"}\n\n' % (i, b"x" * (i % 17)) for i in range(40))
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -763,9 +763,7 @@ async def _late_loop_stamps(kernel_stamps: bool) -> tuple[bytes, float, float, f
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            raw = b""
-            while b"\r\n\r\n" not in raw:
-                raw += conn.recv(65536)
+            recv_head(conn)
             for event, data in zip(go, (length_head(10) + b"hello", b"world"), strict=True):
                 event.wait(5)
                 sent.append(time.monotonic())
