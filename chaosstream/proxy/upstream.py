@@ -66,6 +66,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 _LAST_DATA_RECV = struct.Struct("=I")
 _LAST_DATA_RECV_AT = 52
+#: The bytes of it asked for: its size in Linux 2.6, enough to reach that field.
+_TCP_INFO_LEN = 104
 
 
 class UpstreamError(Exception):
@@ -346,6 +348,7 @@ class Response:
         if conn is None:
             raise BodyError("upstream connection gone before the body ended")
         self._sink = sink
+        self._kernel_stamps = False  # body bytes were handed out: the rest go as read
         try:
             return await self._wait()
         finally:
@@ -695,7 +698,7 @@ def _arrived(transport: asyncio.Transport | None, now: float) -> float:
     if sock is None:
         return now
     try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LEN)
     except OSError:
         return now
     if len(info) < _LAST_DATA_RECV_AT + 4:
