@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -457,6 +458,7 @@ class PageDriver:
         """Flags after :data:`CHROMIUM_ARGS` (``--intercept``: :func:`intercept_args`)."""
         self._pw: Any = None
         self._browser: Any = None
+        self._tmp: str | None = None
 
     async def start(self) -> None:
         """Launch Chromium as :func:`launch_chromium` picks it (never downloads one).
@@ -472,7 +474,25 @@ class PageDriver:
             raise InputError(
                 "browser clients need Playwright: pip install 'chaosstream[browser]'"
             ) from None
-        self._pw = await async_playwright().start()
+        # Playwright's driver (1.65) leaves two empty folders in the temporary folder on
+        # every launch, though its cleanup reports them gone: it and its Chromium get one
+        # of ours instead, removed on close. The driver copies the environment as it
+        # starts, so TMPDIR is ours only that long (this process's tempfile has its own
+        # folder cached already: mkdtemp looked it up). A short name: Chromium's socket
+        # paths under it must stay within a Unix socket's 108 bytes.
+        self._tmp = tempfile.mkdtemp(prefix="cs-browser-")
+        saved = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = self._tmp
+        try:
+            self._pw = await async_playwright().start()
+        except BaseException:
+            self._remove_tmp()
+            raise
+        finally:
+            if saved is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = saved
         try:
             self._browser, self.executable = await launch_chromium(
                 self._pw.chromium, self.executable, self.extra_args
@@ -480,16 +500,30 @@ class PageDriver:
         except BaseException:
             await self._pw.stop()
             self._pw = None
+            self._remove_tmp()
             raise
 
+    @property
+    def browser(self) -> Any:
+        """The running Playwright ``Browser``, for a caller that drives pages of its own."""
+        if self._browser is None:
+            raise RuntimeError("the PageDriver is not started")
+        return self._browser
+
     async def close(self) -> None:
-        """Close the browser and Playwright."""
+        """Close the browser and Playwright, and remove their temporary folder."""
         if self._browser is not None:
             await self._browser.close()
             self._browser = None
         if self._pw is not None:
             await self._pw.stop()
             self._pw = None
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     async def __aenter__(self) -> PageDriver:
         await self.start()

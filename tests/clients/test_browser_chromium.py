@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,31 @@ async def test_nothing_found_names_everything_tried(no_browser: Path) -> None:
     assert "\n" not in message
     for tried in (*CHROMIUM_NAMES, "Playwright", "--chromium", CHROMIUM_ENV):
         assert tried in message, f"{tried!r} missing from: {message}"
+
+
+async def test_the_browser_leaves_nothing_in_the_temporary_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Playwright's driver leaves two empty folders in the temporary folder per launch
+    (1.65): it gets one of the driver's own, in use while the browser runs and removed
+    on close; TMPDIR is as it was."""
+    # A short temporary folder of the test's own: Chromium puts Unix sockets under it
+    # (108 bytes at most), and tests on the other worker use the system's meanwhile.
+    folder = Path(tempfile.mkdtemp(prefix="cs-t-"))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    try:
+        for _ in range(2):
+            async with PageDriver(SYSTEM):
+                assert [name[:11] for name in _names(folder)] == ["cs-browser-"]
+                assert os.environ["TMPDIR"] == str(folder)
+            assert _names(folder) == []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
 
 
 def test_check_chromium_flag_missing_path_exits_2(tmp_path: Path) -> None:

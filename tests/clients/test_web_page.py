@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 import chaosstream
-from chaosstream.clients.browser import launch_chromium
+from chaosstream.clients.browser import PageDriver
 from chaosstream.mock import MockSettings, answer_text, start_mock
 
 pytestmark = pytest.mark.browser
@@ -43,12 +43,8 @@ def body_for(prompt: str) -> dict[str, Any]:
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     """A headless Chromium (as `check --browser` finds one), one per test."""
-    async with async_playwright() as p:
-        b, _ = await launch_chromium(p.chromium)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with PageDriver() as driver:
+        yield driver.browser
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -357,21 +356,13 @@ def test_host_lists() -> None:
     assert profile_hosts(profile) == ("api.mistral.ai",)
 
 
-def chromium_path() -> str | None:
-    """$CHAOSSTREAM_CHROMIUM, else chromium on PATH (scripts/test.sh installs it)."""
-    named = os.environ.get("CHAOSSTREAM_CHROMIUM")
-    if named:
-        return named
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 async def test_chromium_page_calls_the_api_host_through_the_front(
     front: Front, ca: CertificateAuthority, mock: MockServer
 ) -> None:
     """Chromium with --proxy-server and the CA's SPKI pin (no other trust) opens
     https://api.openai.com and its script streams a chat completion from the mock, with a
     profile's fault acting on it; no name resolves beyond loopback."""
-    from playwright.async_api import async_playwright
+    from chaosstream.clients.browser import PageDriver
 
     profile = make_profile(
         [{"type": "disconnect", "after_events": 4, "mode": "close", "match": {"stream": True}}]
@@ -384,26 +375,20 @@ async def test_chromium_page_calls_the_api_host_through_the_front(
         "--no-sandbox",
         "--disable-background-networking",
     ]
-    async with async_playwright() as p:
-        try:
-            browser = await p.chromium.launch(args=args)
-        except Exception:  # Playwright's own build is not installed: the system's Chromium
-            browser = await p.chromium.launch(executable_path=chromium_path(), args=args)
-        try:
-            page = await browser.new_page()
-            resp = await page.goto("https://api.openai.com/v1/models")
-            assert resp is not None and resp.status == 200
-            body = await page.evaluate(
-                """async () => {
-                  const r = await fetch('/v1/chat/completions', {
-                    method: 'POST', headers: {'content-type': 'application/json'},
-                    body: JSON.stringify({model: 'm', stream: true,
-                                          messages: [{role: 'user', content: 'hi'}]})});
-                  return await r.text();
-                }"""
-            )
-        finally:
-            await browser.close()
+    # The browser `check --browser` picks (Playwright's own build, else the system's).
+    async with PageDriver(extra_args=args) as driver:
+        page = await driver.browser.new_page()
+        resp = await page.goto("https://api.openai.com/v1/models")
+        assert resp is not None and resp.status == 200
+        body = await page.evaluate(
+            """async () => {
+              const r = await fetch('/v1/chat/completions', {
+                method: 'POST', headers: {'content-type': 'application/json'},
+                body: JSON.stringify({model: 'm', stream: true,
+                                      messages: [{role: 'user', content: 'hi'}]})});
+              return await r.text();
+            }"""
+        )
     assert body.count("data: ") == 4 and "[DONE]" not in body
     chat = [e for e in fp.proxy.recorder.exchanges if e.path == "/v1/chat/completions"]
     assert [e.outcome for e in chat] == ["fault"]

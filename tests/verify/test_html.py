@@ -135,31 +135,25 @@ async def test_report_opens_offline_in_chromium_without_errors(
     battery_html: Path, artifacts: Path
 ) -> None:
     """Real Chromium draws every chart, logs no error and makes no request but the file."""
-    from playwright.async_api import async_playwright
-
-    from chaosstream.clients.browser import launch_chromium
+    from chaosstream.clients.browser import PageDriver
 
     problems: list[str] = []
     requests: list[str] = []
-    async with async_playwright() as pw:
-        browser, _ = await launch_chromium(pw.chromium)
-        try:
-            page = await browser.new_page(viewport={"width": 1100, "height": 900})
-            page.on(
-                "console",
-                lambda m: problems.append(m.text) if m.type in ("error", "warning") else None,
-            )
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url))
-            await page.goto(battery_html.as_uri())
-            await page.wait_for_function("document.body.dataset.charts !== undefined")
-            assert await page.evaluate("document.body.dataset.charts") == str(len(BATTERY))
-            assert await page.locator("div.chart svg").count() == len(BATTERY)
-            shot = artifacts / "html-report-midstream-close.png"
-            section = page.locator('section[data-name="midstream-close"]')
-            assert len(await section.screenshot(path=str(shot))) > 10_000
-        finally:
-            await browser.close()
+    async with PageDriver() as driver:
+        page = await driver.browser.new_page(viewport={"width": 1100, "height": 900})
+        page.on(
+            "console",
+            lambda m: problems.append(m.text) if m.type in ("error", "warning") else None,
+        )
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        await page.goto(battery_html.as_uri())
+        await page.wait_for_function("document.body.dataset.charts !== undefined")
+        assert await page.evaluate("document.body.dataset.charts") == str(len(BATTERY))
+        assert await page.locator("div.chart svg").count() == len(BATTERY)
+        shot = artifacts / "html-report-midstream-close.png"
+        section = page.locator('section[data-name="midstream-close"]')
+        assert len(await section.screenshot(path=str(shot))) > 10_000
     assert problems == []
     assert requests == [battery_html.as_uri()]
 
