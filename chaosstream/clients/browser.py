@@ -490,7 +490,7 @@ class PageDriver:
             raise
         finally:
             if saved is None:
-                del os.environ["TMPDIR"]
+                os.environ.pop("TMPDIR", None)
             else:
                 os.environ["TMPDIR"] = saved
         try:
