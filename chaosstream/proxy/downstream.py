@@ -72,9 +72,16 @@ class Downstream(Protocol):
         """Build the head; it leaves with the first body bytes, in one send."""
         ...
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, last: bool = False) -> None:
         """Send body bytes in the response's framing; waits while the client is full.
-        Raises ``ConnectionResetError`` when the client is gone."""
+        With ``last`` the body ends with them, in the same send (:meth:`write_eof`
+        then sends nothing). Raises ``ConnectionResetError`` when the client is gone."""
+        ...
+
+    def end_bytes(self) -> bytes | None:
+        """For a caller that writes to :attr:`transport` itself: mark the body ended and
+        return what ends it (the last chunk when chunked, else ``b""``), to go in its
+        last send. None: this side cannot hand that out; end it with :meth:`write_eof`."""
         ...
 
     async def write_eof(self) -> None:
@@ -134,9 +141,15 @@ class AiohttpSide:
         self.response = resp
         await resp.prepare(self.request)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, last: bool = False) -> None:
         assert self.response is not None
-        await self.response.write(data)
+        if last:
+            await self.response.write_eof(data)  # aiohttp sends the last chunk with it
+        else:
+            await self.response.write(data)
+
+    def end_bytes(self) -> bytes | None:
+        return None  # aiohttp's writer keeps the body's state: write_eof() ends it
 
     async def write_eof(self) -> None:
         if self.response is not None:

@@ -194,9 +194,10 @@ class Downstream:
             if transport is not None and not transport.is_closing():
                 transport.write(head)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, last: bool = False) -> None:
         """Send body bytes (chunk-framed when :attr:`chunked`); wait while the client's
-        buffer is full. Raises ConnectionResetError once the client is gone."""
+        buffer is full. ``last``: the body ends with them, the last chunk in the same
+        send. Raises ConnectionResetError once the client is gone."""
         if not self._prepared:
             raise RuntimeError("write() before prepare()")
         if self._ended:
@@ -206,9 +207,7 @@ class Downstream:
             raise ConnectionResetError("Cannot write to closing transport")
         head = self._head
         if self._empty or not data:
-            if head is None:
-                return
-            out = head
+            out = b"" if head is None else head
         elif self._length is None:
             # RFC 9112 7.1: chunk-size in hex, CRLF, data, CRLF.
             if head is None:
@@ -222,23 +221,35 @@ class Downstream:
             self._length -= len(data)
             out = data if head is None else head + data
         self._head = None
+        if last:
+            self._ended = True
+            out += self._tail()
         if out:
             transport.write(out)
         if self._conn.paused_writing:
             await self.drain()
+
+    def end_bytes(self) -> bytes:
+        if self._ended:
+            return b""
+        if not self._prepared:
+            self._build()
+        self._ended = True
+        head = self._head
+        self._head = None
+        tail = self._tail()
+        return tail if head is None else head + tail
+
+    def _tail(self) -> bytes:
+        # RFC 9112 7.1: a chunked body ends with a zero-size chunk and an empty trailer.
+        return b"0\r\n\r\n" if self._length is None and not self._empty else b""
 
     async def write_eof(self) -> None:
         """End the body (the terminal chunk when chunked); idempotent. The connection
         reads its next request once the handler returns, or closes."""
         if self._ended:
             return
-        if not self._prepared:
-            self._build()
-        self._ended = True
-        head = self._head
-        self._head = None
-        tail = b"0\r\n\r\n" if self._length is None and not self._empty else b""
-        out = tail if head is None else head + tail
+        out = self.end_bytes()
         if out:
             transport = self._conn.transport
             if transport is None or transport.is_closing():

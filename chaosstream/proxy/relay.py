@@ -20,7 +20,7 @@ import aiohttp
 
 from chaosstream.proxy.downstream import Downstream
 from chaosstream.proxy.record import Exchange
-from chaosstream.proxy.upstream import PAUSE, STOP, Response
+from chaosstream.proxy.upstream import PAUSE, STOP, Response, Sink
 
 __all__ = ["Gate", "relay"]
 
@@ -70,10 +70,12 @@ async def relay(
         if hold is not None:
             await hold(upstream.received)
         ex.first_byte = now()
-        # Through the response once: the held head and the first bytes leave in one send.
-        await down.write(data)
+        # Through the response once: the held head and the first bytes leave in one send
+        # (with the body's end too when they are all of it: a whole answer in one send).
+        done = upstream.at_eof()
+        await down.write(data, last=done)
         ex.bytes_out = len(data)
-        if upstream.at_eof():
+        if done:
             return
     sink = _sink(down, ex, keep, gate)
     while await upstream.pipe(sink):
@@ -81,10 +83,10 @@ async def relay(
         # until the client takes the bytes.
         await down.drain()
     if gate is not None and not gate.stopped and upstream.at_eof():
-        sink(b"")  # the body ended: the gate lets out what it held
+        sink(b"", True)  # the body ended: the gate lets out what it held
 
 
-def _sink(down: Downstream, ex: Exchange, keep: bool, gate: Gate | None) -> Callable[[bytes], int]:
+def _sink(down: Downstream, ex: Exchange, keep: bool, gate: Gate | None) -> Sink:
     client = down.transport
     if client is None or client.is_closing():
         raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
@@ -93,20 +95,30 @@ def _sink(down: Downstream, ex: Exchange, keep: bool, gate: Gate | None) -> Call
     chunked = down.chunked
     kept = ex.upstream_chunks
 
-    def sink(data: bytes) -> int:
+    def sink(data: bytes, last: bool) -> int:
         if data and keep:
             kept.append(data)
         verdict = 0
         if gate is not None:
+            # The gate's faults may still act at the body's end: the caller ends it.
             data = gate(data)
             if gate.stopped:
                 verdict = STOP
+            last = False
         if data:
             if client.is_closing():
                 # What aiohttp's StreamWriter raises in the same case: the handler reads
                 # it as the client gone.
                 raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
-            client.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+            out = b"%x\r\n%b\r\n" % (len(data), data) if chunked else data
+            if last:
+                # The body's end in the same send: one write less per response, and the
+                # client reads the end with the last event (down.write_eof() is then a
+                # no-op). None: aiohttp's side ends it itself.
+                end = down.end_bytes()
+                if end:
+                    out += end
+            client.write(out)
             ex.bytes_out += len(data)
         if verdict:
             return verdict

@@ -43,9 +43,11 @@ PAUSE: Final = 1
 #: What a :data:`Sink` returns to take no more: the rest of the body waits for
 #: :meth:`Response.read`.
 STOP: Final = 2
-#: Called from the socket callback with each piece of the body (framing removed);
-#: returns 0 (more), :data:`PAUSE` or :data:`STOP`. What it raises ends the pipe.
-Sink = Callable[[bytes], int]
+#: Called from the socket callback with each piece of the body (framing removed) and
+#: whether the body ends with it (the read held the end of the message: the client's
+#: response can end in the same send); returns 0 (more), :data:`PAUSE` or
+#: :data:`STOP`. What it raises ends the pipe.
+Sink = Callable[[bytes, bool], int]
 
 #: A response head past this many bytes is refused: aiohttp's client allows 8,190
 #: per line; a head that never ends (a hostile upstream) must not grow without bound.
@@ -147,13 +149,13 @@ class _Connection(asyncio.Protocol):
             if not resp._head_done and resp._head_bytes > MAX_HEAD_BYTES:
                 resp._fail(UpstreamError(f"upstream's response head passed {MAX_HEAD_BYTES} bytes"))
 
-    def flush(self, resp: Response) -> None:
-        """Hand the read's body pieces to the response, as one."""
+    def flush(self, resp: Response, last: bool = False) -> None:
+        """Hand the read's body pieces to the response, as one (``last``: the body's end)."""
         pieces = self.pieces
         if pieces:
             data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             pieces.clear()
-            resp._body(data)
+            resp._body(data, last)
 
     def eof_received(self) -> bool | None:
         self._ended()
@@ -241,7 +243,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         resp = self.resp
         if resp is not None and resp._head_done and not resp._done:
-            self.flush(resp)  # the body's last bytes before its end
+            self.flush(resp, True)  # the body's last bytes before its end
             if resp._error is None:  # a sink that raised on them ended the body already
                 resp._complete(resp._keep_alive)
 
@@ -336,7 +338,7 @@ class Response:
         resumes then). Raises what ``sink`` raised, or :class:`BodyError`."""
         conn = self._conn
         if self._buffer:  # what came before the pipe goes first, in order
-            verdict = sink(self._take())
+            verdict = sink(self._take(), self._done)
             if verdict == STOP:
                 return False
             if verdict == PAUSE:
@@ -400,11 +402,11 @@ class Response:
             self._complete(reusable=False)
         self._settle(True)
 
-    def _body(self, data: bytes) -> None:
+    def _body(self, data: bytes, last: bool = False) -> None:
         sink = self._sink
         if sink is not None:
             try:
-                verdict = sink(data)
+                verdict = sink(data, last)
             except BaseException as e:  # the client is gone: the pipe raises it
                 self._sink = None
                 self._fail(e)

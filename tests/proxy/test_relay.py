@@ -239,6 +239,60 @@ async def test_upstream_connection_is_reused_after_a_relayed_body(
         assert (upstream.connections, upstream.requests) == (1, 3)
 
 
+def data_segments_in(sock: socket.socket) -> int:
+    """Segments with data this socket received (Linux TCP_INFO ``tcpi_data_segs_in``):
+    on loopback with TCP_NODELAY, one per ``write`` of a small response piece."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[152:156], "little")
+
+
+async def sends_to_client(url: str) -> tuple[bytes, int]:
+    """One request read to the end of its chunked body: (raw body, the proxy's sends)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = b""
+    while not raw.endswith(b"\r\n0\r\n\r\n"):
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        assert data, raw
+        raw += data
+    sends = data_segments_in(writer.get_extra_info("socket"))
+    writer.close()
+    return raw.partition(b"\r\n\r\n")[2], sends
+
+
+@pytest.mark.parametrize(
+    ("pieces", "sends"),
+    [
+        # The head alone (it leaves at the end of its loop step), two events, then the
+        # last event with the body's end: four sends, where the end had one of its own.
+        ([chunked(b"data: 1\n\n")[:-5], chunked(b"data: 2\n\n")[:-5], chunked(b"data: 3\n\n")], 4),
+        # A whole short answer in one read: head, body and end in one send.
+        ([], 1),
+    ],
+    ids=["streamed", "whole"],
+)
+async def test_the_body_ends_in_the_send_of_its_last_bytes(
+    pieces: list[bytes], sends: int, proxy_factory: ProxyFactory
+) -> None:
+    """The client gets a chunked body's end with its last bytes, not in a send of its own:
+    one system call and one segment fewer per response (TCP_INFO counts the client's)."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    if pieces:
+        script = paced(head, pieces, gap_s=0.02)
+        body = b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
+    else:
+        body = b"data: whole\n\n"
+        script = paced(head + chunked(body), [])
+    async with RawUpstream(script) as url:
+        proxy = await proxy_factory(url)
+        raw, counted = await sends_to_client(proxy.url)
+    assert dechunk(raw) == (body, True)
+    assert counted == sends
+    ex = await last_exchange(proxy)
+    assert (ex.outcome, ex.bytes_out) == ("complete", len(body))
+
+
 async def test_a_client_reading_nothing_holds_upstream_back(proxy_factory: ProxyFactory) -> None:
     """A client that reads nothing stops the relay: upstream can push only what the socket
     buffers and the client's high-water mark hold, then the body still arrives whole."""

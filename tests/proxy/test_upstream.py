@@ -176,7 +176,7 @@ async def get(pool: Pool, url: URL, method: str = "GET") -> tuple[Response, byte
 def collect(got: list[bytes]) -> Sink:
     """A sink keeping every piece and asking for more."""
 
-    def sink(data: bytes) -> int:
+    def sink(data: bytes, last: bool) -> int:
         got.append(data)
         return 0
 
@@ -834,11 +834,14 @@ def test_kernel_stamps_on_uvloop() -> None:
     ids=["chunked", "length"],
 )
 async def test_pipe_delivers_every_byte_in_order(pool: Pool, pieces: list[bytes]) -> None:
-    """pipe() hands every byte to the sink, in order, many pieces for one await."""
+    """pipe() hands every byte to the sink, in order, many pieces for one await; the
+    piece the body ends with says so, and only that one."""
     got: list[bytes] = []
+    lasts: list[bool] = []
 
-    def sink(data: bytes) -> int:
+    def sink(data: bytes, last: bool) -> int:
         got.append(data)
+        lasts.append(last)
         return 0
 
     async with Upstream(answer(pieces[0], *pieces[1:], gap_s=0.001)) as url:
@@ -846,6 +849,7 @@ async def test_pipe_delivers_every_byte_in_order(pool: Pool, pieces: list[bytes]
         assert await asyncio.wait_for(resp.pipe(sink), WAIT_S) is False
         resp.close()
     assert b"".join(got) == BODY and resp.at_eof() and len(got) > 1
+    assert lasts[-1] and not any(lasts[:-1]), lasts
 
 
 def _pattern(i: int) -> bytes:
@@ -873,13 +877,13 @@ async def test_pipe_pause_stops_upstream_reading_and_pipe_resumes(pool: Pool) ->
     got = hashlib.sha256()
     held = 0
 
-    def pausing(data: bytes) -> int:
+    def pausing(data: bytes, last: bool) -> int:
         nonlocal held
         held += len(data)
         got.update(data)
         return PAUSE
 
-    def taking(data: bytes) -> int:
+    def taking(data: bytes, last: bool) -> int:
         got.update(data)
         return 0
 
@@ -912,8 +916,8 @@ async def test_pipe_pause_on_the_last_piece_leaves_a_usable_connection(pool: Poo
     upstream = Upstream(script)
     async with upstream as url:
         resp = await pool.request("GET", url, [])
-        assert await asyncio.wait_for(resp.pipe(lambda data: PAUSE), WAIT_S) is True
-        assert await asyncio.wait_for(resp.pipe(lambda data: PAUSE), WAIT_S) is False
+        assert await asyncio.wait_for(resp.pipe(lambda data, last: PAUSE), WAIT_S) is True
+        assert await asyncio.wait_for(resp.pipe(lambda data, last: PAUSE), WAIT_S) is False
         resp.close()
         resp, body = await get(pool, url)
         assert body == b"hello"
@@ -923,7 +927,7 @@ async def test_pipe_stop_hands_the_rest_to_read(pool: Pool) -> None:
     """A sink saying STOP ends the pipe (False); read() then returns the rest, in order."""
     got: list[bytes] = []
 
-    def once(data: bytes) -> int:
+    def once(data: bytes, last: bool) -> int:
         got.append(data)
         return STOP
 
@@ -941,7 +945,7 @@ async def test_pipe_raises_what_the_sink_raised(pool: Pool) -> None:
     upstream's connection is closed."""
     calls = 0
 
-    def leaving(data: bytes) -> int:
+    def leaving(data: bytes, last: bool) -> int:
         nonlocal calls
         calls += 1
         if calls == 2:
