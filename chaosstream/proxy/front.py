@@ -33,7 +33,6 @@ from typing import Final, cast
 import httptools
 import structlog
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -389,7 +388,11 @@ class _Connection(asyncio.Protocol):
             self._gone = True
             return
         front._conns.add(self)
-        tcp_keepalive(transport)  # as aiohttp's RequestHandler
+        # No SO_KEEPALIVE, though aiohttp's RequestHandler sets it: Linux probes only after
+        # 2 h of silence, and the idle timer closes a connection silent between requests
+        # long before (during a response, unacknowledged writes end a dead peer's
+        # connection, not keep-alive probes). It cost a socket object and two system
+        # calls per connection (issue 17).
         # aiohttp 3.14: the timer starts here, a client that never sends a head is cut.
         self._arm_idle()
 
