@@ -180,6 +180,31 @@ def _p99(run: dict[str, Any]) -> float | None:
     return float(value) if value is not None else None
 
 
+def split_cost(small: dict[str, Any], large: dict[str, Any]) -> tuple[float, float] | None:
+    """CPU µs per event and per stream, from two runs of one proxy at the same total rate.
+
+    A run's CPU is ``events * e + streams * s``: the cost of relaying an event, and the
+    fixed cost of a stream (two TCP connections, two heads, the exchange record). The
+    100- and 3,000-stream runs carry the same events on 30x as many streams, so the two
+    equations give both; the "flat" ratio is then ``(e + s / 20) / (e + s / 600)`` at
+    600 and 20 events per stream, whatever the proxy.
+    """
+    points = []
+    for run in (small, large):
+        cpu = run.get("proxy", {}).get("cpu_s")
+        streams, events = run.get("load", {}).get("streams"), run.get("client", {}).get("events")
+        if cpu is None or not streams or not events:
+            return None
+        points.append((events, streams, cpu))
+    (e1, n1, c1), (e2, n2, c2) = points
+    det = e1 * n2 - e2 * n1
+    if not det:
+        return None
+    per_event = (c1 * n2 - c2 * n1) / det
+    per_stream = (e1 * c2 - e2 * c1) / det
+    return per_event * 1e6, per_stream * 1e6
+
+
 def scaling_table(result: dict[str, Any]) -> list[str]:
     """Medians over rounds: CPU per 1e5 events and p99 added latency, with the goals' ratios."""
     rounds = result["rounds"]
@@ -208,8 +233,8 @@ def scaling_table(result: dict[str, Any]) -> list[str]:
         "",
         "| proxy | CPU s per 1e5 events 100 / 1,000 / 3,000 | 3,000 / 100 "
         "| x minimal at 1,000 / 3,000 | p99 added ms 100 / 1,000 / 3,000 "
-        "| p99 added x minimal at 1,000 / 3,000 | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| p99 added x minimal at 1,000 / 3,000 | CPU us per event / per stream | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for mode in modes:
         cpu = [_median(per_round(s, mode, _cpu)) for s in scales]
@@ -251,12 +276,19 @@ def scaling_table(result: dict[str, Any]) -> list[str]:
             for s in scales
         )
         failed = sum("error" in r.get(s, {}).get(mode, {}) for r in rounds for s in scales)
+        splits = [
+            split_cost(r.get("100", {}).get(mode, {}), r.get("3000", {}).get(mode, {}))
+            for r in rounds
+        ]
+        per_event = _median([x[0] if x else None for x in splits])
+        per_stream = _median([x[1] if x else None for x in splits])
         rows.append(
             f"| {mode} | {' / '.join(_fmt(c, 2) for c in cpu)} | {_fmt(flat, 2, 'x')} "
             f"| {_fmt(ratio('1000', mode, 'aiohttp-minimal', _cpu), 2, 'x')} / "
             f"{_fmt(ratio('3000', mode, 'aiohttp-minimal', _cpu), 2, 'x')} "
             f"| {' / '.join(_fmt(x, 0) for x in lat)} "
             f"| {' / '.join(_fmt(x, 2, 'x') for x in lat_ratio)} "
+            f"| {_fmt(per_event, 1)} / {_fmt(per_stream, 0)} "
             f"| {errors}{f' ({failed} runs failed)' if failed else ''} |"
         )
     armed = [ratio(s, "chaosstream armed", "chaosstream+uvloop", _cpu) for s in scales]
