@@ -100,11 +100,14 @@ def _sink(down: Downstream, ex: Exchange, keep: bool, gate: Gate | None) -> Sink
             kept.append(data)
         verdict = 0
         if gate is not None:
-            # The gate's faults may still act at the body's end: the caller ends it.
             data = gate(data)
+            if last and not gate.stopped:
+                # The body ends here: what the gate held (an event cut short) leaves
+                # too, unless a fault may act on it.
+                data += gate(b"")
             if gate.stopped:
                 verdict = STOP
-            last = False
+                last = False  # the chain takes the rest, and ends the body itself
         if data:
             if client.is_closing():
                 # What aiohttp's StreamWriter raises in the same case: the handler reads

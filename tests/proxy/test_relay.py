@@ -261,19 +261,26 @@ async def sends_to_client(url: str) -> tuple[bytes, int]:
     return raw.partition(b"\r\n\r\n")[2], sends
 
 
+STREAMED = [chunked(b"data: %d\n\n" % i)[:-5] for i in (1, 2)] + [chunked(b"data: 3\n\n")]
+#: A stream-aware fault armed on the stream, never firing: the gate counts its events.
+ARMED = {"version": 1, "name": "armed", "faults": [{"type": "disconnect", "after_events": 10**9}]}
+
+
 @pytest.mark.parametrize(
-    ("pieces", "sends"),
+    ("pieces", "armed", "sends"),
     [
         # The head alone (it leaves at the end of its loop step), two events, then the
         # last event with the body's end: four sends, where the end had one of its own.
-        ([chunked(b"data: 1\n\n")[:-5], chunked(b"data: 2\n\n")[:-5], chunked(b"data: 3\n\n")], 4),
+        (STREAMED, False, 4),
+        # The same through the gate of a fault far from acting.
+        (STREAMED, True, 4),
         # A whole short answer in one read: head, body and end in one send.
-        ([], 1),
+        ([], False, 1),
     ],
-    ids=["streamed", "whole"],
+    ids=["streamed", "streamed-armed", "whole"],
 )
 async def test_the_body_ends_in_the_send_of_its_last_bytes(
-    pieces: list[bytes], sends: int, proxy_factory: ProxyFactory
+    pieces: list[bytes], armed: bool, sends: int, proxy_factory: ProxyFactory
 ) -> None:
     """The client gets a chunked body's end with its last bytes, not in a send of its own:
     one system call and one segment fewer per response (TCP_INFO counts the client's)."""
@@ -285,12 +292,13 @@ async def test_the_body_ends_in_the_send_of_its_last_bytes(
         body = b"data: whole\n\n"
         script = paced(head + chunked(body), [])
     async with RawUpstream(script) as url:
-        proxy = await proxy_factory(url)
+        proxy = await proxy_factory(url, profile_from_data(ARMED, "<test>") if armed else None)
         raw, counted = await sends_to_client(proxy.url)
     assert dechunk(raw) == (body, True)
     assert counted == sends
     ex = await last_exchange(proxy)
     assert (ex.outcome, ex.bytes_out) == ("complete", len(body))
+    assert [e.action for e in ex.faults] == []
 
 
 async def test_a_client_reading_nothing_holds_upstream_back(proxy_factory: ProxyFactory) -> None:
