@@ -33,7 +33,8 @@ class Gate(Protocol):
     """Set once the rest of the body is the caller's: the relay lets go of it there."""
 
     def __call__(self, data: bytes) -> bytes:
-        """The bytes of ``data`` to send now (``b""`` in: the body ended)."""
+        """The bytes of ``data`` to send now. ``b""`` in: the body ended, let out what is
+        held (asked again, there is nothing left: ``b""``)."""
         ...
 
 
