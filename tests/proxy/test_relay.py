@@ -247,18 +247,27 @@ def data_segments_in(sock: socket.socket) -> int:
 
 
 async def sends_to_client(url: str) -> tuple[bytes, int]:
-    """One request read to the end of its chunked body: (raw body, the proxy's sends)."""
+    """A request read to the end of its chunked body: (raw body, the proxy's sends).
+
+    A second request on the same connection must then get a response that starts
+    clean: a body ended twice would put a stray last chunk before its head."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    raw = b""
-    while not raw.endswith(b"\r\n0\r\n\r\n"):
-        data = await asyncio.wait_for(reader.read(65536), 5)
-        assert data, raw
-        raw += data
-    sends = data_segments_in(writer.get_extra_info("socket"))
+    bodies, sends = [], 0
+    for _ in range(2):
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = b""
+        while not raw.endswith(b"\r\n0\r\n\r\n"):
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data, raw
+            raw += data
+        assert raw.startswith(b"HTTP/1.1 200 "), raw[:40]
+        bodies.append(raw.partition(b"\r\n\r\n")[2])
+        if not sends:
+            sends = data_segments_in(writer.get_extra_info("socket"))
     writer.close()
-    return raw.partition(b"\r\n\r\n")[2], sends
+    assert bodies[0] == bodies[1]
+    return bodies[0], sends
 
 
 STREAMED = [chunked(b"data: %d\n\n" % i)[:-5] for i in (1, 2)] + [chunked(b"data: 3\n\n")]
@@ -299,6 +308,33 @@ async def test_the_body_ends_in_the_send_of_its_last_bytes(
     ex = await last_exchange(proxy)
     assert (ex.outcome, ex.bytes_out) == ("complete", len(body))
     assert [e.action for e in ex.faults] == []
+
+
+@pytest.mark.parametrize(
+    ("pieces", "armed"),
+    [(STREAMED, False), (STREAMED, True), ([], False), ([], True)],
+    ids=["streamed", "streamed-armed", "whole", "whole-armed"],
+)
+async def test_on_aiohttps_server_the_body_ends_through_its_writer(
+    pieces: list[bytes], armed: bool, proxy_factory: ProxyFactory
+) -> None:
+    """Through aiohttp's server (``own_front=False``; the intercepting and worker fronts)
+    the relay cannot hand out the end (``end_bytes()`` is None) and ``write(last=True)``
+    is aiohttp's ``write_eof(data)``: every body still ends whole, exactly once."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    if pieces:
+        script = paced(head, pieces, gap_s=0.02)
+        body = b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
+    else:
+        body = b"data: whole\n\n"
+        script = paced(head + chunked(body), [])
+    profile = profile_from_data(ARMED, "<test>") if armed else None
+    async with RawUpstream(script) as url:
+        proxy = await proxy_factory(url, profile, own_front=False)
+        raw, _ = await sends_to_client(proxy.url)
+    assert dechunk(raw) == (body, True)  # strict: nothing after the last chunk
+    ex = await last_exchange(proxy)
+    assert (ex.outcome, ex.bytes_out) == ("complete", len(body))
 
 
 async def test_a_client_reading_nothing_holds_upstream_back(proxy_factory: ProxyFactory) -> None:
