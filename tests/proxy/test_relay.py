@@ -270,9 +270,21 @@ async def sends_to_client(url: str) -> tuple[bytes, int]:
     return bodies[0], sends
 
 
+#: Three events sent apart, the last with the body's end in the same send.
 STREAMED = [chunked(b"data: %d\n\n" % i)[:-5] for i in (1, 2)] + [chunked(b"data: 3\n\n")]
+
 #: A stream-aware fault armed on the stream, never firing: the gate counts its events.
 ARMED = {"version": 1, "name": "armed", "faults": [{"type": "disconnect", "after_events": 10**9}]}
+
+
+def ending(pieces: list[bytes]) -> tuple[Script, bytes]:
+    """An upstream sending ``pieces`` after its head (:data:`STREAMED`'s events), or with
+    none a whole short answer in one send; and the body it sends."""
+    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
+    if pieces:
+        return paced(head, pieces, gap_s=0.02), b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
+    body = b"data: whole\n\n"
+    return paced(head + chunked(body), []), body
 
 
 @pytest.mark.parametrize(
@@ -293,13 +305,7 @@ async def test_the_body_ends_in_the_send_of_its_last_bytes(
 ) -> None:
     """The client gets a chunked body's end with its last bytes, not in a send of its own:
     one system call and one segment fewer per response (TCP_INFO counts the client's)."""
-    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
-    if pieces:
-        script = paced(head, pieces, gap_s=0.02)
-        body = b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
-    else:
-        body = b"data: whole\n\n"
-        script = paced(head + chunked(body), [])
+    script, body = ending(pieces)
     async with RawUpstream(script) as url:
         proxy = await proxy_factory(url, profile_from_data(ARMED, "<test>") if armed else None)
         raw, counted = await sends_to_client(proxy.url)
@@ -321,13 +327,7 @@ async def test_on_aiohttps_server_the_body_ends_through_its_writer(
     """Through aiohttp's server (``own_front=False``; the intercepting and worker fronts)
     the relay cannot hand out the end (``end_bytes()`` is None) and ``write(last=True)``
     is aiohttp's ``write_eof(data)``: every body still ends whole, exactly once."""
-    head = b"HTTP/1.1 200 OK\r\n" + SSE + b"Transfer-Encoding: chunked\r\n\r\n"
-    if pieces:
-        script = paced(head, pieces, gap_s=0.02)
-        body = b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
-    else:
-        body = b"data: whole\n\n"
-        script = paced(head + chunked(body), [])
+    script, body = ending(pieces)
     profile = profile_from_data(ARMED, "<test>") if armed else None
     async with RawUpstream(script) as url:
         proxy = await proxy_factory(url, profile, own_front=False)
