@@ -316,6 +316,7 @@ class _Connection(asyncio.Protocol):
         "_body",
         "_body_len",
         "_completed",
+        "_down",
         "_drain",
         "_front",
         "_gone",
@@ -373,6 +374,7 @@ class _Connection(asyncio.Protocol):
         self._paused_reading = False
         self._handoff_at: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._down: Downstream | None = None  # the response the task writes
         self._idle: asyncio.TimerHandle | None = None
         self._idle_at = 0.0
 
@@ -419,8 +421,12 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         self._stop()
         task = self._task
-        if task is not None and not task.done():
-            # aiohttp's handler_cancellation=True: the proxy closes upstream at once.
+        down = self._down
+        if task is not None and not task.done() and not (down is not None and down._ended):
+            # aiohttp's handler_cancellation=True: the proxy closes upstream at once. Not
+            # once the response has ended: the relay sends the end from the socket's
+            # callback (relay.py), and a client that read it may close before the handler
+            # wakes; it left after its exchange, which finishes and is recorded complete.
             task.cancel()
         drain = self._drain
         if drain is not None and not drain.done():
@@ -571,7 +577,7 @@ class _Connection(asyncio.Protocol):
             return
         if self._queue:
             incoming = self._queue.popleft()
-            down = Downstream(self, incoming.method == "HEAD", incoming.keep_alive)
+            down = self._down = Downstream(self, incoming.method == "HEAD", incoming.keep_alive)
             self._task = self._loop.create_task(self._run(incoming, down))
         elif self._handoff_at is not None:
             self._hand_off()
@@ -604,7 +610,7 @@ class _Connection(asyncio.Protocol):
                 with contextlib.suppress(Exception):
                     await fresh.answer(500, _FAILED, _JSON)
         finally:
-            self._task = None
+            self._task = self._down = None
             if (
                 not keep
                 or self._front._closing

@@ -232,6 +232,25 @@ async def test_client_leaving_cancels_the_handler() -> None:
         await asyncio.wait_for(cancelled.wait(), 5)
 
 
+async def test_client_leaving_after_its_response_ended_lets_the_handler_finish() -> None:
+    """A client that read the whole response and closed left after its exchange, not
+    during it: the handler, still finishing (the relay ends a body from the socket's
+    callback, before its task wakes), is not cancelled."""
+    finished = asyncio.Event()
+
+    async def handler(req: Incoming, down: Downstream) -> None:
+        await down.prepare()
+        await down.write(b"whole", last=True)
+        await asyncio.sleep(0.3)  # what is left of the exchange once its end was sent
+        finished.set()
+
+    async with serve(handler) as (port, _):
+        reader, writer = await _raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await _response(reader))[1] == b"whole"
+        writer.close()
+        await asyncio.wait_for(finished.wait(), 5)
+
+
 async def test_idle_timeout_cuts_silent_and_partial_heads_but_not_a_slow_response() -> None:
     """A silent connection and an unfinished head are closed; a long response is not cut."""
 
