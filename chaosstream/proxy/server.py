@@ -892,11 +892,21 @@ class ChaosProxy:
             if data and keep:
                 kept.append(data)
             out = ahead(data)
+            # A whole short answer in this read: its end leaves with it, as the relay's
+            # sink sends a streamed body's end with its last bytes.
+            end = tap and bool(data) and not ahead.stopped and upstream.at_eof()
+            if end:
+                out += ahead(b"")
+                end = not ahead.stopped
             if out:
                 if ex.first_byte is None:
                     ex.first_byte = self.clock.now()
                 if keep and sent is not None:
                     sent.append(out)
+                if end:  # tap: no head to wait for, write is down.write
+                    await down.write(out, last=True)
+                    ex.bytes_out += len(out)
+                    return
                 await write(out)
                 ex.bytes_out += len(out)
             if not data:

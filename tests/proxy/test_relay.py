@@ -297,8 +297,10 @@ def ending(pieces: list[bytes]) -> tuple[Script, bytes]:
         (STREAMED, True, 4),
         # A whole short answer in one read: head, body and end in one send.
         ([], False, 1),
+        # The same through the gate.
+        ([], True, 1),
     ],
-    ids=["streamed", "streamed-armed", "whole"],
+    ids=["streamed", "streamed-armed", "whole", "whole-armed"],
 )
 async def test_the_body_ends_in_the_send_of_its_last_bytes(
     pieces: list[bytes], armed: bool, sends: int, proxy_factory: ProxyFactory
