@@ -415,6 +415,13 @@ def _replay(opts: CassetteOptions, host: str, port: int, strict: bool) -> None:
     help="Proxy processes behind the one port: each scope is served by one of them, unscoped "
     "requests by the first; /metrics and GET /chaos/scopes merge them all (docs/fleet.md).",
 )
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop: auto is uvloop where installed (everywhere but Windows), else asyncio's.",
+)
 @click.option("--worker-link", hidden=True, default=None, help="Internal: FD:INDEX:N of a worker.")
 @otel_option
 @click.option(
@@ -461,6 +468,7 @@ def proxy(
     record_body_limit_mib: int,
     max_scopes: int,
     workers: int,
+    loop: str,
     worker_link: str | None,
     log_format: str,
     otel: bool | None,
@@ -478,12 +486,13 @@ def proxy(
     own URLs: docs/intercept.md.
     """
     from chaosstream.cli.logs import configure_logging
-    from chaosstream.cli.serve import ProxyLimits, run_loop, serve_proxy
+    from chaosstream.cli.serve import ProxyLimits, pick_loop, run_loop, serve_proxy
     from chaosstream.cli.workers import WorkerLink
     from chaosstream.faults.profile import load_profile
     from chaosstream.integrations.control import ControlError, check_bind
 
     configure_logging(log_format)  # type: ignore[arg-type]
+    pick_loop(loop)  # a missing uvloop is bad input before anything starts
     telemetry = open_telemetry(otel)
     profile = load_profile(profile_name)
     if control is not None:
@@ -498,7 +507,10 @@ def proxy(
 
         ctx = click.get_current_context()
         sys.exit(
-            run_loop(serve_workers(workers, worker_args(ctx), listen, control, control_allow_hosts))
+            run_loop(
+                serve_workers(workers, worker_args(ctx), listen, control, control_allow_hosts),
+                loop,
+            )
         )
     run_loop(
         serve_proxy(
@@ -535,7 +547,8 @@ def proxy(
             worker=None if worker_link is None else WorkerLink.parse(worker_link),
             intercept=intercept,
             strict=strict,
-        )
+        ),
+        loop,
     )
 
 

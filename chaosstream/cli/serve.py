@@ -53,23 +53,44 @@ def _quiet(*_args: Any, **_kwargs: Any) -> None:
     """A worker of ``--workers N`` prints no banner: the front prints the one users read."""
 
 
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop when the ``speed`` extra is installed, else on asyncio's loop.
+def pick_loop(choice: str = "auto") -> str:
+    """The event loop ``chaosstream proxy --loop choice`` runs on.
 
-    In the benchmarks uvloop cut the proxy's p99 added latency at 1,000 paced
-    streams from about 21 ms to 6 ms and its CPU per event in bursts by 40 %.
+    ``auto`` is uvloop where it is installed (a dependency everywhere but Windows,
+    which it does not support), else asyncio's own loop. In the benchmarks the proxy
+    costs 14-15 % less CPU per event on uvloop at 1,000-3,000 paced streams, most of
+    it per stream: 259 against 338 us (README, Benchmarks). ``asyncio`` is there to
+    rule the loop out when chasing a bug.
     """
+    if choice == "asyncio":
+        return "asyncio"
     try:
-        import uvloop
+        import uvloop  # noqa: F401
     except ImportError:
-        fast = False
-    else:
-        fast = True
-    # Run outside the `except`: an error while serving must not be chained to
-    # (and reported as) the missing uvloop.
-    if not fast:
+        if choice == "uvloop":
+            raise click.BadParameter(
+                "uvloop is not installed (it does not support Windows); use --loop asyncio",
+                param_hint="--loop",
+            ) from None
+        return "asyncio"
+    return "uvloop"
+
+
+def run_loop(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
+    """Run ``main`` on the loop ``pick_loop(loop)`` names; give back what it returns."""
+    if pick_loop(loop) == "asyncio":
         return asyncio.run(main)
+    # Imported here, not in pick_loop's `try`: an error while serving must not be
+    # chained to (and reported as) a missing uvloop.
+    import uvloop
+
     return uvloop.run(main)
+
+
+def running_loop_name() -> str:
+    """``uvloop`` or ``asyncio``: what the banner says the proxy runs on."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
 
 
 async def serve_proxy(
@@ -203,7 +224,10 @@ async def serve_proxy(
                 echo(line, err=True)
         else:
             echo(f"  upstream: {upstream}{' (embedded mock)' if mock else ''}", err=True)
-        echo(f"  profile:  {profile.name}   seed: {proxy.seed}", err=True)
+        echo(
+            f"  profile:  {profile.name}   seed: {proxy.seed}   loop: {running_loop_name()}",
+            err=True,
+        )
         if tap is not None or replay is not None:
             doing = "recording to" if tap is not None else "replaying"
             where = tap.path if tap is not None else (cassette.path if cassette else "") or asked

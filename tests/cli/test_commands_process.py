@@ -358,3 +358,37 @@ def test_proxy_flags_set_event_cap_upstream_head_timeout_and_idle_timeout(tmp_pa
     event passes unframed past a 4 KiB cap, a silent upstream gets a 504 after 0.5 s, and a silent
     client is closed after 0.5 s (defaults: 1 MiB, 300 s, 60 s)."""
     asyncio.run(_limits_scenario(tmp_path))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("choice", "runs_on"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_proxy_runs_on_the_loop_it_names(tmp_path: Path, choice: str, runs_on: str) -> None:
+    """`chaosstream proxy --loop auto` runs on uvloop (a dependency off Windows) and
+    `--loop asyncio` on asyncio's own; the banner says which, and both relay 40 streams whole
+    to the embedded mock."""
+    if sys.platform == "win32" and runs_on == "uvloop":
+        pytest.skip("uvloop does not support Windows")
+    args = ["proxy", "--loop", choice, "--listen", "127.0.0.1:0", "--log-format", "json"]
+    with served(args, tmp_path / "proxy.log") as proxy:
+        url = proxy.wait_url()
+        assert re.search(rf"loop: {runs_on}\b", proxy.stderr()), proxy.stderr()
+        assert asyncio.run(hammer(url, 40, 8)) == {"status 200": 40}
+        assert proxy.proc.poll() is None, proxy.stderr()[-2000:]
+
+
+def test_proxy_asked_for_a_missing_uvloop_exits_2_naming_the_option() -> None:
+    """Without uvloop (as on Windows) `--loop uvloop` is bad input: exit 2, no traceback."""
+    hide = (
+        "import sys, runpy; sys.modules['uvloop'] = None; "
+        "runpy.run_module('chaosstream', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", hide, "proxy", "--loop", "uvloop", "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--loop" in done.stderr and "uvloop is not installed" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

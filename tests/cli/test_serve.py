@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import click
 import pytest
 
 from chaosstream.cli.args import BadInput
-from chaosstream.cli.serve import ProxyLimits, run_loop, serve_proxy
+from chaosstream.cli.serve import ProxyLimits, pick_loop, run_loop, serve_proxy
 from chaosstream.faults.profile import load_profile
 from chaosstream.proxy import record
 from chaosstream.proxy import server as proxy_server
@@ -187,3 +188,29 @@ def test_run_loop_returns_the_coroutine_result() -> None:
         return 42
 
     assert run_loop(answer()) == 42
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop does not support Windows")
+def test_auto_picks_uvloop_which_the_install_brings() -> None:
+    """uvloop is a base dependency off Windows: ``--loop auto`` runs on it, ``asyncio`` does not."""
+    assert pick_loop("auto") == "uvloop"
+    assert pick_loop("uvloop") == "uvloop"
+    assert pick_loop("asyncio") == "asyncio"
+
+    async def which() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_loop(which()).startswith("uvloop")
+    assert run_loop(which(), "asyncio").startswith("asyncio")
+
+
+def test_without_uvloop_auto_falls_back_and_asking_for_it_is_bad_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where uvloop is missing (Windows), auto is asyncio's loop; ``--loop uvloop`` is a clear
+    usage error naming the option, not an ImportError."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    assert pick_loop("auto") == "asyncio"
+    with pytest.raises(click.BadParameter) as info:
+        pick_loop("uvloop")
+    assert "--loop asyncio" in info.value.format_message()
