@@ -17,7 +17,7 @@ def run(main: Coroutine[Any, Any, Any], use_uvloop: bool) -> Any:
 
 
 def have_uvloop() -> bool:
-    """True when the optional ``speed`` extra is installed."""
+    """True where uvloop is installed (a dependency of chaosstream everywhere but Windows)."""
     try:
         import uvloop  # noqa: F401
     except ImportError:
