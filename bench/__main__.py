@@ -39,6 +39,7 @@ PARTS = (
     "burst",
     "paced",
     "scaling",
+    "marginal",
     "first_byte",
     "faults",
     "families",
@@ -383,13 +384,16 @@ def main() -> None:
             except Exception as e:  # a failed proxy is a result, not a crash
                 runs[mode] = {"mode": mode, "error": str(e)[:500]}
                 results["notes"].append(f"{part}/{mode} failed: {str(e)[:200]}")
-    if "scaling" in parts or "first_byte" in parts:
+    if "scaling" in parts or "marginal" in parts or "first_byte" in parts:
         from bench import scaling
 
         rounds = max(1, args.rounds)
         if "scaling" in parts:
             seconds = 4.0 if args.quick else 10.0
             results["scaling"] = scaling.scaling(6000.0, seconds, rounds, args.modes)
+        if "marginal" in parts:
+            lengths = (2.0, 6.0) if args.quick else scaling.MARGINAL_S
+            results["marginal"] = scaling.marginal(6000.0, rounds, args.modes, lengths)
         if "first_byte" in parts:
             results["first_byte"] = scaling.first_byte(many, rounds, args.modes)
     if "faults" in parts:
@@ -437,6 +441,12 @@ def main() -> None:
 
         table += "\n\n## Cost as streams grow\n\n" + "\n".join(
             scaling.scaling_table(results["scaling"])
+        )
+    if "marginal" in results:
+        from bench import scaling
+
+        table += "\n\n## One more event, one more stream\n\n" + "\n".join(
+            scaling.marginal_table(results["marginal"])
         )
     if "first_byte" in results:
         from bench import scaling

@@ -3,6 +3,9 @@
 - **scaling**: 100 / 1,000 / 3,000 paced streams at the same total event rate, per
   proxy: CPU per 1e5 events (flat is the goal), p99 added latency (against direct in
   the same round) and the ratios the issue asks for (x minimal, 3,000 / 100).
+- **marginal**: the same, each stream count run twice with streams of 4 s and 14 s:
+  the extra CPU over the extra events is what one more event costs at that
+  concurrency, and the short run's rest, per stream, what a stream costs.
 - **armed**: ``chaosstream armed`` runs a stream-aware fault that is armed on every
   stream but never fires (``disconnect after_events: 1e9``); its CPU over clean's.
 - **first byte**: ``latency first_byte_ms: 300`` with 1,000 streams starting at the
@@ -135,6 +138,50 @@ def scaling(
     return out
 
 
+#: Stream lengths (seconds) of a marginal pair: same streams and rate, 3.5x the events.
+MARGINAL_S = (4.0, 14.0)
+
+
+def marginal(
+    total_rate: float,
+    rounds: int,
+    only: list[str] | None = None,
+    lengths: tuple[float, float] = MARGINAL_S,
+) -> dict[str, Any]:
+    """Every proxy at 100 / 1,000 / 3,000 streams sharing ``total_rate`` events/s, each
+    twice: streams lasting ``lengths[0]`` and ``lengths[1]`` seconds (``marginal_cost``)."""
+    from bench.__main__ import Load
+
+    out: dict[str, Any] = {"total_rate": total_rate, "lengths_s": list(lengths), "rounds": []}
+    modes = [m for m in scaling_modes(only) if m != "direct"]
+    for r in range(rounds):
+        this: dict[str, Any] = {}
+        for streams in (100, 1000, 3000):
+            rate = total_rate / streams
+            for mode in modes:
+                pair = []
+                for seconds in lengths:
+                    print(
+                        f"[bench] marginal r{r + 1}: {streams} {mode}, {seconds:g} s streams ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    load = Load(
+                        f"marginal-{streams}-{seconds:g}s",
+                        streams,
+                        max(2, round(rate * seconds)),
+                        rate,
+                        1.0,
+                    )
+                    try:
+                        pair.append(run_one(mode, load))
+                    except Exception as e:  # a failed proxy is a result, not a crash
+                        pair.append({"mode": mode, "error": str(e)[:300]})
+                this.setdefault(str(streams), {})[mode] = pair
+        out["rounds"].append(this)
+    return out
+
+
 def first_byte(streams: int, rounds: int, only: list[str] | None = None) -> dict[str, Any]:
     """``first_byte_ms: 300`` with every stream starting at once; Toxiproxy's latency toxic."""
     from bench.__main__ import Load
@@ -180,29 +227,46 @@ def _p99(run: dict[str, Any]) -> float | None:
     return float(value) if value is not None else None
 
 
-def split_cost(small: dict[str, Any], large: dict[str, Any]) -> tuple[float, float] | None:
-    """CPU µs per event and per stream, from two runs of one proxy at the same total rate.
+def marginal_cost(short: dict[str, Any], long: dict[str, Any]) -> tuple[float, float] | None:
+    """CPU µs per event and per stream, from two runs of one proxy at one concurrency.
 
-    A run's CPU is ``events * e + streams * s``: the cost of relaying an event, and the
-    fixed cost of a stream (two TCP connections, two heads, the exchange record). The
-    100- and 3,000-stream runs carry the same events on 30x as many streams, so the two
-    equations give both; the "flat" ratio is then ``(e + s / 20) / (e + s / 600)`` at
-    600 and 20 events per stream, whatever the proxy.
+    The runs differ only in how many events each stream carries (same streams, same
+    rate per stream), so their CPU difference over their event difference is the cost
+    of one more event at that concurrency, and what the short run's CPU leaves once
+    its events are paid, per stream, is the fixed cost of a stream (two TCP
+    connections, two heads, the exchange record). Unlike solving two stream counts
+    together, this assumes nothing about how an event's cost varies with the count.
     """
     points = []
-    for run in (small, large):
+    for run in (short, long):
         cpu = run.get("proxy", {}).get("cpu_s")
         streams, events = run.get("load", {}).get("streams"), run.get("client", {}).get("events")
         if cpu is None or not streams or not events:
             return None
         points.append((events, streams, cpu))
     (e1, n1, c1), (e2, n2, c2) = points
-    det = e1 * n2 - e2 * n1
-    if not det:
+    if n1 != n2 or e2 <= e1:
         return None
-    per_event = (c1 * n2 - c2 * n1) / det
-    per_stream = (e1 * c2 - e2 * c1) / det
+    per_event = (c2 - c1) / (e2 - e1)
+    per_stream = (c1 - per_event * e1) / n1
     return per_event * 1e6, per_stream * 1e6
+
+
+def flat_from(
+    event_small: float, event_large: float, per_stream: float, more: float = 30.0, goal: float = 1.2
+) -> float | None:
+    """Events per stream (at the large count) from which ``more`` x the streams at the
+    same total rate cost at most ``goal`` x per event; None when no length is enough.
+
+    Over one run length, streams of ``n`` events at the large count carry ``more * n``
+    at the small one, so an event costs ``e_large + s / n`` and ``e_small + s / (more * n)``
+    (``s``: a stream's cost); the ratio is within ``goal`` once
+    ``n >= s * (1 - goal / more) / (goal * e_small - e_large)``.
+    """
+    room = goal * event_small - event_large
+    if room <= 0:
+        return None
+    return max(0.0, per_stream * (1 - goal / more) / room)
 
 
 def scaling_table(result: dict[str, Any]) -> list[str]:
@@ -233,8 +297,8 @@ def scaling_table(result: dict[str, Any]) -> list[str]:
         "",
         "| proxy | CPU s per 1e5 events 100 / 1,000 / 3,000 | 3,000 / 100 "
         "| x minimal at 1,000 / 3,000 | p99 added ms 100 / 1,000 / 3,000 "
-        "| p99 added x minimal at 1,000 / 3,000 | CPU us per event / per stream | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| p99 added x minimal at 1,000 / 3,000 | errors |",
+        "|---|---|---|---|---|---|---|",
     ]
     for mode in modes:
         cpu = [_median(per_round(s, mode, _cpu)) for s in scales]
@@ -276,19 +340,12 @@ def scaling_table(result: dict[str, Any]) -> list[str]:
             for s in scales
         )
         failed = sum("error" in r.get(s, {}).get(mode, {}) for r in rounds for s in scales)
-        splits = [
-            split_cost(r.get("100", {}).get(mode, {}), r.get("3000", {}).get(mode, {}))
-            for r in rounds
-        ]
-        per_event = _median([x[0] if x else None for x in splits])
-        per_stream = _median([x[1] if x else None for x in splits])
         rows.append(
             f"| {mode} | {' / '.join(_fmt(c, 2) for c in cpu)} | {_fmt(flat, 2, 'x')} "
             f"| {_fmt(ratio('1000', mode, 'aiohttp-minimal', _cpu), 2, 'x')} / "
             f"{_fmt(ratio('3000', mode, 'aiohttp-minimal', _cpu), 2, 'x')} "
             f"| {' / '.join(_fmt(x, 0) for x in lat)} "
             f"| {' / '.join(_fmt(x, 2, 'x') for x in lat_ratio)} "
-            f"| {_fmt(per_event, 1)} / {_fmt(per_stream, 0)} "
             f"| {errors}{f' ({failed} runs failed)' if failed else ''} |"
         )
     armed = [ratio(s, "chaosstream armed", "chaosstream+uvloop", _cpu) for s in scales]
@@ -299,6 +356,71 @@ def scaling_table(result: dict[str, Any]) -> list[str]:
             "clean, CPU per event at 100 / 1,000 / 3,000: "
             + " / ".join(_fmt(a, 2, "x") for a in armed),
         ]
+    return rows
+
+
+def marginal_table(result: dict[str, Any]) -> list[str]:
+    """Medians over rounds of what one more event and one more stream cost, per proxy."""
+    rounds = result["rounds"]
+    scales = ["100", "1000", "3000"]
+    modes = list(rounds[0].get("100", {}))
+
+    def costs(r: dict[str, Any], streams: str, mode: str) -> tuple[float, float] | None:
+        pair = r.get(streams, {}).get(mode, [])
+        return marginal_cost(pair[0], pair[1]) if len(pair) == 2 else None
+
+    def event(r: dict[str, Any], streams: str, mode: str) -> float | None:
+        got = costs(r, streams, mode)
+        return got[0] if got else None
+
+    def within(streams_a: str, mode_a: str, streams_b: str, mode_b: str) -> float | None:
+        """Median over rounds of the within-round ratio of two events' costs."""
+        values = []
+        for r in rounds:
+            a, b = event(r, streams_a, mode_a), event(r, streams_b, mode_b)
+            if a is not None and b:
+                values.append(a / b)
+        return statistics.median(values) if values else None
+
+    short, long = result["lengths_s"]
+    rows = [
+        f"One more event and one more stream: at each stream count, two runs at the same "
+        f"total rate ({result['total_rate']:,.0f} events/s) with streams of {short:g} s and "
+        f"{long:g} s; the extra CPU over the extra events is what an event costs at that "
+        f"count, the short run's rest per stream what a stream costs; median of "
+        f"{len(rounds)} interleaved round(s).",
+        "",
+        "| proxy | CPU us per event 100 / 1,000 / 3,000 | 3,000 / 100 "
+        "| x minimal at 1,000 / 3,000 | CPU us per stream 1,000 / 3,000 "
+        "| 3,000 / 100 within 1.2x from | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode in modes:
+        per_event = [_median([event(r, s, mode) for r in rounds]) for s in scales]
+        per_stream = [
+            _median([(c[1] if (c := costs(r, s, mode)) else None) for r in rounds])
+            for s in ("1000", "3000")
+        ]
+        e_small, e_large, s_large = per_event[0], per_event[2], per_stream[1]
+        length = None
+        if e_small is not None and e_large is not None and s_large is not None:
+            length = flat_from(e_small, e_large, s_large)
+        errors = 0
+        failed = 0
+        for r in rounds:
+            for s in scales:
+                for run in r.get(s, {}).get(mode, []):
+                    errors += sum(run.get("client", {}).get("errors", {}).values())
+                    failed += "error" in run
+        rows.append(
+            f"| {mode} | {' / '.join(_fmt(e, 1) for e in per_event)} "
+            f"| {_fmt(within('3000', mode, '100', mode), 2, 'x')} "
+            f"| {_fmt(within('1000', mode, '1000', 'aiohttp-minimal'), 2, 'x')} / "
+            f"{_fmt(within('3000', mode, '3000', 'aiohttp-minimal'), 2, 'x')} "
+            f"| {' / '.join(_fmt(x, 0) for x in per_stream)} "
+            f"| {'-' if length is None else f'{length:,.0f} events per stream'} "
+            f"| {errors}{f' ({failed} runs failed)' if failed else ''} |"
+        )
     return rows
 
 
@@ -332,7 +454,7 @@ def _fmt(x: float | None, digits: int, suffix: str = "") -> str:
 
 
 def main() -> None:
-    """``python -m bench.scaling [--quick] [--rounds N]``: these two tables alone."""
+    """``python -m bench.scaling [--quick] [--rounds N]``: these three tables alone."""
     import argparse
 
     from bench.__main__ import RESULTS
@@ -346,16 +468,20 @@ def main() -> None:
         "--rate", type=float, default=6000.0, help="Total events/s (default 6,000)."
     )
     parser.add_argument("--modes", nargs="*", help="Only these proxies.")
-    parser.add_argument("--only", nargs="*", choices=["scaling", "first_byte"])
+    parser.add_argument("--only", nargs="*", choices=["scaling", "marginal", "first_byte"])
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
-    parts = args.only or ["scaling", "first_byte"]
+    parts = args.only or ["scaling", "marginal", "first_byte"]
     results: dict[str, Any] = {}
     lines: list[str] = []
     started = time.monotonic()
     if "scaling" in parts:
         results["scaling"] = scaling(args.rate, 4.0 if args.quick else 10.0, rounds, args.modes)
         lines += [*scaling_table(results["scaling"]), ""]
+    if "marginal" in parts:
+        lengths = (2.0, 6.0) if args.quick else MARGINAL_S
+        results["marginal"] = marginal(args.rate, rounds, args.modes, lengths)
+        lines += [*marginal_table(results["marginal"]), ""]
     if "first_byte" in parts:
         results["first_byte"] = first_byte(1000, rounds, args.modes)
         lines += first_byte_table(results["first_byte"])
