@@ -462,10 +462,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.scaling", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--quick", action="store_true", help="4 s runs, one round.")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="Short runs (scaling 4 s, marginal 2 and 6 s), one round.",
+    )
     parser.add_argument("--rounds", type=int, help="Interleaved rounds (default 3, quick 1).")
     parser.add_argument(
         "--rate", type=float, default=6000.0, help="Total events/s (default 6,000)."
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help="Length of the scaling runs (default 10, quick 4): streams carry rate x seconds "
+        "events, 20 each at 3,000 streams by default.",
     )
     parser.add_argument("--modes", nargs="*", help="Only these proxies.")
     parser.add_argument("--only", nargs="*", choices=["scaling", "marginal", "first_byte"])
@@ -476,7 +486,8 @@ def main() -> None:
     lines: list[str] = []
     started = time.monotonic()
     if "scaling" in parts:
-        results["scaling"] = scaling(args.rate, 4.0 if args.quick else 10.0, rounds, args.modes)
+        seconds = args.seconds or (4.0 if args.quick else 10.0)
+        results["scaling"] = scaling(args.rate, seconds, rounds, args.modes)
         lines += [*scaling_table(results["scaling"]), ""]
     if "marginal" in parts:
         lengths = (2.0, 6.0) if args.quick else MARGINAL_S
