@@ -1086,17 +1086,20 @@ class Ahead:
         self.stopped = False
 
     def __call__(self, data: bytes) -> bytes:
-        whole = self._whole
-        if whole is not None and data and not self._held:
-            # The common read, one whole event, passes without being split.
-            k = whole(data)
-            if k is not None:
-                events = self.events + k
-                nbytes = self.nbytes + len(data)
-                if events < self._max_events and nbytes < self._max_bytes:
-                    self.events = events
-                    self.nbytes = nbytes
-                    return data
+        if not self._held:
+            if not data:
+                return b""  # the body's end, and no unfinished event held: nothing to let out
+            whole = self._whole
+            if whole is not None:
+                # The common read, whole events, passes without being split.
+                k = whole(data)
+                if k is not None:
+                    events = self.events + k
+                    nbytes = self.nbytes + len(data)
+                    if events < self._max_events and nbytes < self._max_bytes:
+                        self.events = events
+                        self.nbytes = nbytes
+                        return data
         return self._split(data)
 
     def _split(self, data: bytes) -> bytes:

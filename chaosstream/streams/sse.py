@@ -319,21 +319,29 @@ class SseFramer:
         return parse_event(raw).has_data
 
     def whole(self, data: bytes) -> int | None:
-        """1 when ``data`` is one whole LF-framed event that starts with a data field (what
-        a splitter holding nothing would return as it is, and it dispatches); None when it
-        takes a splitter to tell. One scan in C instead of a split: the proxy passes most
-        reads of a stream this way while a fault is far from its trigger."""
-        # The first blank line is the last two bytes: one block, and it ends there. A CR
-        # would be a line end of its own (CR CR is a blank line too), so none may be in.
-        # Ints, not bytes, where one byte is looked for: memchr, 15-50 ns a scan where a
-        # 2-byte find costs 190 (the usual event is one line, its first LF the last but one).
+        """How many events ``data`` is when it is whole LF-framed events that each start
+        with a data field (what a splitter holding nothing would return, all of them
+        dispatching); None when it takes a splitter to tell. A scan or two in C instead
+        of a split: the proxy passes most reads of a stream this way while a fault is far
+        from its trigger (a stream's last read often carries two: the last chunk and
+        ``[DONE]``)."""
+        # A CR would be a line end of its own (CR CR is a blank line too), so none may be
+        # in. Ints, not bytes, where one byte is looked for: memchr, 15-50 ns a scan where
+        # a 2-byte find costs 190 (the usual event is one line, its first LF the last but one).
         if not data.startswith(b"data:") or 13 in data:
             return None
         end = len(data) - 2
         lf = data.find(10)
-        if (lf == end and data[-1] == 10) or (end > lf >= 0 and data.find(b"\n\n") == end):
+        if lf == end and data[-1] == 10:
             return 1
-        return None
+        if not (end > lf >= 0) or not data.endswith(b"\n\n") or b"\n\n\n" in data:
+            return None
+        # Blocks end at each blank line (no LF runs longer than two: no empty block, no
+        # blank line starting one); each must start with a data field.
+        blocks = data.count(b"\n\n")
+        if blocks > 1 and data.count(b"\n\ndata:") != blocks - 1:
+            return None
+        return blocks
 
     def payload(self, raw: bytes) -> tuple[int, int]:
         """Start and end of the first ``data:`` value (the whole block if none)."""

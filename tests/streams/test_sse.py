@@ -405,8 +405,48 @@ def test_whole_agrees_with_the_splitter(data: bytes, prefix: bytes, end: bytes) 
     assert got == sum(SSE_FRAMER.dispatches(b) for b in blocks)
 
 
-def test_whole_takes_the_usual_event_and_leaves_the_rest() -> None:
-    """One data event is whole; two events, a comment, CRLF or a cut event need the splitter."""
+def test_whole_takes_the_usual_events_and_leaves_the_rest() -> None:
+    """Data events are whole, one or several (a stream's last read: the last chunk and
+    [DONE]); a comment, a block without data first, an empty block, CRLF or a cut event
+    need the splitter."""
     assert SSE_FRAMER.whole(b'data: {"x": 1}\n\n') == 1
-    for raw in (b"data: a\n\ndata: b\n\n", b": ping\n\n", b"data: a\r\n\r\n", b"data: a\n"):
+    assert SSE_FRAMER.whole(b"data: a\ndata: b\n\n") == 1
+    assert SSE_FRAMER.whole(b'data: {"x": 1}\n\ndata: [DONE]\n\n') == 2
+    assert SSE_FRAMER.whole(b"data: a\n\ndata: b\nid: 2\n\ndata: c\n\n") == 3
+    for raw in (
+        b": ping\n\n",
+        b"data: a\n\n: ping\n\n",
+        b"data: a\n\nevent: x\ndata: b\n\n",
+        b"data: a\n\n\ndata: b\n\n",
+        b"data: a\r\n\r\n",
+        b"data: a\n",
+        b"data: a\n\ndata: b\n",
+    ):
         assert SSE_FRAMER.whole(raw) is None, raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from([b"data:", b"data: ", b"event: x\ndata:", b": c\n", b""]),
+            st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"")),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    tail=st.sampled_from([b"", b"\n", b"da", b"\n\n"]),
+)
+def test_whole_agrees_with_the_splitter_on_runs_of_events(
+    events: list[tuple[bytes, bytes]], tail: bytes
+) -> None:
+    """Several events in one read, some not data-first, some cut: whole counts exactly
+    what a fresh splitter returns whole (all dispatching), or leaves it to the splitter."""
+    raw = b"".join(field + value + b"\n\n" for field, value in events) + tail
+    got = SSE_FRAMER.whole(raw)
+    if got is None:
+        return
+    splitter = EventSplitter()
+    blocks = splitter.feed(raw)
+    assert b"".join(blocks) == raw and splitter.pending == 0
+    assert got == len(blocks) and all(SSE_FRAMER.dispatches(b) for b in blocks)
