@@ -395,14 +395,19 @@ def test_huge_event_in_small_reads_takes_linear_time(eol: bytes) -> None:
 )
 def test_whole_agrees_with_the_splitter(data: bytes, prefix: bytes, end: bytes) -> None:
     """SseFramer.whole answers only for what a fresh splitter returns whole, and counts right."""
-    raw = prefix + data + end
+    assert_whole_agrees(prefix + data + end)
+
+
+def assert_whole_agrees(raw: bytes) -> None:
+    """When SseFramer.whole counts ``raw``, a fresh splitter returns it as that many
+    blocks, all of it, each dispatching."""
     got = SSE_FRAMER.whole(raw)
     if got is None:
         return
     splitter = EventSplitter()
     blocks = splitter.feed(raw)
     assert b"".join(blocks) == raw and splitter.pending == 0
-    assert got == sum(SSE_FRAMER.dispatches(b) for b in blocks)
+    assert got == len(blocks) and all(SSE_FRAMER.dispatches(b) for b in blocks)
 
 
 def test_whole_takes_the_usual_events_and_leaves_the_rest() -> None:
@@ -442,11 +447,4 @@ def test_whole_agrees_with_the_splitter_on_runs_of_events(
 ) -> None:
     """Several events in one read, some not data-first, some cut: whole counts exactly
     what a fresh splitter returns whole (all dispatching), or leaves it to the splitter."""
-    raw = b"".join(field + value + b"\n\n" for field, value in events) + tail
-    got = SSE_FRAMER.whole(raw)
-    if got is None:
-        return
-    splitter = EventSplitter()
-    blocks = splitter.feed(raw)
-    assert b"".join(blocks) == raw and splitter.pending == 0
-    assert got == len(blocks) and all(SSE_FRAMER.dispatches(b) for b in blocks)
+    assert_whole_agrees(b"".join(field + value + b"\n\n" for field, value in events) + tail)
