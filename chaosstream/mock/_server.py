@@ -139,15 +139,27 @@ def run_mock(
 
     async def main() -> None:
         async with await start_mock(host, port, settings, limits=limits) as server:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            # SIGTERM (from a process manager or CI) ends as cleanly as Ctrl-C; there is
-            # no loop signal support off the main thread or on Windows.
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signal.SIGTERM, stop.set)
-            if on_ready is not None:
-                on_ready(server.url)
-            await stop.wait()
+            await until_stopped(server.url, on_ready)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):  # Windows: no loop signal handlers
         asyncio.run(main())
+
+
+async def until_stopped(url: str, on_ready: Callable[[str], None] | None = None) -> None:
+    """Call ``on_ready(url)``, then wait for SIGINT or SIGTERM.
+
+    Both get a handler of their own, set before ``on_ready`` says the server is up.
+    Python's KeyboardInterrupt is not enough: a process a non-interactive shell starts
+    in the background (``chaosstream mock &`` in a CI script) inherits SIGINT ignored
+    (POSIX, Shell Command Language 2.11), and then ``kill -INT`` would not stop it,
+    where it stops ``chaosstream proxy``. There is no loop signal support off the main
+    thread or on Windows; there Ctrl-C stays Python's KeyboardInterrupt.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready(url)
+    await stop.wait()

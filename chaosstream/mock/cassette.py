@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from chaosstream.mock._server import until_stopped
 from chaosstream.streams.cassette import INDEX_HEADER, Player, RecordedResponse
 from chaosstream.streams.format import json_or_none
 from chaosstream.streams.registry import format_for
@@ -195,13 +195,7 @@ def run_replay(
 
     async def main() -> None:
         async with await start_replay(player, host, port, speed) as server:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signal.SIGTERM, stop.set)
-            if on_ready is not None:
-                on_ready(server.url)
-            await stop.wait()
+            await until_stopped(server.url, on_ready)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):  # Windows: no loop signal handlers
         asyncio.run(main())

@@ -205,3 +205,37 @@ def test_mock_strict_exits_1_when_a_request_had_no_match(tmp_path: Path) -> None
         if path == "/nope":
             assert "--strict: 1 request(s) matched no recording" in err
     assert codes == [(200, 0), (404, 1)]
+
+
+def test_mock_replaying_stops_on_sigint_inherited_ignored(tmp_path: Path) -> None:
+    """`chaosstream mock --cassette DIR &` from a script starts with SIGINT ignored (POSIX);
+    `kill -INT` still stops it cleanly, exit 0."""
+    from chaosstream.streams.cassette import save_cassette
+
+    cassette = Cassette(
+        interactions=[
+            Interaction(
+                request=RecordedRequest(method="GET", path="/ping"),
+                response=RecordedResponse(status=200, frames=[Frame.of(b"pong", 0)]),
+            )
+        ]
+    )
+    save_cassette(cassette, tmp_path)
+    proc = subprocess.Popen(
+        [*CLI, "mock", "--port", "0", "--cassette", str(tmp_path)],
+        stderr=subprocess.PIPE,
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()
+        assert "listening on" in line, line
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=30)[1].decode()
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -470,6 +470,33 @@ async def test_run_mock_reports_its_url_and_stops_on_a_signal(stop_signal: int) 
             await proc.wait()
 
 
+def _ignore_sigint() -> None:
+    """What a non-interactive shell does to a command it starts with ``&`` (POSIX)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+async def test_run_mock_stops_on_sigint_inherited_ignored() -> None:
+    """A script's background job starts with SIGINT ignored, so no KeyboardInterrupt ever
+    comes; run_mock still stops on `kill -INT` and exits 0, as the proxy does."""
+    code = (
+        "import signal; assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN; "
+        "from chaosstream.mock import run_mock; run_mock(on_ready=lambda u: print(u, flush=True))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, preexec_fn=_ignore_sigint
+    )
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 # --- CORS (a page on its own origin calling the API directly) --------------------------------
 
 
