@@ -102,8 +102,17 @@ async def _run_async(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *CMD, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
+    talk = asyncio.ensure_future(proc.communicate())
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(asyncio.shield(talk), timeout)
+    except asyncio.TimeoutError:
+        # Say where it hung: what it printed until now (killing it closes its pipes).
+        proc.kill()
+        out, err = await talk
+        raise AssertionError(
+            f"`chaosstream load {' '.join(args)}` still ran after {timeout} s; "
+            f"stdout: {out.decode()[-1500:]!r} stderr: {err.decode()[-3000:]!r}"
+        ) from None
     finally:
         if proc.returncode is None:
             proc.kill()
