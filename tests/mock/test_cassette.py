@@ -169,8 +169,8 @@ async def test_a_recording_cut_by_upstream_is_cut_again(tmp_path: Path) -> None:
             await r.read()
 
 
-def test_mock_strict_exits_1_when_a_request_had_no_match(tmp_path: Path) -> None:
-    """`chaosstream mock --cassette DIR --strict`: an unmatched request fails the run at exit."""
+def save_ping_cassette(folder: Path) -> None:
+    """A cassette of one exchange, GET /ping answered 200 ``pong``, saved in ``folder``."""
     from chaosstream.streams.cassette import save_cassette
 
     cassette = Cassette(
@@ -181,7 +181,12 @@ def test_mock_strict_exits_1_when_a_request_had_no_match(tmp_path: Path) -> None
             )
         ]
     )
-    save_cassette(cassette, tmp_path)
+    save_cassette(cassette, folder)
+
+
+def test_mock_strict_exits_1_when_a_request_had_no_match(tmp_path: Path) -> None:
+    """`chaosstream mock --cassette DIR --strict`: an unmatched request fails the run at exit."""
+    save_ping_cassette(tmp_path)
     codes = []
     for path in ("/ping", "/nope"):
         proc = subprocess.Popen(
@@ -210,17 +215,7 @@ def test_mock_strict_exits_1_when_a_request_had_no_match(tmp_path: Path) -> None
 def test_mock_replaying_stops_on_sigint_inherited_ignored(tmp_path: Path) -> None:
     """`chaosstream mock --cassette DIR &` from a script starts with SIGINT ignored (POSIX);
     `kill -INT` still stops it cleanly, exit 0."""
-    from chaosstream.streams.cassette import save_cassette
-
-    cassette = Cassette(
-        interactions=[
-            Interaction(
-                request=RecordedRequest(method="GET", path="/ping"),
-                response=RecordedResponse(status=200, frames=[Frame.of(b"pong", 0)]),
-            )
-        ]
-    )
-    save_cassette(cassette, tmp_path)
+    save_ping_cassette(tmp_path)
     proc = subprocess.Popen(
         [*CLI, "mock", "--port", "0", "--cassette", str(tmp_path)],
         stderr=subprocess.PIPE,
