@@ -203,22 +203,25 @@ class FaultContext:
     state: dict[str, Any] = field(default_factory=dict)
     """Per-fault state shared by the exchanges of one proxy run (``concurrency_limit``'s
     open-stream count); it starts over when the proxy is reset."""
+    record: list[FaultEvent] | None = None
+    """The exchange record's fault list: each event goes there before ``log`` hears of it."""
 
     def fired(self, action: str, *, events: int = 0, nbytes: int = 0, detail: str = "") -> None:
         """Record that the fault acted, at the current position of the stream."""
-        self.log(
-            FaultEvent(
-                exchange=self.exchange,
-                type=self.type,
-                index=self.index,
-                action=action,
-                at_ms=(self.clock.now() - self.started) * 1000.0,
-                events=events,
-                bytes=nbytes,
-                detail=detail,
-                trigger=self.trigger,
-            )
+        event = FaultEvent(
+            exchange=self.exchange,
+            type=self.type,
+            index=self.index,
+            action=action,
+            at_ms=(self.clock.now() - self.started) * 1000.0,
+            events=events,
+            bytes=nbytes,
+            detail=detail,
+            trigger=self.trigger,
         )
+        if self.record is not None:
+            self.record.append(event)
+        self.log(event)
 
 
 @dataclass(frozen=True, slots=True)

@@ -404,22 +404,13 @@ class Injector:
             started=started,
             index=index,
             type=fault.type,
-            log=self._log if record is None else _logging_into(record, self._log),
+            log=self._log,
+            record=record,
             proxy_started=self.started,
             trigger=describe_trigger(fault, nth),
             state=self._state[index],
         )
         return Armed(fault, ctx)
-
-
-def _logging_into(
-    record: list[FaultEvent], log: Callable[[FaultEvent], None]
-) -> Callable[[FaultEvent], None]:
-    def both(event: FaultEvent) -> None:
-        record.append(event)
-        log(event)
-
-    return both
 
 
 def waits_on_head(fault: Fault, request: RequestInfo) -> bool:

@@ -650,15 +650,26 @@ class ChaosProxy:
             else:
                 await self.clock.sleep(head_s)
                 await down.prepare()
-            hold = None
-            if chain and head is None and decoder is None and not recorder.stamps:
-                hold = self._first_byte_hold(chain)
-            if hold is not None:
-                await relay(upstream, down, ex, keep, self.clock.now, hold=hold)
-            elif chain:
-                await self._pump_faults(upstream, down, ex, chain, keep, recorder, head, decoder)
-            else:
+            if not chain:
                 await relay(upstream, down, ex, keep, self.clock.now)
+            elif head is not None or decoder is not None or recorder.stamps:
+                await self._pump_faults(upstream, down, ex, chain, keep, recorder, head, decoder)
+            elif (hold := self._first_byte_hold(chain)) is not None:
+                await relay(upstream, down, ex, keep, self.clock.now, hold=hold)
+            elif (ahead := self._ahead(chain, ex.provider)) is None:
+                await self._pump_faults(upstream, down, ex, chain, keep, recorder)
+            else:
+                # Every fault is far from acting, the head left, the body needs no decoding
+                # and no write is stamped: the clean relay passes the reads through the
+                # gate (_pass_ahead's tap), and the chain (its closures, generators and
+                # frames) is built only once a fault comes near. Issue 17: an armed
+                # stream's objects, live as long as it is, cost collections.
+                await self._pass_ahead(upstream, down, upstream.read, down.write, ex, keep, ahead)
+                if ahead.framing.overflow is not None:
+                    overflow = ahead.framing.overflow
+                    await self._pass_unframed(upstream.read, down, ex, overflow, keep)
+                elif ahead.stopped:
+                    await self._pump_faults(upstream, down, ex, chain, keep, recorder, ahead=ahead)
             if head is not None:
                 await head
             await down.write_eof()
@@ -746,7 +757,13 @@ class ChaosProxy:
         recorder: Recorder,
         head: asyncio.Future[None] | None = None,
         decoder: Decoder | None = None,
+        ahead: Ahead | None = None,
     ) -> None:
+        """The body through the fault chain.
+
+        ``ahead``: the relay's tap passed the body's start already (:meth:`_pass_ahead`)
+        and stopped where a fault may act; the chain starts there.
+        """
         clock = self.clock
         kept = ex.upstream_chunks
 
@@ -754,7 +771,9 @@ class ChaosProxy:
         # upstream reads is held and written at once, just before the next read
         # blocks: one send per read instead of one per event (a quarter of the CPU).
         batch = all(a.fault.prompt and a.fault.window is None for a in chain)
-        horizon = _nearest(chain) if batch else None
+        tapped = ahead is not None
+        if ahead is None and batch:
+            ahead = self._ahead(chain, ex.provider)
 
         def arrived() -> float:
             """When the bytes of the last read reached the socket (upstream.py)."""
@@ -765,7 +784,7 @@ class ChaosProxy:
         # so its body is made only once a fault may act -- unless the recorder stamps each
         # write as it leaves (then every write is recorded at once).
         sent: Body | None = None
-        if horizon is None or recorder.stamps:
+        if ahead is None or recorder.stamps:
             sent = ex.client_chunks = recorder.body(like=kept)
         held: list[bytes] = []
         write: Callable[[bytes], Awaitable[None]] = down.write
@@ -788,22 +807,22 @@ class ChaosProxy:
                 ex.bytes_out += len(data)
 
         read = _decoded(upstream.read, decoder)
-        framer = framer_for(ex.provider) if any(a.fault.needs_events for a in chain) else None
-        framing = Framing(None if framer is None else framer.splitter())
         first: list[Chunk] = []
-        if horizon is not None:
-            ahead = Ahead(horizon, framer, framing, self.max_event_bytes, clock.now)
-            # The relay's tap (no task step per read) needs the head gone and the body as
-            # read: no head delay, no decoder, no stamped writes to record.
-            tap = head is None and decoder is None and sent is None
-            await self._pass_ahead(upstream, down, read, write, ex, keep, ahead, tap)
-            if not ahead.stopped or framing.overflow is not None:
-                # The stream ended short of the nearest horizon, or an event overran the cap.
-                if framing.overflow is not None:
-                    if head is not None:
-                        await head
-                    await self._pass_unframed(read, down, ex, framing.overflow, keep)
-                return
+        if ahead is None:
+            framer = framer_for(ex.provider) if any(a.fault.needs_events for a in chain) else None
+            framing = Framing(None if framer is None else framer.splitter())
+        else:
+            framer, framing = ahead.framer, ahead.framing
+            if not tapped:
+                await self._pass_ahead(upstream, down, read, write, ex, keep, ahead, tap=False)
+                if not ahead.stopped or framing.overflow is not None:
+                    # The stream ended short of the nearest horizon, or an event overran
+                    # the cap.
+                    if framing.overflow is not None:
+                        if head is not None:
+                            await head
+                        await self._pass_unframed(read, down, ex, framing.overflow, keep)
+                    return
             first, passed_events, passed_bytes = ahead.first, ahead.events, ahead.nbytes
             for a in chain:
                 a.ctx.passed_events, a.ctx.passed_bytes = passed_events, passed_bytes
@@ -865,6 +884,16 @@ class ChaosProxy:
                 await head
             await self._pass_unframed(read, down, ex, framing.overflow, keep)
 
+    def _ahead(self, chain: list[Armed], provider: str) -> Ahead | None:
+        """The gate that passes reads ahead of ``chain`` while no fault of it may act on
+        them; None when a fault gives no horizon (:meth:`Fault.horizon`)."""
+        horizon = _nearest(chain)
+        if horizon is None:
+            return None
+        framer = framer_for(provider) if any(a.fault.needs_events for a in chain) else None
+        framing = Framing(None if framer is None else framer.splitter())
+        return Ahead(horizon, framer, framing, self.max_event_bytes, self.clock.now)
+
     async def _pass_ahead(
         self,
         upstream: Response,
@@ -874,7 +903,7 @@ class ChaosProxy:
         ex: Exchange,
         keep: bool,
         ahead: Ahead,
-        tap: bool,
+        tap: bool = True,
     ) -> None:
         """Pass upstream's reads on while every fault of the chain promises to pass them
         untouched (:meth:`Fault.horizon`): no chunk objects, no generator chain, one write
@@ -1046,7 +1075,6 @@ class Ahead:
     __slots__ = (
         "_cap",
         "_dispatches",
-        "_framing",
         "_held",
         "_max_bytes",
         "_max_events",
@@ -1055,6 +1083,8 @@ class Ahead:
         "_whole",
         "events",
         "first",
+        "framer",
+        "framing",
         "nbytes",
         "stopped",
     )
@@ -1070,7 +1100,10 @@ class Ahead:
         self._max_events = sys.maxsize if horizon.events is None else horizon.events
         self._max_bytes = sys.maxsize if horizon.nbytes is None else horizon.nbytes
         self._dispatches = None if framer is None else framer.dispatches
-        self._framing = framing
+        #: The body's framer (None: every read is one frame) and framing, which the
+        #: chain goes on with once stopped.
+        self.framer = framer
+        self.framing = framing
         self._splitter = framing.splitter
         # A framer may tell at a glance that a read is whole frames (SseFramer.whole);
         # that takes a splitter holding nothing (_held: it may hold bytes).
@@ -1126,7 +1159,7 @@ class Ahead:
             held = splitter.pending
             self._held = held > 0
             if not self.stopped and held > self._cap:
-                self._framing.overflow = splitter.flush()
+                self.framing.overflow = splitter.flush()
                 self.stopped = True
         if taken == 1:
             return blocks[0]

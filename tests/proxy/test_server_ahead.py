@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import inspect
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +22,7 @@ from aiohttp import web
 from chaosstream.faults.disconnect import Disconnect
 from chaosstream.proxy.record import Recorder
 from chaosstream.proxy.server import ChaosProxy
+from chaosstream.proxy.upstream import Response
 from chaosstream.testing import run_fault
 from tests.conftest import ProxyFactory, make_profile
 
@@ -115,3 +118,64 @@ async def test_passing_ahead_gives_what_the_chain_gives(
             assert ex.bytes_out == len(want.data), where
             client = ex.client_chunks if ex.client_chunks is not None else ex.upstream_chunks
             assert bytes(client) == want.data, where
+
+
+@pytest.mark.parametrize(
+    ("fault", "chained"),
+    [
+        ({"after_events": 1000}, False),
+        # Tokens need each event parsed: no promise to pass any read untouched.
+        ({"after_tokens": 1000}, True),
+    ],
+)
+async def test_a_fault_far_from_acting_leaves_the_stream_to_the_clean_relay(
+    proxy_factory: ProxyFactory, fault: dict[str, Any], chained: bool
+) -> None:
+    """Mid-stream, a fault whose horizon is far off leaves the body to the clean relay
+    (upstream's response piped from the socket callback, no fault chain, whose closures
+    and generators would live as long as the stream); one without a horizon runs the
+    chain from the first byte. Neither fires: the client gets every byte."""
+    go_on = asyncio.Event()
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionResetError):
+            for i in range(1, 7):
+                if i == 4:
+                    await go_on.wait()
+                await resp.write(b"data: %d\n\n" % i)
+            await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        fault = {"type": "disconnect", "mode": "close", **fault}
+        proxy = await proxy_factory(f"http://{host}:{port}", make_profile([fault]))
+        async with aiohttp.ClientSession() as session:
+            url = f"{proxy.url}/v1/chat/completions"
+            async with session.post(url, json={"stream": True}) as r:
+                got = await r.content.readuntil(b"data: 3\n\n")
+                pumps = [o for o in gc.get_objects() if _runs(o, ChaosProxy._pump_faults)]
+                piped = [o for o in gc.get_objects() if type(o) is Response and o._sink]
+                go_on.set()
+                got += await r.read()
+    finally:
+        await runner.cleanup()
+    assert (len(pumps), len(piped)) == ((1, 0) if chained else (0, 1))
+    assert got == b"".join(b"data: %d\n\n" % i for i in range(1, 7)) + b"data: [DONE]\n\n"
+    assert proxy.fault_log == []
+
+
+def _runs(o: object, method: Any) -> bool:
+    """Is ``o`` a live coroutine of ``method``? (An earlier test's may wait for collection.)"""
+    return (
+        inspect.iscoroutine(o)
+        and o.cr_code is method.__code__
+        and inspect.getcoroutinestate(o) != inspect.CORO_CLOSED
+    )
