@@ -6,12 +6,13 @@ its own process, never the rest of the package.
 
 How the asyncio fault engine runs under gevent: each Locust process starts one
 native thread with an asyncio loop (:class:`AsyncBridge`); a user greenlet hands
-its attempt to that loop and waits on a gevent ``AsyncResult`` (safe to set
-from another thread since gevent 20.12), so the greenlet yields to the others
-meanwhile. All sockets, faults and timers of every user live on that one loop,
-with the unpatched socket class. We chose it over a synchronous adapter of the
-faults (fake clock swapped for gevent sleeps) because faults run tasks and
-queues of their own (``prefetched``, ``Feed``): one loop runs them unchanged.
+its attempt to that loop and waits for an async watcher of its hub, which the
+loop's thread may wake (gevent's other objects belong to one thread), so the
+greenlet yields to the others meanwhile. All sockets, faults and timers of
+every user live on that one loop, with the unpatched socket class. We chose it
+over a synchronous adapter of the faults (fake clock swapped for gevent sleeps)
+because faults run tasks and queues of their own (``prefetched``, ``Feed``): one
+loop runs them unchanged.
 The bench measures what it costs (``python -m bench --only load``).
 """
 
@@ -25,6 +26,7 @@ import warnings
 warnings.filterwarnings("ignore", message="Monkey-patching ssl after ssl")
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import os
@@ -41,7 +43,8 @@ from typing import Any, TextIO, TypeVar
 
 import gevent  # type: ignore[import-untyped]
 import gevent.monkey  # type: ignore[import-untyped]
-from gevent.event import AsyncResult, Event  # type: ignore[import-untyped]
+from gevent.event import Event  # type: ignore[import-untyped]
+from gevent.hub import Waiter  # type: ignore[import-untyped]
 from locust import User, constant, task
 from locust.env import Environment
 from locust.event import Events
@@ -71,6 +74,7 @@ class AsyncBridge:
     def __init__(self) -> None:
         # The unpatched Event: set from the loop's native thread, waited on here briefly.
         self._ready = gevent.monkey.get_original("threading", "Event")()
+        self._lock = gevent.monkey.get_original("threading", "Lock")
         self.loop: asyncio.AbstractEventLoop | None = None
         start = gevent.monkey.get_original("_thread", "start_new_thread")
         start(self._run, ())
@@ -92,24 +96,39 @@ class AsyncBridge:
         Killing the greenlet (Locust stopping a user) cancels the coroutine.
         """
         assert self.loop is not None
-        result: AsyncResult = AsyncResult()
+        # gevent's objects belong to one thread: an AsyncResult set from the loop's
+        # thread may never wake its waiter (gevent/gevent#1739, whose fix says it "has
+        # *never* been safe to use from multiple threads"; once a load run hung here).
+        # What the maintainers name for it is an async watcher: its send() may come
+        # from any thread. Started before the coroutine is handed over, so a send
+        # cannot come before it listens (libev's ev_async_start clears a pending send).
+        watcher = gevent.get_hub().loop.async_()
+        waiter = Waiter()
+        watcher.start(waiter.switch, None)
+        lock = self._lock()
+        closed = False
+
+        def wake(_: concurrent.futures.Future[T]) -> None:
+            # The loop's thread, or this one when cancel() ends the future: never a
+            # send on a watcher this greenlet closed.
+            with lock:
+                if not closed:
+                    watcher.send()
+
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-        def done(f: Any) -> None:
-            if f.cancelled():
-                result.set_exception(gevent.GreenletExit())
-            elif f.exception() is not None:
-                result.set_exception(f.exception())
-            else:
-                result.set(f.result())
-
-        future.add_done_callback(done)
+        future.add_done_callback(wake)
         try:
-            value: T = result.get()
+            waiter.get()
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise gevent.GreenletExit() from None  # the loop stopped under the user
         except BaseException:
             future.cancel()
             raise
-        return value
+        finally:
+            with lock:
+                closed = True
+                watcher.close()
 
     def stop(self) -> None:
         if self.loop is not None and self.loop.is_running():

@@ -18,6 +18,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def test_greenlets_waiting_on_the_asyncio_thread_all_wake() -> None:
+    """300 greenlets x 100 calls through AsyncBridge, most of them done before their
+    greenlet waits; 300 killed mid-call, whose coroutines must be cancelled; then one
+    lone call, which a gevent AsyncResult set from the loop's thread failed with
+    LoopExit ("This operation would block forever": nothing of the hub's own would
+    wake it). A process of its own: the engine patches it for gevent."""
+    script = Path(__file__).with_name("bridge_stress.py")
+    result = subprocess.run(
+        [sys.executable, str(script), "300", "100"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "answered 30000 of 30000 " in result.stdout
+    assert "cancelled 300 of 300" in result.stdout
+    assert "answers after: True" in result.stdout
+
+
 def test_metric_definitions_on_a_mock_with_known_timing(tmp_path: Path) -> None:
     """Mock at TTFT 200 ms and 50 tokens/s: clean gives TTFT ~200 ms and ITL ~20 ms,
     mobile-3g a TTFT slower by its round trip; Locust's CSVs are written too."""
