@@ -12,7 +12,7 @@ import contextlib
 import gc
 import inspect
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -58,16 +58,23 @@ def case(rng: random.Random) -> tuple[list[bytes], list[dict[str, Any]]]:
     return chunks, faults
 
 
+Bodies = dict[str, Sequence[bytes | asyncio.Event]]
+
+
 @pytest.fixture
-async def upstream() -> AsyncIterator[tuple[str, dict[str, list[bytes]]]]:
-    """Serves the chunks registered under a path, one write each, a loop turn apart."""
-    bodies: dict[str, list[bytes]] = {}
+async def upstream() -> AsyncIterator[tuple[str, Bodies]]:
+    """Serves the chunks registered under a path, one write each, a loop turn apart
+    (an ``asyncio.Event`` among them: the body waits there until it is set)."""
+    bodies: Bodies = {}
 
     async def serve(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         with contextlib.suppress(ConnectionResetError):  # the proxy left at the cut
             for i, chunk in enumerate(bodies[request.query["case"]]):
+                if isinstance(chunk, asyncio.Event):
+                    await chunk.wait()
+                    continue
                 await resp.write(chunk)
                 # Some writes leave alone, some together: both read patterns get tested.
                 await asyncio.sleep(0.002 if i % 3 == 0 else 0)
@@ -86,7 +93,7 @@ async def upstream() -> AsyncIterator[tuple[str, dict[str, list[bytes]]]]:
 
 @pytest.mark.parametrize("stamps", [False, True])
 async def test_passing_ahead_gives_what_the_chain_gives(
-    upstream: tuple[str, dict[str, list[bytes]]], proxy_factory: ProxyFactory, stamps: bool
+    upstream: tuple[str, Bodies], proxy_factory: ProxyFactory, stamps: bool
 ) -> None:
     """Random bodies, reads and cut points: bytes, fault log, end and the recorded client body
     match the in-memory chain, whether the recorder stamps each write or not."""
@@ -129,46 +136,31 @@ async def test_passing_ahead_gives_what_the_chain_gives(
     ],
 )
 async def test_a_fault_far_from_acting_leaves_the_stream_to_the_clean_relay(
-    proxy_factory: ProxyFactory, fault: dict[str, Any], chained: bool
+    upstream: tuple[str, Bodies],
+    proxy_factory: ProxyFactory,
+    fault: dict[str, Any],
+    chained: bool,
 ) -> None:
     """Mid-stream, a fault whose horizon is far off leaves the body to the clean relay
     (upstream's response piped from the socket callback, no fault chain, whose closures
     and generators would live as long as the stream); one without a horizon runs the
     chain from the first byte. Neither fires: the client gets every byte."""
+    base, bodies = upstream
     go_on = asyncio.Event()
-
-    async def serve(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        with contextlib.suppress(ConnectionResetError):
-            for i in range(1, 7):
-                if i == 4:
-                    await go_on.wait()
-                await resp.write(b"data: %d\n\n" % i)
-            await resp.write(b"data: [DONE]\n\n")
-        return resp
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        fault = {"type": "disconnect", "mode": "close", **fault}
-        proxy = await proxy_factory(f"http://{host}:{port}", make_profile([fault]))
-        async with aiohttp.ClientSession() as session:
-            url = f"{proxy.url}/v1/chat/completions"
-            async with session.post(url, json={"stream": True}) as r:
-                got = await r.content.readuntil(b"data: 3\n\n")
-                pumps = [o for o in gc.get_objects() if _runs(o, ChaosProxy._pump_faults)]
-                piped = [o for o in gc.get_objects() if type(o) is Response and o._sink]
-                go_on.set()
-                got += await r.read()
-    finally:
-        await runner.cleanup()
+    events = [b"data: %d\n\n" % i for i in range(1, 7)] + [b"data: [DONE]\n\n"]
+    bodies["held"] = [*events[:3], go_on, *events[3:]]
+    fault = {"type": "disconnect", "mode": "close", **fault}
+    proxy = await proxy_factory(base, make_profile([fault]))
+    async with aiohttp.ClientSession() as session:
+        url = f"{proxy.url}/v1/chat/completions?case=held"
+        async with session.post(url, json={"stream": True}) as r:
+            got = await r.content.readuntil(b"data: 3\n\n")
+            pumps = [o for o in gc.get_objects() if _runs(o, ChaosProxy._pump_faults)]
+            piped = [o for o in gc.get_objects() if type(o) is Response and o._sink]
+            go_on.set()
+            got += await r.read()
     assert (len(pumps), len(piped)) == ((1, 0) if chained else (0, 1))
-    assert got == b"".join(b"data: %d\n\n" % i for i in range(1, 7)) + b"data: [DONE]\n\n"
+    assert got == b"".join(events)
     assert proxy.fault_log == []
 
 
