@@ -772,7 +772,7 @@ class ChaosProxy:
         # blocks: one send per read instead of one per event (a quarter of the CPU).
         batch = all(a.fault.prompt and a.fault.window is None for a in chain)
         tapped = ahead is not None
-        if ahead is None and batch:
+        if ahead is None:
             ahead = self._ahead(chain, ex.provider)
 
         def arrived() -> float:
@@ -886,7 +886,10 @@ class ChaosProxy:
 
     def _ahead(self, chain: list[Armed], provider: str) -> Ahead | None:
         """The gate that passes reads ahead of ``chain`` while no fault of it may act on
-        them; None when a fault gives no horizon (:meth:`Fault.horizon`)."""
+        them; None when a fault waits (a timer beside the stream, a window) or gives no
+        horizon (:meth:`Fault.horizon`)."""
+        if not all(a.fault.prompt and a.fault.window is None for a in chain):
+            return None
         horizon = _nearest(chain)
         if horizon is None:
             return None

@@ -58,13 +58,14 @@ def case(rng: random.Random) -> tuple[list[bytes], list[dict[str, Any]]]:
     return chunks, faults
 
 
-Bodies = dict[str, Sequence[bytes | asyncio.Event]]
+Bodies = dict[str, Sequence[bytes | asyncio.Event | float]]
 
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[str, Bodies]]:
     """Serves the chunks registered under a path, one write each, a loop turn apart
-    (an ``asyncio.Event`` among them: the body waits there until it is set)."""
+    (an ``asyncio.Event`` among them: the body waits there until it is set; a number:
+    it sleeps that many seconds)."""
     bodies: Bodies = {}
 
     async def serve(request: web.Request) -> web.StreamResponse:
@@ -74,6 +75,9 @@ async def upstream() -> AsyncIterator[tuple[str, Bodies]]:
             for i, chunk in enumerate(bodies[request.query["case"]]):
                 if isinstance(chunk, asyncio.Event):
                     await chunk.wait()
+                    continue
+                if isinstance(chunk, float):
+                    await asyncio.sleep(chunk)
                     continue
                 await resp.write(chunk)
                 # Some writes leave alone, some together: both read patterns get tested.
@@ -162,6 +166,27 @@ async def test_a_fault_far_from_acting_leaves_the_stream_to_the_clean_relay(
     assert (len(pumps), len(piped)) == ((1, 0) if chained else (0, 1))
     assert got == b"".join(events)
     assert proxy.fault_log == []
+
+
+async def test_a_fault_with_a_window_counts_from_its_opening(
+    upstream: tuple[str, Bodies], proxy_factory: ProxyFactory
+) -> None:
+    """A windowed fault is never passed ahead of: its positions count from the window's
+    opening (faults/base.py Window), which the proxy's own count of the reads cannot
+    know. Events 0.2 s apart, the window opening at 0.5 s: ``after_events: 1`` lets
+    the three events before it and one inside it through, then cuts."""
+    base, bodies = upstream
+    events = [b"data: %d\n\n" % i for i in range(1, 7)]
+    bodies["windowed"] = [x for e in events for x in (e, 0.2)]
+    fault = {"type": "disconnect", "mode": "close", "after_events": 1, "window": {"start_s": 0.5}}
+    proxy = await proxy_factory(base, make_profile([fault]))
+    proxy.reset()  # the window's clock starts here
+    async with aiohttp.ClientSession() as session:
+        url = f"{proxy.url}/v1/chat/completions?case=windowed"
+        async with session.post(url, json={"stream": True}) as r:
+            got = await r.read()
+    assert got == b"".join(events[:4])
+    assert [e.action for e in proxy.fault_log] == ["close"]
 
 
 def _runs(o: object, method: Any) -> bool:
