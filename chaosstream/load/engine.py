@@ -74,7 +74,7 @@ class AsyncBridge:
     def __init__(self) -> None:
         # The unpatched Event: set from the loop's native thread, waited on here briefly.
         self._ready = gevent.monkey.get_original("threading", "Event")()
-        self._lock = gevent.monkey.get_original("threading", "Lock")
+        self._new_lock = gevent.monkey.get_original("threading", "Lock")
         self.loop: asyncio.AbstractEventLoop | None = None
         start = gevent.monkey.get_original("_thread", "start_new_thread")
         start(self._run, ())
@@ -97,15 +97,16 @@ class AsyncBridge:
         """
         assert self.loop is not None
         # gevent's objects belong to one thread: an AsyncResult set from the loop's
-        # thread may never wake its waiter (gevent/gevent#1739, whose fix says it "has
-        # *never* been safe to use from multiple threads"; once a load run hung here).
+        # thread is not safe (gevent/gevent#1739: it "has *never* been safe to use from
+        # multiple threads"), and a lone greenlet waiting on one failed with LoopExit.
         # What the maintainers name for it is an async watcher: its send() may come
-        # from any thread. Started before the coroutine is handed over, so a send
-        # cannot come before it listens (libev's ev_async_start clears a pending send).
+        # from any thread, and it keeps the hub's loop alive while the call is out.
+        # Started before the coroutine is handed over, so a send cannot come before
+        # it listens (libev's ev_async_start clears a pending send).
         watcher = gevent.get_hub().loop.async_()
         waiter = Waiter()
         watcher.start(waiter.switch, None)
-        lock = self._lock()
+        lock = self._new_lock()
         closed = False
 
         def wake(_: concurrent.futures.Future[T]) -> None:
