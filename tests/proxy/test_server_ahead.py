@@ -173,12 +173,13 @@ async def test_a_fault_with_a_window_counts_from_its_opening(
 ) -> None:
     """A windowed fault is never passed ahead of: its positions count from the window's
     opening (faults/base.py Window), which the proxy's own count of the reads cannot
-    know. Events 0.2 s apart, the window opening at 0.5 s: ``after_events: 1`` lets
-    the three events before it and one inside it through, then cuts."""
+    know. Events 0.3 s apart, the window opening at 0.75 s (150 ms from either
+    neighbour): ``after_events: 1`` lets the three events before it and one inside it
+    through, then cuts."""
     base, bodies = upstream
     events = [b"data: %d\n\n" % i for i in range(1, 7)]
-    bodies["windowed"] = [x for e in events for x in (e, 0.2)]
-    fault = {"type": "disconnect", "mode": "close", "after_events": 1, "window": {"start_s": 0.5}}
+    bodies["windowed"] = [x for e in events for x in (e, 0.3)]
+    fault = {"type": "disconnect", "mode": "close", "after_events": 1, "window": {"start_s": 0.75}}
     proxy = await proxy_factory(base, make_profile([fault]))
     proxy.reset()  # the window's clock starts here
     async with aiohttp.ClientSession() as session:
