@@ -653,7 +653,10 @@ class ChaosProxy:
             if not chain:
                 await relay(upstream, down, ex, keep, self.clock.now)
             elif head is not None or decoder is not None or recorder.stamps:
-                await self._pump_faults(upstream, down, ex, chain, keep, recorder, head, decoder)
+                ahead = self._ahead(chain, ex.provider)
+                await self._pump_faults(
+                    upstream, down, ex, chain, keep, recorder, head, decoder, ahead
+                )
             elif (hold := self._first_byte_hold(chain)) is not None:
                 await relay(upstream, down, ex, keep, self.clock.now, hold=hold)
             elif (ahead := self._ahead(chain, ex.provider)) is None:
@@ -669,7 +672,9 @@ class ChaosProxy:
                     overflow = ahead.framing.overflow
                     await self._pass_unframed(upstream.read, down, ex, overflow, keep)
                 elif ahead.stopped:
-                    await self._pump_faults(upstream, down, ex, chain, keep, recorder, ahead=ahead)
+                    await self._pump_faults(
+                        upstream, down, ex, chain, keep, recorder, ahead=ahead, passed=True
+                    )
             if head is not None:
                 await head
             await down.write_eof()
@@ -758,11 +763,14 @@ class ChaosProxy:
         head: asyncio.Future[None] | None = None,
         decoder: Decoder | None = None,
         ahead: Ahead | None = None,
+        passed: bool = False,
     ) -> None:
         """The body through the fault chain.
 
-        ``ahead``: the relay's tap passed the body's start already (:meth:`_pass_ahead`)
-        and stopped where a fault may act; the chain starts there.
+        ``ahead`` (:meth:`_ahead`): the gate that passes reads on ahead of the chain
+        until a fault may act; None, the chain reads the body from its first byte.
+        ``passed``: the relay's tap passed them already (:meth:`_pass_ahead`) and the
+        gate stopped; the chain starts there.
         """
         clock = self.clock
         kept = ex.upstream_chunks
@@ -771,9 +779,6 @@ class ChaosProxy:
         # upstream reads is held and written at once, just before the next read
         # blocks: one send per read instead of one per event (a quarter of the CPU).
         batch = all(a.fault.prompt and a.fault.window is None for a in chain)
-        tapped = ahead is not None
-        if ahead is None:
-            ahead = self._ahead(chain, ex.provider)
 
         def arrived() -> float:
             """When the bytes of the last read reached the socket (upstream.py)."""
@@ -813,7 +818,7 @@ class ChaosProxy:
             framing = Framing(None if framer is None else framer.splitter())
         else:
             framer, framing = ahead.framer, ahead.framing
-            if not tapped:
+            if not passed:
                 await self._pass_ahead(upstream, down, read, write, ex, keep, ahead, tap=False)
                 if not ahead.stopped or framing.overflow is not None:
                     # The stream ended short of the nearest horizon, or an event overran
