@@ -72,8 +72,10 @@ class AsyncBridge:
     """An asyncio loop in a native thread; greenlets run coroutines on it and wait cooperatively."""
 
     def __init__(self) -> None:
-        # The unpatched Event: set from the loop's native thread, waited on here briefly.
-        self._ready = gevent.monkey.get_original("threading", "Event")()
+        # Unpatched Events: set from the loop's native thread, waited on here briefly.
+        native_event = gevent.monkey.get_original("threading", "Event")
+        self._ready = native_event()
+        self._done = native_event()
         self._new_lock = gevent.monkey.get_original("threading", "Lock")
         self.loop: asyncio.AbstractEventLoop | None = None
         start = gevent.monkey.get_original("_thread", "start_new_thread")
@@ -87,8 +89,22 @@ class AsyncBridge:
         asyncio.set_event_loop(loop)
         self.loop = loop
         self._ready.set()
-        loop.run_forever()
-        loop.close()
+        try:
+            loop.run_forever()
+            # Attempts still out when the run ends (users stopped mid-stream) end here,
+            # cancelled and awaited. Left pending, each would log "Task was destroyed but
+            # it is pending!" as the loop is dropped, from this thread, while the main
+            # thread's logging.shutdown (atexit) takes the same handler's lock: a lock
+            # gevent patched, taken from two threads, and the process hung at exit.
+            tasks = asyncio.all_tasks(loop)
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+            self._done.set()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop; the calling greenlet yields until it is done.
@@ -116,24 +132,31 @@ class AsyncBridge:
                 if not closed:
                     watcher.send()
 
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        future.add_done_callback(wake)
         try:
-            waiter.get()
-            return future.result()
-        except concurrent.futures.CancelledError:
-            raise gevent.GreenletExit() from None  # the loop stopped under the user
-        except BaseException:
-            future.cancel()
-            raise
+            try:
+                future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            except RuntimeError:  # the loop is closed: the run is over
+                coro.close()
+                raise gevent.GreenletExit() from None
+            future.add_done_callback(wake)
+            try:
+                waiter.get()
+                return future.result()
+            except concurrent.futures.CancelledError:
+                raise gevent.GreenletExit() from None  # the loop stopped under the user
+            except BaseException:
+                future.cancel()
+                raise
         finally:
             with lock:
                 closed = True
                 watcher.close()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the loop, end what still runs on it, and wait for its thread to finish."""
         if self.loop is not None and self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
+            self._done.wait(timeout_s)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Run as its own process (importing the engine imports Locust, which patches the
 process for gevent): ``python tests/load/bridge_stress.py GREENLETS CALLS``. Exits 0
 when every call came back with its own value, every killed greenlet's coroutine was
-cancelled, and the bridge still answers afterwards; prints what it saw.
+cancelled, the bridge still answers afterwards, and stopping it with calls out
+cancels them all and ends their greenlets; prints what it saw.
 """
 
 from __future__ import annotations
@@ -63,9 +64,18 @@ def main() -> int:
     print(f"cancelled {len(cancelled)} of {greenlets}")
     after = bridge.call(echo(7, 0.0))
     print(f"answers after: {after == 7}")
+
+    # Stopping with calls still out (the run's end with users mid-stream): each is
+    # cancelled and awaited on the loop before its thread ends, and its greenlet ends.
+    cancelled.clear()
+    waiting = [gevent.spawn(bridge.call, forever(i)) for i in range(greenlets)]
+    gevent.sleep(0.2)
     bridge.stop()
-    ok = answered == greenlets * calls and len(cancelled) == greenlets and after == 7
-    return 0 if ok else 1
+    gevent.joinall(waiting, timeout=LIMIT_S)
+    ended = sum(1 for g in waiting if g.dead)
+    print(f"stopped with {greenlets} out: {len(cancelled)} cancelled, {ended} greenlets ended")
+    ok = answered == greenlets * calls and after == 7
+    return 0 if ok and len(cancelled) == ended == greenlets else 1
 
 
 if __name__ == "__main__":
